@@ -1,0 +1,1 @@
+"""Crystal graphs with the CGCNN conventions (Xie & Grossman, PRL 120, 145301, 2018)."""

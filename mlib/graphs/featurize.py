@@ -1,0 +1,133 @@
+"""Crystals to DGL graphs: in parallel processes, cached with DGL's ``save_graphs``.
+
+The cache key is a digest of the input entries (ids and structures), the graph parameters and
+the featuriser version, so a changed data file or radius builds new graphs and an unchanged one
+loads them back. Entries that cannot become graphs are counted skips with their id and reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import dgl
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mlib.data.errors import BadEntry
+from mlib.data.skips import Skips
+from mlib.graphs.atom_features import MAX_Z
+from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec, featurize_one
+from mlib.paths import cache_dir
+
+
+@dataclass
+class GraphSet:
+    """Crystal graphs of one data set, row-aligned with ``table`` (id, targets, metadata)."""
+
+    name: str
+    graphs: list[dgl.DGLGraph]
+    table: pd.DataFrame
+    spec: GraphSpec
+    skips: Skips = field(default_factory=Skips)
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def target(self, column: str) -> torch.Tensor:
+        return torch.tensor(self.table[column].to_numpy(dtype=np.float32))
+
+    def subset(self, rows: np.ndarray | list[int], name: str | None = None) -> "GraphSet":
+        rows = list(rows)
+        return GraphSet(name or self.name, [self.graphs[i] for i in rows],
+                        self.table.iloc[rows].reset_index(drop=True), self.spec, self.skips, self.from_cache)
+
+
+def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
+    """A DGL graph from neighbour arrays: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i)."""
+    graph = dgl.graph((torch.from_numpy(arrays["src"]), torch.from_numpy(arrays["dst"])),
+                      num_nodes=len(arrays["z"]))
+    graph.ndata["z"] = torch.from_numpy(arrays["z"])
+    graph.edata["dist"] = torch.from_numpy(arrays["dist"])
+    graph.edata["vec"] = torch.from_numpy(arrays["vec"])
+    return graph
+
+
+def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec) -> str:
+    """Digest of what a graph set is built from: entries, graph parameters, featuriser version."""
+    h = hashlib.sha256(json.dumps({"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z}).encode())
+    for entry_id, source in zip(ids, sources):
+        h.update(str(entry_id).encode())
+        if isinstance(source, str):
+            h.update(source.encode())
+        elif isinstance(source, dict):
+            for key in sorted(source):
+                h.update(np.asarray(source[key]).tobytes() if key != "species" else "|".join(source[key]).encode())
+        else:
+            h.update(repr(source).encode())
+    return h.hexdigest()
+
+
+def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), source: str = "source",
+              id_column: str = "id", workers: int = 1, strict: bool = False, cache: bool = True) -> GraphSet:
+    """Graphs for every row of ``frame`` (``source``: CIF text or a lattice/species/coords dict).
+
+    The other columns (targets, formula, ...) become the graph set's table. With ``cache`` the
+    graphs are stored under ``$MLIB_CACHE/graphs/<digest>/`` and loaded from there next time.
+    """
+    ids = frame[id_column].astype(str).tolist()
+    sources = frame[source].tolist()
+    table = frame.drop(columns=[source]).reset_index(drop=True)
+    folder = cache_dir("graphs", input_digest(ids, sources, spec)[:24]) if cache else None
+    if folder is not None and (folder / "graphs.bin").exists():
+        return _load(folder, name, spec, strict)
+    skips = Skips(strict=strict)
+    graphs, kept = [], []
+    worker = partial(featurize_one, spec=spec, max_z=MAX_Z)
+    items = list(zip(ids, sources))
+    if workers > 1 and len(items) > 1:
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            results = pool.map(worker, items, chunksize=max(1, min(256, len(items) // (8 * workers))))
+            _collect(results, graphs, kept, skips, len(items), name)
+    else:
+        _collect(map(worker, items), graphs, kept, skips, len(items), name)
+    graph_set = GraphSet(name, graphs, table.iloc[kept].reset_index(drop=True), spec, skips)
+    if folder is not None:
+        _save(folder, graph_set)
+    return graph_set
+
+
+def _collect(results, graphs: list, kept: list[int], skips: Skips, total: int, name: str) -> None:
+    for row, (entry_id, result) in enumerate(tqdm(results, total=total, desc=f"graphs {name}", unit="crystal")):
+        if isinstance(result, str):
+            skips.add(BadEntry(entry_id, result, "graph"))
+        else:
+            graphs.append(to_graph(result))
+            kept.append(row)
+
+
+def _save(folder: Path, graph_set: GraphSet) -> None:
+    dgl.save_graphs(str(folder / "graphs.tmp"), graph_set.graphs)
+    graph_set.table.to_parquet(folder / "table.parquet", index=False)
+    graph_set.skips.table().to_csv(folder / "skips.csv", index=False)
+    (folder / "graphs.tmp").replace(folder / "graphs.bin")  # last: a complete cache entry or none
+
+
+def _load(folder: Path, name: str, spec: GraphSpec, strict: bool) -> GraphSet:
+    graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
+    table = pd.read_parquet(folder / "table.parquet")
+    skips = Skips(strict=strict)
+    for row in pd.read_csv(folder / "skips.csv", dtype=str).itertuples():
+        skips.add(BadEntry(row.id, row.reason, row.stage))
+    if len(graphs) != len(table):
+        raise RuntimeError(f"graph cache {folder} is inconsistent ({len(graphs)} graphs, {len(table)} rows); delete it")
+    return GraphSet(name, graphs, table, spec, skips, from_cache=True)

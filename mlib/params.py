@@ -1,0 +1,133 @@
+"""Parameters of each notebook, checked before any work starts.
+
+Papermill only warns about parameters a notebook does not declare, so every notebook's second
+cell calls :func:`check` and the runner checks profiles and ``-p`` overrides against the same
+dataclasses: a wrong name or value fails fast with a message naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ParameterError(ValueError):
+    """A notebook parameter is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """Parameters every notebook takes: where to write, which profile produced the run, the seed."""
+
+    out_dir: str
+    profile: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(type(self).__name__, f.name, getattr(self, f.name), _hints(type(self))[f.name])
+        self.validate()
+
+    def validate(self) -> None:
+        """Value checks beyond types; subclasses extend."""
+        if self.seed < 0:
+            raise ParameterError(f"seed must be >= 0, got {self.seed}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DataParams(NotebookParams):
+    """01_data: data sets, their statistics and crystal graphs."""
+
+    thermal_datasets: list[str] = field(default_factory=lambda: ["aflow", "aflow+mp-join"])
+    aflow_source: str = "mirror"
+    mp_limit: int | None = None
+    radius: float = 8.0
+    max_neighbors: int = 12
+    workers: int = 2
+    strict: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.thermal import THERMAL_DATASETS
+
+        unknown = [d for d in self.thermal_datasets if d not in THERMAL_DATASETS]
+        if unknown:
+            raise ParameterError(f"unknown thermal data set(s) {unknown}; choose from {sorted(THERMAL_DATASETS)}")
+        if self.aflow_source not in ("mirror", "live"):
+            raise ParameterError(f"aflow_source must be 'mirror' or 'live', got {self.aflow_source!r}")
+        if self.mp_limit is not None and self.mp_limit <= 0:
+            raise ParameterError(f"mp_limit must be positive or None, got {self.mp_limit}")
+        if self.radius <= 0:
+            raise ParameterError(f"radius must be > 0 A, got {self.radius}")
+        if self.max_neighbors <= 0:
+            raise ParameterError(f"max_neighbors must be > 0, got {self.max_neighbors}")
+        if self.workers <= 0:
+            raise ParameterError(f"workers must be > 0, got {self.workers}")
+
+
+PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams}
+
+
+def params_class(notebook: str) -> type[NotebookParams]:
+    """The parameter dataclass of a notebook, by its stem (``01_data``)."""
+    try:
+        return PARAMS[notebook]
+    except KeyError:
+        raise ParameterError(f"no parameter schema for notebook {notebook!r}; known: {sorted(PARAMS)}") from None
+
+
+def names(notebook: str) -> set[str]:
+    """The parameter names a notebook declares."""
+    return {f.name for f in dataclasses.fields(params_class(notebook))}
+
+
+def build(notebook: str, values: Mapping[str, Any]) -> NotebookParams:
+    """Check ``values`` against the notebook's schema: unknown names, types and ranges."""
+    cls = params_class(notebook)
+    unknown = sorted(set(values) - names(notebook))
+    if unknown:
+        raise ParameterError(f"{notebook}: unknown parameter(s) {unknown}; known: {sorted(names(notebook))}")
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required parameter is missing
+        raise ParameterError(f"{notebook}: {exc}") from None
+
+
+def check(notebook: str, namespace: Mapping[str, Any]) -> NotebookParams:
+    """Pick the notebook's parameters out of a namespace (a notebook's ``globals()``) and check them."""
+    return build(notebook, {k: namespace[k] for k in names(notebook) if k in namespace})
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(owner: str, name: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        raise ParameterError(f"{owner}.{name}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, inner) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,64 @@
+"""What produced a result: parameters, seed, code version, package versions, data digests, time."""
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from mlib.paths import REPO_ROOT
+
+PACKAGES = ("mlib", "torch", "dgl", "pymatgen", "numpy", "pandas", "scikit-learn", "scipy",
+            "matplotlib", "seaborn", "papermill", "matgl", "optuna", "flwr")
+
+# Data files read in this process: path -> sha256. Loaders call record_data_file().
+_DATA_FILES: dict[str, str] = {}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_data_file(path: str | Path, sha256: str) -> None:
+    """Note that this process read a data file with the given digest."""
+    _DATA_FILES[str(path)] = sha256
+
+
+def data_files() -> dict[str, str]:
+    """The data files read so far in this process, with their digests."""
+    return dict(_DATA_FILES)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_state() -> dict[str, str | bool | None]:
+    """Commit of the repository and whether the work tree had uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def environment() -> dict[str, str]:
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
