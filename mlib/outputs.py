@@ -33,13 +33,15 @@ class Run:
     def path(self, name: str) -> Path:
         return self.out_dir / name
 
-    def save_table(self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g") -> pd.DataFrame:
-        """Write ``name.csv`` and ``name.md`` (Markdown with the caption as its heading)."""
+    def save_table(self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g",
+                   markdown: bool = True) -> pd.DataFrame:
+        """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption."""
         if not caption.strip():
             raise ValueError(f"table {name!r} needs a caption naming its data set and crystal count")
         df.to_csv(self.path(f"{name}.csv"), index=False)
-        markdown = df.to_markdown(index=False, floatfmt=floatfmt)
-        self.path(f"{name}.md").write_text(f"**{caption}**\n\n{markdown}\n")
+        if markdown:
+            text = df.to_markdown(index=False, floatfmt=floatfmt)
+            self.path(f"{name}.md").write_text(f"**{caption}**\n\n{text}\n")
         self._note(f"{name}.csv", caption)
         return df
 

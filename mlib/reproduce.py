@@ -116,9 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         runs = plan(args.profile, args.only, parse_overrides(args.param), args.out)
     except (RunnerError, P.ParameterError, profiles.ProfileError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    from papermill.exceptions import PapermillExecutionError
+
     for nb, out_dir, values in runs:
         print(f"==> {nb.stem} [{args.profile}] -> {out_dir}", flush=True)
-        seconds = execute(nb, out_dir, values)
+        try:
+            seconds = execute(nb, out_dir, values)
+        except PapermillExecutionError as exc:
+            print(f"error: {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                  f"the executed notebook with the traceback is {out_dir / nb.name}", file=sys.stderr)
+            return 1
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
     return 0
 

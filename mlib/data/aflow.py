@@ -222,4 +222,4 @@ def iter_with_geometry(records: Iterable[AflowRecord], skips: Skips) -> Iterator
         if rec.has_geometry:
             yield rec
         else:
-            skips.add(BadEntry(rec.auid, "no geometry in source (lattice missing)", "geometry"))
+            skips.add(BadEntry(rec.auid, "no geometry in source (lattice missing)", "geometry", "no geometry"))

@@ -13,8 +13,9 @@ class ChecksumError(RuntimeError):
 class BadEntry(ValueError):
     """One entry of a data set cannot be used; carries its id and the reason."""
 
-    def __init__(self, entry_id: str, reason: str, stage: str = "parse") -> None:
+    def __init__(self, entry_id: str, reason: str, stage: str = "parse", kind: str | None = None) -> None:
         super().__init__(f"entry {entry_id}: {reason} (stage: {stage})")
         self.entry_id = entry_id
         self.reason = reason
         self.stage = stage
+        self.kind = kind or reason  # the category skips are counted by

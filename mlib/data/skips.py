@@ -33,12 +33,15 @@ class Skips:
 
     def table(self) -> pd.DataFrame:
         """One row per skipped entry."""
-        return pd.DataFrame([{"id": e.entry_id, "stage": e.stage, "reason": e.reason} for e in self.records],
-                            columns=["id", "stage", "reason"])
+        return pd.DataFrame([{"id": e.entry_id, "stage": e.stage, "kind": e.kind, "reason": e.reason}
+                             for e in self.records], columns=["id", "stage", "kind", "reason"])
 
     def summary(self) -> pd.DataFrame:
-        """Counts by stage and reason."""
+        """Counts by stage and kind of reason, with one example id."""
         table = self.table()
         if table.empty:
-            return pd.DataFrame(columns=["stage", "reason", "count"])
-        return table.groupby(["stage", "reason"]).size().reset_index(name="count").sort_values("count", ascending=False)
+            return pd.DataFrame(columns=["stage", "kind", "count", "example"])
+        grouped = table.groupby(["stage", "kind"], sort=False)
+        out = grouped.size().reset_index(name="count")
+        out["example"] = grouped["reason"].first().to_numpy()
+        return out.sort_values("count", ascending=False).reset_index(drop=True)

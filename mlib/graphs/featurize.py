@@ -108,8 +108,9 @@ def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), sou
 
 def _collect(results, graphs: list, kept: list[int], skips: Skips, total: int, name: str) -> None:
     for row, (entry_id, result) in enumerate(tqdm(results, total=total, desc=f"graphs {name}", unit="crystal")):
-        if isinstance(result, str):
-            skips.add(BadEntry(entry_id, result, "graph"))
+        if isinstance(result, tuple):
+            kind, detail = result
+            skips.add(BadEntry(entry_id, detail, "graph", kind))
         else:
             graphs.append(to_graph(result))
             kept.append(row)
@@ -127,7 +128,7 @@ def _load(folder: Path, name: str, spec: GraphSpec, strict: bool) -> GraphSet:
     table = pd.read_parquet(folder / "table.parquet")
     skips = Skips(strict=strict)
     for row in pd.read_csv(folder / "skips.csv", dtype=str).itertuples():
-        skips.add(BadEntry(row.id, row.reason, row.stage))
+        skips.add(BadEntry(row.id, row.reason, row.stage, row.kind))
     if len(graphs) != len(table):
         raise RuntimeError(f"graph cache {folder} is inconsistent ({len(graphs)} graphs, {len(table)} rows); delete it")
     return GraphSet(name, graphs, table, spec, skips, from_cache=True)

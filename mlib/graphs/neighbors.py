@@ -25,7 +25,11 @@ class GraphSpec:
 
 
 class NeighborError(ValueError):
-    """A crystal cannot become a graph (reason in the message)."""
+    """A crystal cannot become a graph: ``kind`` is the category, the message the detail."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
 
 
 def to_structure(source: Any):
@@ -40,17 +44,17 @@ def to_structure(source: Any):
             try:
                 return Structure.from_str(source, fmt="cif")
             except Exception as exc:  # pymatgen raises many types for broken CIFs
-                raise NeighborError(f"unparsable CIF ({type(exc).__name__}: {exc})") from None
+                raise NeighborError("unparsable CIF", f"unparsable CIF ({type(exc).__name__}: {exc})") from None
     if isinstance(source, dict):
         return Structure(Lattice(source["lattice"]), source["species"], source["frac_coords"])
-    raise NeighborError(f"cannot read a structure from {type(source).__name__}")
+    raise NeighborError("no structure", f"cannot read a structure from {type(source).__name__}")
 
 
 def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     """Atomic numbers and the edge arrays (src, dst, distance, pair vector) of one crystal."""
     z = np.array([site.specie.Z for site in structure], dtype=np.int64)
     if len(z) == 0:
-        raise NeighborError("structure has no atoms")
+        raise NeighborError("no atoms", "structure has no atoms")
     centers, neighbors, images, dist = structure.get_neighbor_list(spec.radius)
     keep = dist > 1e-8
     centers, neighbors, images, dist = centers[keep], neighbors[keep], images[keep], dist[keep]
@@ -62,7 +66,7 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     centers, neighbors, images, dist = centers[keep], neighbors[keep], images[keep], dist[keep]
     lonely = np.setdiff1d(np.arange(len(z)), centers)
     if len(lonely):
-        raise NeighborError(f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
+        raise NeighborError("atom without neighbours", f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
                             f"within {spec.radius} A ({len(lonely)} such atoms)")
     cart = structure.cart_coords
     vec = cart[neighbors] + images @ structure.lattice.matrix - cart[centers]
@@ -70,17 +74,21 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
             "dist": dist.astype(np.float32), "vec": vec.astype(np.float32)}
 
 
-def featurize_one(item: tuple[str, Any], spec: GraphSpec, max_z: int) -> tuple[str, dict[str, np.ndarray] | str]:
-    """Worker entry: ``(id, source)`` -> ``(id, arrays)`` or ``(id, reason it failed)``."""
+Failure = tuple[str, str]  # (kind, detail)
+
+
+def featurize_one(item: tuple[str, Any], spec: GraphSpec, max_z: int) -> tuple[str, dict[str, np.ndarray] | Failure]:
+    """Worker entry: ``(id, source)`` -> ``(id, arrays)`` or ``(id, (kind, detail))`` when it fails."""
     entry_id, source = item
     try:
         structure = to_structure(source)
         arrays = structure_arrays(structure, spec)
     except NeighborError as exc:
-        return entry_id, str(exc)
+        return entry_id, (exc.kind, str(exc))
     except Exception as exc:  # a malformed record: report it, never lose the entry silently
-        return entry_id, f"{type(exc).__name__}: {exc}"
+        return entry_id, ("malformed record", f"{type(exc).__name__}: {exc}")
     bad = arrays["z"][(arrays["z"] < 1) | (arrays["z"] > max_z)]
     if len(bad):
-        return entry_id, f"element Z={int(bad[0])} has no atom-feature data (supported: Z=1..{max_z})"
+        return entry_id, ("element without features",
+                          f"element Z={int(bad[0])} has no atom-feature data (supported: Z=1..{max_z})")
     return entry_id, arrays

@@ -1,0 +1,104 @@
+"""The study's data sets as crystal graphs: one call per data set, with counts of every step.
+
+    thermal = load_thermal("aflow")        # AFLOW AGL thermal expansion, AFLOW geometry
+    mp = load_mp("mp-cgcnn", limit=None)   # MP formation energy and band gap
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlib.data import aflow, mp as mpdata
+from mlib.data.mirror import mirror_file
+from mlib.data.skips import Skips
+from mlib.data.thermal import (TARGET, THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
+                               summary_row)
+from mlib.graphs.featurize import GraphSet, featurize
+from mlib.graphs.neighbors import GraphSpec
+
+MP_DATASETS = {"mp-cgcnn": "Materials Project, CGCNN snapshot (mirror)",
+               "mp.2018.6.1": "Materials Project mp.2018.6.1 (figshare 7451351)"}
+PAPER_AGL = {"dataset": "paper (Xie & Grossman data, AFLOW 2018)", "entries": 5534, "unary": 96,
+             "binary": 2490, "ternary": 2948, "after dedup": 5409}
+PAPER_TARGET = {"dataset": "paper", "min": -3.17e-6, "max": 5.67e-4, "mean": 5.70e-5}
+
+
+@dataclass
+class ThermalData:
+    """A thermal-expansion data set: graphs, the steps that built it, and everything skipped."""
+
+    graphs: GraphSet
+    steps: pd.DataFrame
+    skips: Skips
+    frame: pd.DataFrame  # after dedup, before featurisation
+
+    @property
+    def label(self) -> str:
+        """How tables name this data set: name and crystal count."""
+        return f"{self.graphs.name}, {len(self.graphs):,} crystals"
+
+    def summary(self) -> dict[str, object]:
+        """Crystals by arity and target statistics of the graphs the models train on."""
+        return summary_row(self.label, self.graphs.table)
+
+
+def agl_index_summary() -> pd.DataFrame:
+    """The study's 5,534 AGL auids: counts by arity and after dedup, beside the paper's."""
+    index = index_frame(aflow.read_mirror_index())
+    row = {"dataset": "AGL index (mirror, all auids of the study)", "entries": len(index),
+           **arity_counts(index["nspecies"]), "after dedup": len(drop_duplicates(index))}
+    return pd.DataFrame([row, PAPER_AGL])
+
+
+def agl_records(source: str = "mirror", strict: bool = False) -> tuple[list[aflow.AflowRecord], Skips]:
+    """Parsed AGL records from the mirror or live AFLUX; unreadable entries are counted skips."""
+    skips = Skips(strict=strict)
+    return aflow.load_agl(source, skips), skips
+
+
+def load_thermal(name: str = "aflow", source: str = "mirror", spec: GraphSpec = GraphSpec(), workers: int = 1,
+                 strict: bool = False, records: list[aflow.AflowRecord] | None = None) -> ThermalData:
+    """A thermal-expansion data set as graphs (see :data:`THERMAL_DATASETS`)."""
+    if name not in THERMAL_DATASETS:
+        raise ValueError(f"unknown thermal data set {name!r}; choose from {sorted(THERMAL_DATASETS)}")
+    skips = Skips(strict=strict)
+    if records is None:
+        records, parse_skips = agl_records(source, strict)
+        skips.extend(parse_skips)
+    mp = mpdata.load_mp_cgcnn() if name == "aflow+mp-join" else None
+    frame, steps = build_thermal(name, records, skips, mp)
+    graphs = featurize(frame, name, spec, workers=workers, strict=strict)
+    skips.extend(graphs.skips)
+    steps = pd.concat([steps, pd.DataFrame([
+        {"dataset": name, "step": "dropped: no graph", "count": len(graphs.skips), "note": "counted skips"},
+        {"dataset": name, "step": "crystal graphs", "count": len(graphs), "note": "the data set"}])],
+        ignore_index=True)
+    return ThermalData(graphs, steps, skips, frame)
+
+
+def load_mp(name: str = "mp-cgcnn", limit: int | None = None, spec: GraphSpec = GraphSpec(), workers: int = 1,
+            strict: bool = False) -> GraphSet:
+    """MP crystals with formation_energy_per_atom and band_gap as graphs (``limit``: first N only)."""
+    loaders = {"mp-cgcnn": mpdata.load_mp_cgcnn, "mp.2018.6.1": mpdata.load_mp_2018}
+    if name not in loaders:
+        raise ValueError(f"unknown MP data set {name!r}; choose from {sorted(loaders)}")
+    frame = loaders[name](limit=limit).rename(columns={"material_id": "id", "cif": "source"})
+    label = name if limit is None else f"{name} (first {limit:,})"
+    return featurize(frame, label, spec, workers=workers, strict=strict)
+
+
+def reference_atom_init() -> dict[str, list[float]]:
+    """The reference implementation's ``atom_init.json`` (cgcnn-sample in the mirror)."""
+    return json.loads(mirror_file("cgcnn-sample/atom_init.json").read_text())
+
+
+def graph_summary(graphs: GraphSet) -> dict[str, float | int | str]:
+    """Size of a graph set: crystals, atoms and edges per crystal, neighbours per atom."""
+    atoms = pd.Series([g.num_nodes() for g in graphs.graphs])
+    edges = pd.Series([g.num_edges() for g in graphs.graphs])
+    return {"dataset": graphs.name, "crystals": len(graphs), "skipped": len(graphs.skips),
+            "atoms/crystal (mean)": atoms.mean(), "atoms/crystal (max)": int(atoms.max()),
+            "edges/atom (mean)": edges.sum() / atoms.sum(), "from cache": graphs.from_cache}
+

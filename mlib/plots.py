@@ -1,0 +1,78 @@
+"""Figures of the study, drawn from saved tables so they can be redrawn without recomputing."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless by default; notebooks still display the returned figures
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def target_histogram(values: pd.Series, label: str, title: str, bins: int = 60):
+    """Histogram of a target, with a log-scale inset of its positive values."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.hist(values, bins=bins, color="tab:blue", alpha=0.85)
+    ax.set_xlabel(label)
+    ax.set_ylabel("crystals")
+    ax.set_title(title, fontsize=10)
+    positive = values[values > 0]
+    if len(positive) > 1:
+        inset = ax.inset_axes([0.5, 0.42, 0.46, 0.5])
+        inset.hist(positive, bins=np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40),
+                   color="tab:orange", alpha=0.85)
+        inset.set_xscale("log")
+        inset.set_title(f"log scale ({(values <= 0).sum()} non-positive not shown)", fontsize=7)
+        inset.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def arity_bars(summary: pd.DataFrame, columns: tuple[str, ...] = ("unary", "binary", "ternary")):
+    """Crystals by number of elements, one group of bars per data set."""
+    long = summary.melt(id_vars="dataset", value_vars=[c for c in columns if c in summary], var_name="arity",
+                        value_name="count")
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    sns.barplot(long, x="arity", y="count", hue="dataset", ax=ax)
+    ax.set_ylabel("crystals")
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=7)
+    ax.set_title("Crystals by number of elements")
+    fig.tight_layout()
+    return fig
+
+
+def count_steps(steps: pd.DataFrame):
+    """Horizontal bars of a pipeline's counts, step by step."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(steps) + 1))
+    labels = steps["dataset"] + ": " + steps["step"] if "dataset" in steps else steps["step"]
+    ax.barh(labels[::-1], steps["count"][::-1], color="tab:green")
+    for y, v in enumerate(steps["count"][::-1]):
+        ax.text(v, y, f" {v:,}", va="center", fontsize=7)
+    ax.set_xlabel("entries")
+    fig.tight_layout()
+    return fig
+
+
+def agreement_bars(table: pd.DataFrame):
+    """Per-property agreement of our atom features with the reference ``atom_init.json``."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    sns.barplot(table, y="property", x="agreement", ax=ax, color="tab:purple")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of elements 1..100 in the same one-hot bin as atom_init.json")
+    fig.tight_layout()
+    return fig
+
+
+def degree_histogram(degrees: np.ndarray, title: str):
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(degrees, bins=np.arange(degrees.min(), degrees.max() + 2) - 0.5, color="tab:gray")
+    ax.set_xlabel("neighbours per atom")
+    ax.set_ylabel("atoms")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
