@@ -165,26 +165,26 @@ def aflux_total(response: Any) -> int | None:
     return None
 
 
-def aflux_url(page: int, per_page: int, fields: Iterable[str] = AGL_FIELDS) -> str:
+def aflux_url(page: int, per_page: int, base: str = AFLUX_URL, fields: Iterable[str] = AGL_FIELDS) -> str:
     """AFLUX query for the AGL set: every entry with a thermal expansion, one page of it."""
     selects = [f"{TARGET}(*)"] + [f for f in fields if f != TARGET]
-    return f"{AFLUX_URL}?{','.join(selects)},$paging({page},{per_page}),format(json)"
+    return f"{base}?{','.join(selects)},$paging({page},{per_page}),format(json)"
 
 
 def fetch_agl_live(per_page: int = 1000, max_pages: int | None = None, cache: Path | None = None,
-                   fetcher: Callable[..., Any] = fetch_json) -> list[dict[str, Any]]:
+                   base: str = AFLUX_URL, fetcher: Callable[..., Any] = fetch_json) -> list[dict[str, Any]]:
     """Every AGL entry from AFLUX, page by page, each page cached on disk.
 
     An interrupted download resumes at the first page not in the cache; a corrupt cached page is
     detected (digest, JSON) and fetched again. Paging stops at a short page or AFLOW's total.
     """
-    key = hashlib.sha256(aflux_url(0, per_page).encode()).hexdigest()[:16]
+    key = hashlib.sha256(aflux_url(0, per_page, base).encode()).hexdigest()[:16]
     folder = cache or cache_dir("aflux", key)
     entries: list[dict[str, Any]] = []
     bar = tqdm(desc="AFLUX pages", unit="page")
     page = 1
     while max_pages is None or page <= max_pages:
-        response = fetcher(aflux_url(page, per_page), folder / f"page_{page:05d}.json")
+        response = fetcher(aflux_url(page, per_page, base), folder / f"page_{page:05d}.json")
         batch = aflux_entries(response)
         entries += batch
         total = aflux_total(response)

@@ -1,0 +1,71 @@
+"""Crystal graphs: hand-computed neighbours of a simple cubic cell, caching, and each bad-input path."""
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from mlib.data.errors import BadEntry
+from mlib.graphs.atom_features import N_FEATURES, atom_feature_table, block_slices
+from mlib.graphs.featurize import featurize
+from mlib.graphs.neighbors import GraphSpec, structure_arrays
+
+
+def simple_cubic(a: float = 3.0, element: str = "Po") -> Structure:
+    return Structure(Lattice.cubic(a), [element], [[0, 0, 0]])
+
+
+def test_simple_cubic_neighbours_by_hand():
+    arrays = structure_arrays(simple_cubic(3.0), GraphSpec(radius=8.0, max_neighbors=12))
+    # 6 face neighbours at a, then 6 of the 12 edge neighbours at a*sqrt(2): the 12 nearest
+    assert len(arrays["dist"]) == 12
+    np.testing.assert_allclose(np.sort(arrays["dist"]), [3.0] * 6 + [3.0 * np.sqrt(2)] * 6, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(arrays["vec"], axis=1), arrays["dist"], rtol=1e-6)
+    assert set(arrays["dst"]) == {0} and set(arrays["src"]) == {0}
+    face = arrays["vec"][np.isclose(arrays["dist"], 3.0)]
+    np.testing.assert_allclose(np.sort(np.abs(face).sum(axis=1)), [3.0] * 6, rtol=1e-6)  # +-a along each axis
+
+
+def test_radius_limits_neighbours():
+    arrays = structure_arrays(simple_cubic(3.0), GraphSpec(radius=3.5, max_neighbors=12))
+    np.testing.assert_allclose(arrays["dist"], [3.0] * 6, rtol=1e-6)
+
+
+def frame(sources: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame({"id": list(sources), "source": list(sources.values()), "y": range(len(sources))})
+
+
+def test_bad_inputs_are_counted_skips_with_reasons():
+    good = simple_cubic(3.0).to(fmt="cif")
+    data = frame({"good": good, "broken": "data_x\n_cell_length_a 3\nloop_\n_atom_site_label\nnonsense",
+                  "lonely": simple_cubic(9.0, "Na").to(fmt="cif"),
+                  "no-features": simple_cubic(3.0, "Md").to(fmt="cif")})
+    graphs = featurize(data, "t", GraphSpec(radius=8.0), cache=False)
+    assert graphs.table["id"].tolist() == ["good"]
+    kinds = dict(zip(graphs.skips.table()["id"], graphs.skips.table()["kind"]))
+    assert kinds == {"broken": "unparsable CIF", "lonely": "atom without neighbours",
+                     "no-features": "element without features"}
+
+
+def test_strict_mode_raises_naming_the_entry():
+    data = frame({"lonely": simple_cubic(9.0, "Na").to(fmt="cif")})
+    with pytest.raises(BadEntry, match="lonely"):
+        featurize(data, "t", GraphSpec(radius=8.0), strict=True, cache=False)
+
+
+def test_graphs_are_cached_and_reloaded_identically():
+    data = frame({"a": simple_cubic(3.0).to(fmt="cif"), "b": simple_cubic(3.4, "Cu").to(fmt="cif")})
+    first = featurize(data, "t", workers=2)
+    second = featurize(data, "t", workers=2)
+    assert not first.from_cache and second.from_cache
+    for g1, g2 in zip(first.graphs, second.graphs):
+        assert g1.num_edges() == g2.num_edges()
+        assert np.array_equal(g1.edata["dist"].numpy(), g2.edata["dist"].numpy())
+    changed = featurize(data, "t", GraphSpec(radius=5.0), workers=1)
+    assert not changed.from_cache  # a new parameter is a new cache entry
+
+
+def test_atom_feature_table_is_one_hot_per_block():
+    table = atom_feature_table()
+    assert table.shape == (101, N_FEATURES) == (101, 92)
+    for name in ("group", "period", "block"):
+        assert (table[1:, block_slices()[name]].sum(axis=1) == 1).all(), name
