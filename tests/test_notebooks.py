@@ -1,0 +1,37 @@
+"""Every notebook runs end to end in the smoke profile, into a temporary folder."""
+import json
+
+import pytest
+
+from mlib import reproduce
+from tests.conftest import needs_mirror
+
+
+@needs_mirror
+@pytest.mark.notebooks
+def test_smoke_profile_runs_every_notebook(tmp_path):
+    assert reproduce.main(["--profile", "smoke", "--out", str(tmp_path)]) == 0
+    for nb in reproduce.notebooks():
+        out = tmp_path / "smoke" / nb.stem
+        assert (out / nb.name).exists()
+        record = json.loads((out / "provenance.json").read_text())
+        assert record["profile"] == "smoke" and record["notebook"] == nb.stem
+        assert record["git"]["commit"] and record["packages"]["torch"].startswith("2.13")
+        assert record["data_files"], "data digests recorded"
+        for output in record["outputs"]:
+            assert (out / output["file"]).stat().st_size > 0, output
+    data = tmp_path / "smoke" / "01_data"
+    assert {"agl_index_counts.csv", "thermal_steps.csv", "target_histogram.png", "graph_summary.csv",
+            "atom_feature_agreement.csv"} <= {p.name for p in data.iterdir()}
+
+
+@needs_mirror
+def test_atom_features_agree_with_reference_layout():
+    from mlib.datasets import reference_atom_init
+    from mlib.graphs.atom_features import agreement_with_reference
+
+    agreement = {r["property"]: r["agreement"] for r in agreement_with_reference(reference_atom_init())}
+    assert agreement["group"] == agreement["period"] == 1.0
+    assert agreement["block"] >= 0.95 and agreement["valence_electrons"] >= 0.95
+    assert agreement["first_ionization_energy"] >= 0.95
+    assert min(agreement.values()) >= 0.25  # element data sources differ; the layout must not
