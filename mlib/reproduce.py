@@ -11,6 +11,7 @@ first notebook starts, so a typo fails in a second rather than after an hour of 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def plan(profile: str, only: list[str] | None, overrides: dict[str, Any], out: P
     for nb in chosen:
         out_dir = out / profile / nb.stem
         values = profiles.notebook_params(profile, nb.stem, overrides)
-        values["out_dir"] = str(out_dir.resolve())
+        values["out_dir"] = os.path.relpath(out_dir.resolve(), nb.parent)  # the kernel runs in notebooks/
         P.build(nb.stem, values)  # fail fast on bad values
         runs.append((nb, out_dir, values))
     return runs
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"the executed notebook with the traceback is {out_dir / nb.name}", file=sys.stderr)
             return 1
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
+    if args.out.resolve() == RESULTS_DIR.resolve():
+        from mlib import readme
+
+        print(f"README tables refreshed: {readme.update() or 'none'}")
     return 0
 
 

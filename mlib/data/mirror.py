@@ -50,7 +50,7 @@ def mirror_file(relative: str) -> Path:
         raise DataUnavailable(f"{relative} is not in the mirror at {root}. {HOW_TO}")
     stat = path.stat()
     digest = _verified(path, stat.st_size, stat.st_mtime, _published_digests(root).get(relative))
-    provenance.record_data_file(path, digest)
+    provenance.record_data_file(f"${MIRROR_ENV}/{relative}", digest)
     return path
 
 
