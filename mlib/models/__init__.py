@@ -1,0 +1,1 @@
+"""Graph neural networks of the study (DGL)."""

@@ -1,0 +1,122 @@
+"""CGCNN: the convolution against a hand computation, invariances, determinism, checkpoints."""
+import dgl
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from mlib.graphs.featurize import to_graph
+from mlib.graphs.neighbors import GraphSpec, structure_arrays
+from mlib.models.cgcnn import CGCNN, CGCNNConv, GaussianDistance
+from mlib.training import TrainConfig, Trainer, TrainingDiverged, seed_everything, split_indices
+
+
+def softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_convolution_matches_hand_computation_on_two_atoms():
+    torch.manual_seed(0)
+    conv = CGCNNConv(hidden=2, edge_dim=1).eval()  # eval: batch norm uses running stats (0, 1)
+    graph = dgl.graph((torch.tensor([1, 0]), torch.tensor([0, 1])))  # j -> i both ways
+    v = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
+    u = torch.tensor([[0.7], [0.7]])
+    out = conv(graph, v, u).detach().numpy()
+    W, b = conv.full.weight.detach().numpy(), conv.full.bias.detach().numpy()
+    eps = conv.bn_gate.eps
+    expected = []
+    for i, j in ((0, 1), (1, 0)):
+        z = np.concatenate([v[i].numpy(), v[j].numpy(), u[0].numpy()])
+        gated = (W @ z + b) / np.sqrt(1 + eps)
+        message = sigmoid(gated[:2]) * softplus(gated[2:])
+        expected.append(softplus(v[i].numpy() + message / np.sqrt(1 + eps)))
+    np.testing.assert_allclose(out, np.array(expected), rtol=1e-5)
+
+
+def crystal_graph(structure: Structure) -> dgl.DGLGraph:
+    return to_graph(structure_arrays(structure, GraphSpec()))
+
+
+# A low-symmetry cell: no two neighbours tie at the 12-neighbour cut, so the graph is order-independent.
+DISTORTED = Structure(Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100), ["Sr", "Ti", "O", "O", "O"],
+                      [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]])
+
+
+def test_prediction_is_invariant_to_atom_order():
+    torch.manual_seed(0)
+    model = CGCNN(hidden=16, n_conv=2).eval()
+    order = (4, 2, 0, 3, 1)
+    permuted = Structure(DISTORTED.lattice, [DISTORTED[i].species_string for i in order],
+                         [DISTORTED[i].frac_coords for i in order])
+    a, b = model(crystal_graph(DISTORTED)), model(crystal_graph(permuted))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert model.embed(crystal_graph(DISTORTED)).shape == (1, 16)
+
+
+def test_gaussian_expansion_follows_cgcnn():
+    g = GaussianDistance()
+    assert g.dim == 41
+    assert torch.isclose(g(torch.tensor([2.0]))[0, 10], torch.tensor(1.0))
+
+
+def toy_data(n: int = 24):
+    rng = np.random.default_rng(0)
+    graphs, ys = [], []
+    for k in range(n):
+        a = 3.0 + 0.05 * k
+        s = Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        graphs.append(crystal_graph(s))
+        ys.append(a + rng.normal(0, 0.01))
+    return graphs, torch.tensor(ys, dtype=torch.float32)
+
+
+def train(tmp_path, epochs: int, resume: bool = False):
+    seed_everything(0)
+    graphs, y = toy_data()
+    trainer = Trainer(CGCNN(hidden=8, n_conv=2), graphs, y, split_indices(len(graphs), 0),
+                      TrainConfig(epochs=epochs, batch_size=4, lr=0.01), tmp_path)
+    if resume:
+        assert trainer.resume()
+    return trainer, trainer.fit(progress=False)
+
+
+def test_training_is_deterministic(tmp_path):
+    _, h1 = train(tmp_path / "a", 3)
+    _, h2 = train(tmp_path / "b", 3)
+    assert h1.equals(h2)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    full, h_full = train(tmp_path / "full", 4)
+    train(tmp_path / "cut", 2)  # "interrupted" after 2 epochs
+    resumed, h_resumed = train(tmp_path / "cut", 4, resume=True)
+    np.testing.assert_allclose(h_resumed["val_mse"], h_full["val_mse"], rtol=1e-6)
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    trainer, _ = train(tmp_path, 1)
+    before = (tmp_path / "last.pt").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    trainer.config = TrainConfig(epochs=2, batch_size=4, lr=0.01)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        trainer.fit(progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("kwargs, message", [({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"),
+                                             ({"epochs": -1}, "epochs")])
+def test_bad_training_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_too_small_data_set_for_the_split():
+    with pytest.raises(ValueError, match="too few"):
+        split_indices(3, 0)
