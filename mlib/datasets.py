@@ -14,7 +14,7 @@ from mlib.data import aflow, mp as mpdata
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.data.thermal import (TARGET, THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
-                               summary_row)
+                               mp_formulas, summary_row)
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
 
@@ -84,7 +84,9 @@ def load_mp(name: str = "mp-cgcnn", limit: int | None = None, spec: GraphSpec = 
     loaders = {"mp-cgcnn": mpdata.load_mp_cgcnn, "mp.2018.6.1": mpdata.load_mp_2018}
     if name not in loaders:
         raise ValueError(f"unknown MP data set {name!r}; choose from {sorted(loaders)}")
-    frame = loaders[name](limit=limit).rename(columns={"material_id": "id", "cif": "source"})
+    frame = loaders[name](limit=limit)
+    frame["formula"] = mp_formulas(frame)
+    frame = frame.rename(columns={"material_id": "id", "cif": "source"})
     label = name if limit is None else f"{name} (first {limit:,})"
     return featurize(frame, label, spec, workers=workers, strict=strict)
 

@@ -71,7 +71,56 @@ class DataParams(NotebookParams):
             raise ParameterError(f"workers must be > 0, got {self.workers}")
 
 
-PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams}
+@dataclass(frozen=True)
+class TrainParams(NotebookParams):
+    """02_train: CGCNN on thermal expansion (paper's best setting by default) and on MP formation energy."""
+
+    dataset: str = "aflow"
+    thermal_limit: int | None = None
+    conv_layers: int = 3
+    hidden: int = 64
+    head_hidden: int = 128
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    epochs: int = 200
+    mp_dataset: str | None = "mp-cgcnn"
+    mp_target: str = "formation_energy_per_atom"
+    mp_limit: int | None = None
+    mp_epochs: int = 30
+    resume: bool = True
+    radius: float = 8.0
+    max_neighbors: int = 12
+    workers: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.mp import MP_TARGETS
+        from mlib.data.thermal import THERMAL_DATASETS
+        from mlib.datasets import MP_DATASETS
+
+        if self.dataset not in THERMAL_DATASETS:
+            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
+        if self.mp_dataset is not None and self.mp_dataset not in MP_DATASETS:
+            raise ParameterError(f"unknown MP data set {self.mp_dataset!r}; choose from {sorted(MP_DATASETS)} or None")
+        if self.mp_target not in MP_TARGETS:
+            raise ParameterError(f"unknown MP target {self.mp_target!r}; choose from {list(MP_TARGETS)}")
+        for name in ("conv_layers", "hidden", "head_hidden", "batch_size", "epochs", "mp_epochs", "max_neighbors",
+                     "workers"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("thermal_limit", "mp_limit"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ParameterError(f"{name} must be positive or None, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ParameterError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ParameterError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.radius <= 0:
+            raise ParameterError(f"radius must be > 0 A, got {self.radius}")
+
+
+PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

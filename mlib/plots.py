@@ -76,3 +76,31 @@ def degree_histogram(degrees: np.ndarray, title: str):
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def parity(true: np.ndarray, pred: np.ndarray, label: str, title: str):
+    """Predicted against true values with the y = x line."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.scatter(true, pred, s=8, alpha=0.5, edgecolor="none")
+    lo, hi = min(true.min(), pred.min()), max(true.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1)
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_title(title, fontsize=10)
+    ax.ticklabel_format(style="sci", scilimits=(-3, 3))
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title: str):
+    """Training and validation MSE (standardised target) per epoch, log scale."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(history["epoch"], history["train_mse"], label="train")
+    ax.plot(history["epoch"], history["val_mse"], label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (standardised target)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -200,3 +200,44 @@ class Trainer:
         """Metrics, predictions and row numbers on a split (original units)."""
         pred, rows = predict(self.model, make_batches(self.graphs, self.y, self.split[part], 256), self.scaler)
         return regression_metrics(self.y[rows].numpy(), pred), pred, rows
+
+
+@dataclass
+class FitResult:
+    """What one training run produced (all also written to its folder)."""
+
+    history: pd.DataFrame
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    trainer: Trainer
+
+
+def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig, out_dir: Path,
+                  resume: bool = True, formula_column: str = "reduced_formula") -> FitResult:
+    """Split, train (resuming if asked), reload the best epoch, evaluate on the test split.
+
+    Writes ``split.json``, ``last.pt``/``best.pt`` and ``model.pt`` (best weights, hyperparameters and
+    target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    ids = graph_set.table["id"].astype(str).tolist()
+    split = split_indices(len(graph_set), config.seed)
+    save_split(out_dir / "split.json", ids, split, config.seed)
+    trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir)
+    if resume:
+        trainer.resume()
+    history = trainer.fit()
+    trainer.load_best()
+    torch.save({"model": model.state_dict(), "hyper": getattr(model, "hyper", {}), "scaler": asdict(trainer.scaler),
+                "target": target, "config": asdict(config)}, out_dir / "model.pt")
+    frames = []
+    for part in ("train", "val", "test"):
+        part_metrics, pred, rows = trainer.evaluate(part)
+        if part == "test":
+            metrics = part_metrics
+        table = graph_set.table.iloc[rows]
+        frames.append(pd.DataFrame({"id": table["id"].to_numpy(), "formula": table[formula_column].to_numpy(),
+                                    "split": part, "true": trainer.y[rows].numpy(), "pred": pred}))
+    return FitResult(history, metrics, pd.concat(frames, ignore_index=True), trainer)

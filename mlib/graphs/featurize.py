@@ -61,9 +61,11 @@ def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
     return graph
 
 
-def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec) -> str:
-    """Digest of what a graph set is built from: entries, graph parameters, featuriser version."""
-    h = hashlib.sha256(json.dumps({"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z}).encode())
+def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.DataFrame) -> str:
+    """Digest of what a graph set is built from: entries, their table, graph parameters, featuriser version."""
+    h = hashlib.sha256(json.dumps({"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z,
+                                   "columns": list(table.columns)}).encode())
+    h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     for entry_id, source in zip(ids, sources):
         h.update(str(entry_id).encode())
         if isinstance(source, str):
@@ -86,7 +88,8 @@ def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), sou
     ids = frame[id_column].astype(str).tolist()
     sources = frame[source].tolist()
     table = frame.drop(columns=[source]).reset_index(drop=True)
-    folder = cache_dir("graphs", input_digest(ids, sources, spec)[:24]) if cache else None
+    digest = input_digest(ids, sources, spec, table)
+    folder = cache_dir("graphs", digest[:24]) if cache else None
     if folder is not None and (folder / "graphs.bin").exists():
         return _load(folder, name, spec, strict)
     skips = Skips(strict=strict)
