@@ -23,6 +23,10 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     data = tmp_path / "smoke" / "01_data"
     assert {"agl_index_counts.csv", "thermal_steps.csv", "target_histogram.png", "graph_summary.csv",
             "atom_feature_agreement.csv"} <= {p.name for p in data.iterdir()}
+    train = tmp_path / "smoke" / "02_train"
+    assert {"thermal_parity.png", "thermal_learning_curves.png", "thermal_metrics.csv", "thermal_predictions.csv",
+            "mp_metrics.csv"} <= {p.name for p in train.iterdir()}
+    assert (train / "thermal" / "model.pt").exists() and (train / "thermal" / "split.json").exists()
 
 
 @needs_mirror

@@ -30,6 +30,10 @@ def test_plan_rejects_unknown_names(tmp_path, args, message):
     ({"workers": "two"}, "expected int"),
     ({"thermal_datasets": ["aflw"]}, "unknown thermal data set"),
     ({"aflow_source": "web"}, "aflow_source"),
+    ({"dataset": "icsd"}, "unknown data set 'icsd'"),
+    ({"batch_size": 0}, "batch_size must be > 0"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"mp_target": "bulk_modulus"}, "unknown MP target"),
 ])
 def test_bad_values_fail_before_any_notebook_runs(tmp_path, override, message):
     with pytest.raises(params.ParameterError, match=message):
