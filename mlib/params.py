@@ -120,7 +120,44 @@ class TrainParams(NotebookParams):
             raise ParameterError(f"radius must be > 0 A, got {self.radius}")
 
 
-PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams}
+@dataclass(frozen=True)
+class EmbedParams(NotebookParams):
+    """04_embed: t-SNE and PCA maps of the crystal vectors of 02_train's thermal-expansion model."""
+
+    dataset: str = "aflow"
+    model_path: str | None = None
+    crystals: str = "test"
+    perplexity: float = 30.0
+    knn_k: int = 10
+    n_labels: int = 3
+    radius: float = 8.0
+    max_neighbors: int = 12
+    workers: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.thermal import THERMAL_DATASETS
+
+        if self.dataset not in THERMAL_DATASETS:
+            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
+        if self.crystals not in ("test", "all"):
+            raise ParameterError(f"crystals must be 'test' or 'all', got {self.crystals!r}")
+        if self.perplexity <= 0:
+            raise ParameterError(f"perplexity must be > 0, got {self.perplexity}")
+        for name in ("knn_k", "workers", "max_neighbors"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.n_labels < 0:
+            raise ParameterError(f"n_labels must be >= 0, got {self.n_labels}")
+
+    def trained_model(self) -> str:
+        """``model_path``, or 02_train's thermal model beside this run's output folder."""
+        from pathlib import Path
+
+        return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
+
+
+PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "04_embed": EmbedParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

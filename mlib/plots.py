@@ -104,3 +104,21 @@ def learning_curves(history: pd.DataFrame, title: str):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, colour: str = "pred",
+                  colour_label: str = "predicted value"):
+    """2-D map of crystal vectors coloured by ``colour`` (2nd-98th percentile range), with labelled points."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    lo, hi = np.percentile(frame[colour], [2, 98])
+    points = ax.scatter(frame[x], frame[y], c=frame[colour], s=9, cmap="viridis", vmin=lo, vmax=hi, edgecolor="none")
+    fig.colorbar(points, ax=ax, label=colour_label, extend="both")
+    for row in labels.itertuples():
+        ax.annotate(row.formula, (getattr(row, x), getattr(row, y)), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7})
+        ax.scatter(getattr(row, x), getattr(row, y), s=30, facecolor="none", edgecolor="red", linewidth=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
