@@ -52,13 +52,13 @@ def agl_index_summary() -> pd.DataFrame:
     return pd.DataFrame([row, PAPER_AGL])
 
 
-def agl_records(source: str = "mirror", strict: bool = False) -> tuple[list[aflow.AflowRecord], Skips]:
+def agl_records(source: str = "auto", strict: bool = False) -> tuple[list[aflow.AflowRecord], Skips]:
     """Parsed AGL records from the mirror or live AFLUX; unreadable entries are counted skips."""
     skips = Skips(strict=strict)
     return aflow.load_agl(source, skips), skips
 
 
-def load_thermal(name: str = "aflow", source: str = "mirror", spec: GraphSpec = GraphSpec(), workers: int = 1,
+def load_thermal(name: str = "aflow", source: str = "auto", spec: GraphSpec = GraphSpec(), workers: int = 1,
                  strict: bool = False, records: list[aflow.AflowRecord] | None = None) -> ThermalData:
     """A thermal-expansion data set as graphs (see :data:`THERMAL_DATASETS`)."""
     if name not in THERMAL_DATASETS:

@@ -45,7 +45,7 @@ class DataParams(NotebookParams):
     """01_data: data sets, their statistics and crystal graphs."""
 
     thermal_datasets: list[str] = field(default_factory=lambda: ["aflow", "aflow+mp-join"])
-    aflow_source: str = "mirror"
+    aflow_source: str = "auto"
     mp_limit: int | None = None
     radius: float = 8.0
     max_neighbors: int = 12
@@ -59,8 +59,8 @@ class DataParams(NotebookParams):
         unknown = [d for d in self.thermal_datasets if d not in THERMAL_DATASETS]
         if unknown:
             raise ParameterError(f"unknown thermal data set(s) {unknown}; choose from {sorted(THERMAL_DATASETS)}")
-        if self.aflow_source not in ("mirror", "live"):
-            raise ParameterError(f"aflow_source must be 'mirror' or 'live', got {self.aflow_source!r}")
+        if self.aflow_source not in ("auto", "mirror", "live"):
+            raise ParameterError(f"aflow_source must be 'auto', 'mirror' or 'live', got {self.aflow_source!r}")
         if self.mp_limit is not None and self.mp_limit <= 0:
             raise ParameterError(f"mp_limit must be positive or None, got {self.mp_limit}")
         if self.radius <= 0:

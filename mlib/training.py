@@ -210,6 +210,7 @@ class FitResult:
     metrics: dict[str, float]
     predictions: pd.DataFrame
     trainer: Trainer
+    data: object  # the GraphSet trained on (crystals with a finite target; the others are its counted skips)
 
 
 def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig, out_dir: Path,
@@ -222,6 +223,7 @@ def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
+    graph_set = graph_set.with_finite(target)
     ids = graph_set.table["id"].astype(str).tolist()
     split = split_indices(len(graph_set), config.seed)
     save_split(out_dir / "split.json", ids, split, config.seed)
@@ -240,4 +242,4 @@ def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig,
         table = graph_set.table.iloc[rows]
         frames.append(pd.DataFrame({"id": table["id"].to_numpy(), "formula": table[formula_column].to_numpy(),
                                     "split": part, "true": trainer.y[rows].numpy(), "pred": pred}))
-    return FitResult(history, metrics, pd.concat(frames, ignore_index=True), trainer)
+    return FitResult(history, metrics, pd.concat(frames, ignore_index=True), trainer, graph_set)

@@ -46,6 +46,14 @@ def test_bad_inputs_are_counted_skips_with_reasons():
                      "no-features": "element without features"}
 
 
+def test_crystals_without_a_finite_target_are_counted_skips():
+    data = frame({"a": simple_cubic(3.0).to(fmt="cif"), "b": simple_cubic(3.2).to(fmt="cif")})
+    data["y"] = [1.0, float("nan")]
+    graphs = featurize(data, "t", cache=False).with_finite("y")
+    assert graphs.table["id"].tolist() == ["a"]
+    assert graphs.skips.table()[["id", "kind"]].values.tolist() == [["b", "non-finite y"]]
+
+
 def test_strict_mode_raises_naming_the_entry():
     data = frame({"lonely": simple_cubic(9.0, "Na").to(fmt="cif")})
     with pytest.raises(BadEntry, match="lonely"):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mlib.data.download import fetch_json
 from mlib.data.errors import BadEntry
+from mlib.data import mirror
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
@@ -210,9 +211,18 @@ def read_mirror_index() -> list[dict[str, Any]]:
     return aflux_entries(json.loads(mirror_file(MIRROR_INDEX).read_text()))
 
 
-def load_agl(source: str = "mirror", skips: Skips | None = None) -> list[AflowRecord]:
-    """AGL records from ``"mirror"`` or ``"live"`` AFLUX, parsed by the same code."""
-    raws = {"mirror": read_mirror_records, "live": fetch_agl_live}[source]()
+def resolve_source(source: str) -> str:
+    """``"auto"`` is the mirror when ``$MLIB_DATA_MIRROR`` is set, else live AFLUX."""
+    if source not in ("auto", "mirror", "live"):
+        raise ValueError(f"unknown AFLOW source {source!r}; choose 'auto', 'mirror' or 'live'")
+    if source == "auto":
+        return "mirror" if mirror.available() else "live"
+    return source
+
+
+def load_agl(source: str = "auto", skips: Skips | None = None) -> list[AflowRecord]:
+    """AGL records from the mirror or live AFLUX (see :func:`resolve_source`), parsed by the same code."""
+    raws = {"mirror": read_mirror_records, "live": fetch_agl_live}[resolve_source(source)]()
     return parse_records(raws, skips if skips is not None else Skips())
 
 

@@ -45,6 +45,18 @@ class GraphSet:
     def target(self, column: str) -> torch.Tensor:
         return torch.tensor(self.table[column].to_numpy(dtype=np.float32))
 
+    def with_finite(self, column: str) -> "GraphSet":
+        """The crystals whose ``column`` is finite; the others become counted skips."""
+        values = self.table[column].to_numpy(dtype=float)
+        finite = np.isfinite(values)
+        if finite.all():
+            return self
+        kept = self.subset(np.flatnonzero(finite))
+        kept.skips = Skips(strict=self.skips.strict, records=list(self.skips.records))
+        for entry_id, value in zip(self.table["id"][~finite], values[~finite]):
+            kept.skips.add(BadEntry(str(entry_id), f"{column} is {value}", "target", f"non-finite {column}"))
+        return kept
+
     def subset(self, rows: np.ndarray | list[int], name: str | None = None) -> "GraphSet":
         rows = list(rows)
         return GraphSet(name or self.name, [self.graphs[i] for i in rows],
