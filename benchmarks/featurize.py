@@ -12,7 +12,6 @@ import os
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 

@@ -13,10 +13,11 @@ import pandas as pd
 from mlib.data import aflow, mp as mpdata
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
-from mlib.data.thermal import (TARGET, THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
+from mlib.data.thermal import (THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
                                mp_formulas, summary_row)
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
+from mlib.data.thermal import TARGET  # noqa: F401  (re-exported: notebooks name the target as datasets.TARGET)
 
 MP_DATASETS = {"mp-cgcnn": "Materials Project, CGCNN snapshot (mirror)",
                "mp.2018.6.1": "Materials Project mp.2018.6.1 (figshare 7451351)"}

@@ -1,5 +1,4 @@
 """The runner and the parameter schemas: fail fast, with messages that name the problem."""
-import json
 from pathlib import Path
 
 import nbformat
