@@ -13,6 +13,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import dgl
@@ -178,8 +179,12 @@ class Trainer:
             count += len(y)
         return total / count
 
-    def fit(self, progress: bool = True) -> pd.DataFrame:
-        """Train up to ``config.epochs``; returns the per-epoch history (MSE in standardised units)."""
+    def fit(self, progress: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> pd.DataFrame:
+        """Train up to ``config.epochs``; returns the per-epoch history (MSE in standardised units).
+
+        ``on_epoch`` sees each epoch's record after its checkpoints are written (a sweep reports to
+        its pruner there, and may stop the run by raising).
+        """
         bar = tqdm(range(self.epoch, self.config.epochs), desc="epochs", disable=not progress)
         for _ in bar:
             train_mse = self._epoch_loss(self.train_batches, train=True)
@@ -191,6 +196,8 @@ class Trainer:
                 torch.save(self._state(), self.out_dir / "best.pt")
             torch.save(self._state(), self.out_dir / "last.pt")
             bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}")
+            if on_epoch is not None:
+                on_epoch(self.history[-1])
         return pd.DataFrame(self.history)
 
     def load_best(self) -> None:

@@ -1,0 +1,13 @@
+"""A sweep worker on toy data, run as a separate process by tests/test_sweep.py."""
+import sys
+
+from mlib import sweep
+from tests.test_cgcnn import toy_data
+
+SPACE = sweep.SearchSpace(conv_layers=[1, 2], batch_size=[4], hidden=[4], lr=[0.01, 0.001])
+
+if __name__ == "__main__":
+    url, epochs = sys.argv[1], int(sys.argv[2])
+    graphs, y = toy_data()
+    study = sweep.make_study("toy", url, SPACE, "grid", epochs=epochs, heartbeat=1)
+    sweep.run_worker(study, graphs, y, SPACE, epochs, seed=0)
