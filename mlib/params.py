@@ -157,7 +157,61 @@ class EmbedParams(NotebookParams):
         return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
 
 
-PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "04_embed": EmbedParams}
+@dataclass(frozen=True)
+class SweepParams(NotebookParams):
+    """03_sweep: the paper's CGCNN grid on Optuna, exhaustive or pruned, resumable in an RDB storage."""
+
+    dataset: str = "aflow"
+    thermal_limit: int | None = None
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    epochs: int = 200
+    n_trials: int | None = 60
+    timeout_min: float | None = None
+    storage: str | None = None
+    study_name: str = "cgcnn-thermal"
+    search_space: dict | None = None
+    radius: float = 8.0
+    max_neighbors: int = 12
+    workers: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.thermal import THERMAL_DATASETS
+        from mlib.sweep import SweepError
+
+        if self.dataset not in THERMAL_DATASETS:
+            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
+        if self.sampler not in ("grid", "tpe"):
+            raise ParameterError(f"sampler must be 'grid' or 'tpe', got {self.sampler!r}")
+        if self.pruner not in ("none", "hyperband", "halving"):
+            raise ParameterError(f"pruner must be 'none', 'hyperband' or 'halving', got {self.pruner!r}")
+        for name in ("epochs", "workers", "max_neighbors"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("thermal_limit", "n_trials", "timeout_min"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ParameterError(f"{name} must be positive or None, got {getattr(self, name)}")
+        try:
+            self.space()
+        except SweepError as exc:
+            raise ParameterError(str(exc)) from None
+
+    def space(self):
+        """The search space: the paper's grid unless ``search_space`` narrows it."""
+        from mlib.sweep import SearchSpace
+
+        return SearchSpace.from_dict(self.search_space or {})
+
+    def storage_url(self) -> str:
+        """``storage`` or a SQLite file in the output folder."""
+        from pathlib import Path
+
+        return self.storage or f"sqlite:///{(Path(self.out_dir) / 'sweep.db').resolve()}"
+
+
+PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,
+                                           "04_embed": EmbedParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

@@ -122,3 +122,23 @@ def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, tit
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def sweep_scatter(trials: pd.DataFrame, params: list[str], metric: str = "val_r"):
+    """The objective of every finished trial against each hyperparameter."""
+    fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3.2), sharey=True)
+    for ax, name in zip(np.atleast_1d(axes), params):
+        sns.stripplot(trials, x=name, y=metric, hue="state", ax=ax, size=4, jitter=0.2, legend=ax is axes[-1])
+        ax.set_xlabel(name)
+    np.atleast_1d(axes)[0].set_ylabel("validation R")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_heatmap(trials: pd.DataFrame, rows: str = "hidden", columns: str = "lr", metric: str = "val_r"):
+    """Best objective for each (rows, columns) pair over the other hyperparameters."""
+    table = trials.pivot_table(index=rows, columns=columns, values=metric, aggfunc="max")
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": "best validation R"})
+    fig.tight_layout()
+    return fig

@@ -107,6 +107,8 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
 
             def report(record: dict[str, float]) -> None:
                 trial.set_user_attr("epochs_run", int(record["epoch"]))
+                trial.set_user_attr("seconds", time.perf_counter() - start)
+                trial.set_user_attr("val_mse", trainer.best_val)
                 trial.report(record["val_mse"], int(record["epoch"]))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -116,8 +118,6 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
             metrics, _, _ = trainer.evaluate("val")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        trial.set_user_attr("val_mse", trainer.best_val)
-        trial.set_user_attr("seconds", time.perf_counter() - start)
         return metrics["pearson_r"]
     return run
 
@@ -132,11 +132,28 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial: parameters, state, validation R and MSE, epochs run, seconds."""
-    rows = [{"trial": t.number, "state": t.state.name, **t.params, "val_r": t.value,
+    """Every trial: parameters, state, validation R (finished trials), best validation MSE, epochs, seconds."""
+    complete = optuna.trial.TrialState.COMPLETE
+    rows = [{"trial": t.number, "state": t.state.name, **t.params, "val_r": t.value if t.state == complete else None,
              "val_mse": t.user_attrs.get("val_mse"), "epochs_run": t.user_attrs.get("epochs_run"),
              "seconds": t.user_attrs.get("seconds")} for t in study.trials]
     return pd.DataFrame(rows)
+
+
+def cost_summary(trials: pd.DataFrame, space: SearchSpace, epochs: int) -> pd.DataFrame:
+    """CPU-hours of this search against the exhaustive grid (projected from the measured epoch times).
+
+    The projection multiplies each finished trial's seconds per epoch, averaged, by ``epochs`` and the
+    grid size: an estimate, labelled as such.
+    """
+    done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["seconds"].notna()]
+    per_epoch = float((done["seconds"] / done["epochs_run"]).mean()) if len(done) else float("nan")
+    best = trials["val_r"].max()
+    return pd.DataFrame([
+        {"search": "this search", "trials": len(done), "epochs trained": int(done["epochs_run"].sum()),
+         "cpu_hours": float(done["seconds"].sum()) / 3600, "best val R": best, "measured": True},
+        {"search": "exhaustive grid (projected)", "trials": space.size(), "epochs trained": space.size() * epochs,
+         "cpu_hours": per_epoch * epochs * space.size() / 3600, "best val R": float("nan"), "measured": False}])
 
 
 def run_worker(study: optuna.Study, graphs: list, y, space: SearchSpace, epochs: int, seed: int,

@@ -27,6 +27,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert {"thermal_parity.png", "thermal_learning_curves.png", "thermal_metrics.csv", "thermal_predictions.csv",
             "mp_metrics.csv"} <= {p.name for p in train.iterdir()}
     assert (train / "thermal" / "model.pt").exists() and (train / "thermal" / "split.json").exists()
+    sweep = tmp_path / "smoke" / "03_sweep"
+    assert {"trials.csv", "top10.csv", "best_config.csv", "cost.csv", "val_r_by_param.png",
+            "heatmap_hidden_lr.png"} <= {p.name for p in sweep.iterdir()}
+    embed = tmp_path / "smoke" / "04_embed"
+    assert {"embeddings.csv", "tsne_map.png", "pca_map.png", "embedding_quality.csv"} <= {p.name for p in embed.iterdir()}
 
 
 @needs_mirror
