@@ -11,6 +11,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -36,43 +37,61 @@ class NotebookParams:
         if self.seed < 0:
             raise ParameterError(f"seed must be >= 0, got {self.seed}")
 
+    def positive(self, *names: str) -> None:
+        """Each named parameter is > 0 (or None, where its type allows None)."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ParameterError(f"{name} must be > 0, got {value}")
+
+    def one_of(self, name: str, options, what: str | None = None) -> None:
+        value = getattr(self, name)
+        if value not in options:
+            raise ParameterError(f"unknown {what or name} {value!r}; choose from {sorted(options)}")
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
-class DataParams(NotebookParams):
+class GraphParams(NotebookParams):
+    """Parameters of notebooks that build crystal graphs: neighbour radius (A), cap, worker processes."""
+
+    radius: float = 8.0
+    max_neighbors: int = 12
+    workers: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        self.positive("radius", "max_neighbors", "workers")
+
+
+def _thermal_datasets():
+    from mlib.data.thermal import THERMAL_DATASETS
+
+    return THERMAL_DATASETS
+
+
+@dataclass(frozen=True)
+class DataParams(GraphParams):
     """01_data: data sets, their statistics and crystal graphs."""
 
     thermal_datasets: list[str] = field(default_factory=lambda: ["aflow", "aflow+mp-join"])
     aflow_source: str = "auto"
     mp_limit: int | None = None
-    radius: float = 8.0
-    max_neighbors: int = 12
-    workers: int = 2
     strict: bool = False
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.thermal import THERMAL_DATASETS
-
-        unknown = [d for d in self.thermal_datasets if d not in THERMAL_DATASETS]
+        unknown = [d for d in self.thermal_datasets if d not in _thermal_datasets()]
         if unknown:
-            raise ParameterError(f"unknown thermal data set(s) {unknown}; choose from {sorted(THERMAL_DATASETS)}")
-        if self.aflow_source not in ("auto", "mirror", "live"):
-            raise ParameterError(f"aflow_source must be 'auto', 'mirror' or 'live', got {self.aflow_source!r}")
-        if self.mp_limit is not None and self.mp_limit <= 0:
-            raise ParameterError(f"mp_limit must be positive or None, got {self.mp_limit}")
-        if self.radius <= 0:
-            raise ParameterError(f"radius must be > 0 A, got {self.radius}")
-        if self.max_neighbors <= 0:
-            raise ParameterError(f"max_neighbors must be > 0, got {self.max_neighbors}")
-        if self.workers <= 0:
-            raise ParameterError(f"workers must be > 0, got {self.workers}")
+            raise ParameterError(f"unknown thermal data set(s) {unknown}; choose from {sorted(_thermal_datasets())}")
+        self.one_of("aflow_source", ("auto", "mirror", "live"))
+        self.positive("mp_limit")
 
 
 @dataclass(frozen=True)
-class TrainParams(NotebookParams):
+class TrainParams(GraphParams):
     """02_train: CGCNN on thermal expansion (paper's best setting by default) and on MP formation energy."""
 
     dataset: str = "aflow"
@@ -89,76 +108,24 @@ class TrainParams(NotebookParams):
     mp_limit: int | None = None
     mp_epochs: int = 30
     resume: bool = True
-    radius: float = 8.0
-    max_neighbors: int = 12
-    workers: int = 2
 
     def validate(self) -> None:
         super().validate()
         from mlib.data.mp import MP_TARGETS
-        from mlib.data.thermal import THERMAL_DATASETS
         from mlib.datasets import MP_DATASETS
 
-        if self.dataset not in THERMAL_DATASETS:
-            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
-        if self.mp_dataset is not None and self.mp_dataset not in MP_DATASETS:
-            raise ParameterError(f"unknown MP data set {self.mp_dataset!r}; choose from {sorted(MP_DATASETS)} or None")
-        if self.mp_target not in MP_TARGETS:
-            raise ParameterError(f"unknown MP target {self.mp_target!r}; choose from {list(MP_TARGETS)}")
-        for name in ("conv_layers", "hidden", "head_hidden", "batch_size", "epochs", "mp_epochs", "max_neighbors",
-                     "workers"):
-            if getattr(self, name) <= 0:
-                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("thermal_limit", "mp_limit"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ParameterError(f"{name} must be positive or None, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ParameterError(f"lr must be > 0, got {self.lr}")
+        self.one_of("dataset", _thermal_datasets(), "data set")
+        if self.mp_dataset is not None:
+            self.one_of("mp_dataset", MP_DATASETS, "MP data set")
+        self.one_of("mp_target", MP_TARGETS, "MP target")
+        self.positive("conv_layers", "hidden", "head_hidden", "batch_size", "epochs", "mp_epochs", "thermal_limit",
+                      "mp_limit", "lr")
         if self.weight_decay < 0:
             raise ParameterError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.radius <= 0:
-            raise ParameterError(f"radius must be > 0 A, got {self.radius}")
 
 
 @dataclass(frozen=True)
-class EmbedParams(NotebookParams):
-    """04_embed: t-SNE and PCA maps of the crystal vectors of 02_train's thermal-expansion model."""
-
-    dataset: str = "aflow"
-    model_path: str | None = None
-    crystals: str = "test"
-    perplexity: float = 30.0
-    knn_k: int = 10
-    n_labels: int = 3
-    radius: float = 8.0
-    max_neighbors: int = 12
-    workers: int = 2
-
-    def validate(self) -> None:
-        super().validate()
-        from mlib.data.thermal import THERMAL_DATASETS
-
-        if self.dataset not in THERMAL_DATASETS:
-            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
-        if self.crystals not in ("test", "all"):
-            raise ParameterError(f"crystals must be 'test' or 'all', got {self.crystals!r}")
-        if self.perplexity <= 0:
-            raise ParameterError(f"perplexity must be > 0, got {self.perplexity}")
-        for name in ("knn_k", "workers", "max_neighbors"):
-            if getattr(self, name) <= 0:
-                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.n_labels < 0:
-            raise ParameterError(f"n_labels must be >= 0, got {self.n_labels}")
-
-    def trained_model(self) -> str:
-        """``model_path``, or 02_train's thermal model beside this run's output folder."""
-        from pathlib import Path
-
-        return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
-
-
-@dataclass(frozen=True)
-class SweepParams(NotebookParams):
+class SweepParams(GraphParams):
     """03_sweep: the paper's CGCNN grid on Optuna, exhaustive or pruned, resumable in an RDB storage."""
 
     dataset: str = "aflow"
@@ -171,27 +138,15 @@ class SweepParams(NotebookParams):
     storage: str | None = None
     study_name: str = "cgcnn-thermal"
     search_space: dict | None = None
-    radius: float = 8.0
-    max_neighbors: int = 12
-    workers: int = 2
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.thermal import THERMAL_DATASETS
         from mlib.sweep import SweepError
 
-        if self.dataset not in THERMAL_DATASETS:
-            raise ParameterError(f"unknown data set {self.dataset!r}; choose from {sorted(THERMAL_DATASETS)}")
-        if self.sampler not in ("grid", "tpe"):
-            raise ParameterError(f"sampler must be 'grid' or 'tpe', got {self.sampler!r}")
-        if self.pruner not in ("none", "hyperband", "halving"):
-            raise ParameterError(f"pruner must be 'none', 'hyperband' or 'halving', got {self.pruner!r}")
-        for name in ("epochs", "workers", "max_neighbors"):
-            if getattr(self, name) <= 0:
-                raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("thermal_limit", "n_trials", "timeout_min"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ParameterError(f"{name} must be positive or None, got {getattr(self, name)}")
+        self.one_of("dataset", _thermal_datasets(), "data set")
+        self.one_of("sampler", ("grid", "tpe"))
+        self.one_of("pruner", ("none", "hyperband", "halving"))
+        self.positive("epochs", "thermal_limit", "n_trials", "timeout_min")
         try:
             self.space()
         except SweepError as exc:
@@ -205,9 +160,31 @@ class SweepParams(NotebookParams):
 
     def storage_url(self) -> str:
         """``storage`` or a SQLite file in the output folder."""
-        from pathlib import Path
-
         return self.storage or f"sqlite:///{(Path(self.out_dir) / 'sweep.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class EmbedParams(GraphParams):
+    """04_embed: t-SNE and PCA maps of the crystal vectors of 02_train's thermal-expansion model."""
+
+    dataset: str = "aflow"
+    model_path: str | None = None
+    crystals: str = "test"
+    perplexity: float = 30.0
+    knn_k: int = 10
+    n_labels: int = 3
+
+    def validate(self) -> None:
+        super().validate()
+        self.one_of("dataset", _thermal_datasets(), "data set")
+        self.one_of("crystals", ("test", "all"))
+        self.positive("perplexity", "knn_k")
+        if self.n_labels < 0:
+            raise ParameterError(f"n_labels must be >= 0, got {self.n_labels}")
+
+    def trained_model(self) -> str:
+        """``model_path``, or 02_train's thermal model beside this run's output folder."""
+        return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
 
 
 PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,

@@ -28,7 +28,7 @@ def test_plan_rejects_unknown_names(tmp_path, args, message):
     ({"radius": -1.0}, "radius must be > 0"),
     ({"workers": "two"}, "expected int"),
     ({"thermal_datasets": ["aflw"]}, "unknown thermal data set"),
-    ({"aflow_source": "web"}, "aflow_source"),
+    ({"aflow_source": "web"}, "unknown aflow_source"),
     ({"dataset": "icsd"}, "unknown data set 'icsd'"),
     ({"batch_size": 0}, "batch_size must be > 0"),
     ({"lr": 0.0}, "lr must be > 0"),
