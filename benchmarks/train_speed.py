@@ -39,14 +39,14 @@ def main() -> None:
     times = []
     for _ in range(1 + args.epochs):
         start = time.perf_counter()
-        trainer._epoch_loss(trainer.train_batches, train=True)
+        trainer.run_epoch(trainer.train_batches, train=True)
         times.append(time.perf_counter() - start)
     train_s = float(np.median(times[1:]))
     start = time.perf_counter()
     predict(trainer.model, make_batches(graphs.graphs, y, np.arange(len(graphs)), 256), trainer.scaler)
     infer_s = time.perf_counter() - start
     start = time.perf_counter()
-    trainer._epoch_loss(trainer.val_batches, train=False)
+    trainer.run_epoch(trainer.val_batches, train=False)
     val_s = time.perf_counter() - start
     n_train = len(split["train"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

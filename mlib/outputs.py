@@ -52,12 +52,6 @@ class Run:
         self._note(path.name, caption)
         return path
 
-    def save_json(self, data: Any, name: str, caption: str) -> Path:
-        path = self.path(f"{name}.json")
-        path.write_text(json.dumps(data, indent=2, default=str))
-        self._note(path.name, caption)
-        return path
-
     def _note(self, file: str, caption: str) -> None:
         self.outputs = [o for o in self.outputs if o["file"] != file] + [{"file": file, "caption": caption}]
         self.write_provenance()

@@ -68,16 +68,6 @@ def agreement_bars(table: pd.DataFrame):
     return fig
 
 
-def degree_histogram(degrees: np.ndarray, title: str):
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist(degrees, bins=np.arange(degrees.min(), degrees.max() + 2) - 0.5, color="tab:gray")
-    ax.set_xlabel("neighbours per atom")
-    ax.set_ylabel("atoms")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def parity(true: np.ndarray, pred: np.ndarray, label: str, title: str):
     """Predicted against true values with the y = x line."""
     fig, ax = plt.subplots(figsize=(4.8, 4.6))

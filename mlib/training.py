@@ -159,7 +159,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         return True
 
-    def _epoch_loss(self, batches, train: bool) -> float:
+    def run_epoch(self, batches, train: bool) -> float:
+        """One pass over pre-built batches (training steps if ``train``); mean MSE of the standardised target."""
         self.model.train(train)
         total, count = 0.0, 0
         order = np.random.default_rng(self.config.seed + self.epoch).permutation(len(batches)) if train \
@@ -187,8 +188,8 @@ class Trainer:
         """
         bar = tqdm(range(self.epoch, self.config.epochs), desc="epochs", disable=not progress)
         for _ in bar:
-            train_mse = self._epoch_loss(self.train_batches, train=True)
-            val_mse = self._epoch_loss(self.val_batches, train=False)
+            train_mse = self.run_epoch(self.train_batches, train=True)
+            val_mse = self.run_epoch(self.val_batches, train=False)
             self.epoch += 1
             self.history.append({"epoch": self.epoch, "train_mse": train_mse, "val_mse": val_mse})
             if val_mse < self.best_val:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,11 +225,3 @@ def load_agl(source: str = "auto", skips: Skips | None = None) -> list[AflowReco
     raws = {"mirror": read_mirror_records, "live": fetch_agl_live}[resolve_source(source)]()
     return parse_records(raws, skips if skips is not None else Skips())
 
-
-def iter_with_geometry(records: Iterable[AflowRecord], skips: Skips) -> Iterator[AflowRecord]:
-    """Records that carry a lattice; the others are counted as "no geometry" skips."""
-    for rec in records:
-        if rec.has_geometry:
-            yield rec
-        else:
-            skips.add(BadEntry(rec.auid, "no geometry in source (lattice missing)", "geometry", "no geometry"))

@@ -1,14 +1,13 @@
 """Materials Project crystals: the ``mp-cgcnn`` mirror set and the ``mp.2018.6.1`` figshare file.
 
-Both are returned as :class:`MPEntry` objects carrying the CIF text (parsed later, in parallel,
-by the featuriser), the material id and the targets formation_energy_per_atom and band_gap.
+Both are returned as frames of material id, CIF text (parsed later, in parallel, by the featuriser)
+and the targets formation_energy_per_atom and band_gap.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ MP_TARGETS = ("formation_energy_per_atom", "band_gap")
 FIGSHARE_ARTICLE = 7451351
 FIGSHARE_FILE = 15087992
 FIGSHARE_API = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}"
-
-
-@dataclass(frozen=True)
-class MPEntry:
-    """A Materials Project crystal as CIF text with its targets."""
-
-    material_id: str
-    cif: str
-    targets: dict[str, float]
 
 
 def load_mp_cgcnn(limit: int | None = None) -> pd.DataFrame:

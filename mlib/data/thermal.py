@@ -52,7 +52,8 @@ def drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def target_stats(values: pd.Series) -> dict[str, float]:
-    return {"n": int(values.notna().sum()), "min": float(values.min()), "max": float(values.max()),
+    """Minimum, maximum, mean, median and the number of negative values of a target."""
+    return {"min": float(values.min()), "max": float(values.max()),
             "mean": float(values.mean()), "median": float(values.median()),
             "negative": int((values < 0).sum())}
 
@@ -170,5 +171,5 @@ def build_thermal(name: str, records: list[AflowRecord], skips: Skips,
 def summary_row(name: str, frame: pd.DataFrame) -> dict[str, object]:
     """Counts by arity and target statistics of a data set, one table row."""
     return {"dataset": name, "crystals": len(frame), **arity_counts(frame["nspecies"]),
-            **{k: v for k, v in target_stats(frame[TARGET]).items() if k != "n"}}
+            **target_stats(frame[TARGET])}
 
