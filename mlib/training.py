@@ -221,9 +221,11 @@ class FitResult:
     data: object  # the GraphSet trained on (crystals with a finite target; the others are its counted skips)
 
 
-def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig, out_dir: Path,
+def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, config: TrainConfig, out_dir: Path,
                   resume: bool = True, formula_column: str = "reduced_formula") -> FitResult:
-    """Split, train (resuming if asked), reload the best epoch, evaluate on the test split.
+    """Seed, build the model, split, train (resuming if asked), reload the best epoch, evaluate on the test split.
+
+    The model is built by ``build_model`` after seeding, so its initial weights follow ``config.seed``.
 
     Writes ``split.json``, ``last.pt``/``best.pt`` and ``model.pt`` (best weights, hyperparameters and
     target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
@@ -231,6 +233,7 @@ def fit_regressor(model: nn.Module, graph_set, target: str, config: TrainConfig,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
+    model = build_model()
     graph_set = graph_set.with_finite(target)
     ids = graph_set.table["id"].astype(str).tolist()
     split = split_indices(len(graph_set), config.seed)

@@ -90,6 +90,24 @@ def test_training_is_deterministic(tmp_path):
     assert h1.equals(h2)
 
 
+def test_fit_regressor_is_seeded_whatever_the_global_rng_state(tmp_path):
+    from mlib.graphs.featurize import GraphSet
+    from mlib.graphs.neighbors import GraphSpec
+    import pandas as pd
+    from mlib.training import fit_regressor
+
+    graphs, y = toy_data()
+    data = GraphSet("toy", graphs, pd.DataFrame({"id": [str(i) for i in range(len(y))], "y": y.numpy(),
+                                                 "reduced_formula": "NaCl"}), GraphSpec())
+    histories = []
+    for run in range(2):
+        torch.rand(run + 1)  # a different global RNG state before each run
+        result = fit_regressor(lambda: CGCNN(hidden=8, n_conv=2), data, "y",
+                               TrainConfig(epochs=2, batch_size=4), tmp_path / str(run), resume=False)
+        histories.append(result.history)
+    assert histories[0].equals(histories[1])
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
     full, h_full = train(tmp_path / "full", 4)
     train(tmp_path / "cut", 2)  # "interrupted" after 2 epochs
