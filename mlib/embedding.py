@@ -19,17 +19,17 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neighbors import KNeighborsRegressor
 from torch import nn
 
-from mlib.models.cgcnn import CGCNN
+from mlib.models.registry import build_model
 from mlib.training import Standardizer, make_batches
 
 
-def load_model(path: Path) -> tuple[CGCNN, Standardizer, dict]:
-    """A CGCNN saved by :func:`mlib.training.fit_regressor` (``model.pt``), in eval mode."""
+def load_model(path: Path) -> tuple[nn.Module, Standardizer, dict]:
+    """A model saved by :func:`mlib.training.fit_regressor` (``model.pt``), in eval mode."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}; run 02_train first (same profile)")
     saved = torch.load(path, weights_only=False)
-    model = CGCNN(**saved["hyper"])
+    model = build_model(saved.get("name", "cgcnn"), **saved["hyper"])
     model.load_state_dict(saved["model"])
     return model.eval(), Standardizer(**saved["scaler"]), saved
 

@@ -187,8 +187,48 @@ class EmbedParams(GraphParams):
         return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
 
 
+@dataclass(frozen=True)
+class ModelsParams(NotebookParams):
+    """04b_models: GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
+
+    dataset: str = "mp-cgcnn"
+    limit: int | None = 2000
+    models: list[str] = field(default_factory=lambda: ["gcn", "sage", "gine", "megnet", "m3gnet"])
+    targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.001
+    model_hyper: dict | None = None
+    workers: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.mp import MP_TARGETS
+        from mlib.datasets import MP_DATASETS
+        from mlib.models.registry import MODELS, defaults
+
+        self.one_of("dataset", MP_DATASETS, "MP data set")
+        self.positive("limit", "epochs", "batch_size", "lr", "workers")
+        for name, options, what in ((self.models, MODELS, "model"), (self.targets, MP_TARGETS, "target")):
+            if not name:
+                raise ParameterError(f"{what}s must not be empty")
+            bad = [v for v in name if v not in options]
+            if bad:
+                raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
+        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+            raise ParameterError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        for model, hyper in (self.model_hyper or {}).items():
+            if model not in self.models:
+                raise ParameterError(f"model_hyper names {model!r}, which is not in models {self.models}")
+            unknown = sorted(set(hyper) - set(defaults(model)))
+            if unknown:
+                raise ParameterError(f"model_hyper[{model!r}]: unknown hyperparameter(s) {unknown}; "
+                                     f"{model} takes {sorted(defaults(model))}")
+
+
 PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,
-                                           "04_embed": EmbedParams}
+                                           "04_embed": EmbedParams, "04b_models": ModelsParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

@@ -132,3 +132,38 @@ def sweep_heatmap(trials: pd.DataFrame, rows: str = "hidden", columns: str = "lr
     sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": "best validation R"})
     fig.tight_layout()
     return fig
+
+
+def parity_grid(predictions: pd.DataFrame, title: str, split: str = "test"):
+    """One parity panel per model (columns) and target (rows): one seed's ``split`` predictions."""
+    data = predictions[predictions["split"] == split]
+    models, targets = list(dict.fromkeys(data["model"])), list(dict.fromkeys(data["target"]))
+    fig, axes = plt.subplots(len(targets), len(models), figsize=(2.9 * len(models), 2.9 * len(targets)),
+                             squeeze=False)
+    for i, target in enumerate(targets):
+        for j, model in enumerate(models):
+            ax, part = axes[i, j], data[(data["model"] == model) & (data["target"] == target)]
+            ax.scatter(part["true"], part["pred"], s=5, alpha=0.5, edgecolor="none")
+            lo, hi = min(part["true"].min(), part["pred"].min()), max(part["true"].max(), part["pred"].max())
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+            mae = (part["pred"] - part["true"]).abs().mean()
+            ax.set_title(f"{model}: MAE {mae:.3g}", fontsize=9)
+            ax.set_xlabel(f"true {target}", fontsize=8)
+            ax.set_ylabel("predicted" if j == 0 else "", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
+    """Mean and std over seeds of a test metric, per model, one panel per target."""
+    targets = list(dict.fromkeys(runs["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        stats = runs[runs["target"] == target].groupby("model", sort=False)[metric].agg(["mean", "std"])
+        ax.bar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=3, color=sns.color_palette()[:len(stats)])
+        ax.set_title(target, fontsize=10)
+        ax.set_ylabel(f"test {metric.upper()} (mean ± std over seeds)")
+    fig.tight_layout()
+    return fig

@@ -31,8 +31,8 @@ class RunnerError(ValueError):
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The numbered notebooks, in order (``01_data.ipynb``, ``02_train.ipynb``, ...)."""
-    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered notebooks, in order (``01_data.ipynb``, ``02_train.ipynb``, ..., ``04b_models.ipynb``, ...)."""
+    return sorted(p for p in directory.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def select(only: list[str] | None, directory: Path = NOTEBOOK_DIR) -> list[Path]:

@@ -222,13 +222,14 @@ class FitResult:
 
 
 def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, config: TrainConfig, out_dir: Path,
-                  resume: bool = True, formula_column: str = "reduced_formula") -> FitResult:
+                  resume: bool = True, formula_column: str = "reduced_formula",
+                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), progress: bool = True) -> FitResult:
     """Seed, build the model, split, train (resuming if asked), reload the best epoch, evaluate on the test split.
 
     The model is built by ``build_model`` after seeding, so its initial weights follow ``config.seed``.
 
-    Writes ``split.json``, ``last.pt``/``best.pt`` and ``model.pt`` (best weights, hyperparameters and
-    target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
+    Writes ``split.json`` (train/val/test in ``fractions``), ``last.pt``/``best.pt`` and ``model.pt``
+    (model name, best weights, hyperparameters and target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,14 +237,14 @@ def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, 
     model = build_model()
     graph_set = graph_set.with_finite(target)
     ids = graph_set.table["id"].astype(str).tolist()
-    split = split_indices(len(graph_set), config.seed)
+    split = split_indices(len(graph_set), config.seed, fractions)
     save_split(out_dir / "split.json", ids, split, config.seed)
     trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir)
     if resume:
         trainer.resume()
-    history = trainer.fit()
+    history = trainer.fit(progress)
     trainer.load_best()
-    torch.save({"model": model.state_dict(), "hyper": getattr(model, "hyper", {}), "scaler": asdict(trainer.scaler),
+    torch.save({"name": getattr(model, "name", "cgcnn"), "model": model.state_dict(), "hyper": getattr(model, "hyper", {}), "scaler": asdict(trainer.scaler),
                 "target": target, "config": asdict(config)}, out_dir / "model.pt")
     frames = []
     for part in ("train", "val", "test"):

@@ -64,12 +64,22 @@ class GraphSet:
 
 
 def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
-    """A DGL graph from neighbour arrays: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i)."""
+    """A DGL graph from neighbour arrays.
+
+    ``cgcnn`` kind: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i). ``matgl`` kind: node ``z``,
+    ``node_type`` and ``pos``; edge ``pbc_offset`` and ``pbc_offshift`` (what matgl's models read).
+    """
     graph = dgl.graph((torch.from_numpy(arrays["src"]), torch.from_numpy(arrays["dst"])),
                       num_nodes=len(arrays["z"]))
     graph.ndata["z"] = torch.from_numpy(arrays["z"])
-    graph.edata["dist"] = torch.from_numpy(arrays["dist"])
-    graph.edata["vec"] = torch.from_numpy(arrays["vec"])
+    if "node_type" in arrays:
+        graph.ndata["node_type"] = torch.from_numpy(arrays["node_type"])
+        graph.ndata["pos"] = torch.from_numpy(arrays["pos"])
+        graph.edata["pbc_offset"] = torch.from_numpy(arrays["offset"])
+        graph.edata["pbc_offshift"] = torch.from_numpy(arrays["offshift"])
+    else:
+        graph.edata["dist"] = torch.from_numpy(arrays["dist"])
+        graph.edata["vec"] = torch.from_numpy(arrays["vec"])
     return graph
 
 

@@ -1,9 +1,12 @@
-"""Neighbour lists with the CGCNN conventions, in plain numpy (safe to run in worker processes).
+"""Neighbour lists for the study's two graph kinds (safe to run in worker processes).
 
-Each atom is connected to its ``max_neighbors`` nearest neighbours (periodic images included)
-within ``radius``; ties are broken by neighbour index so that graphs are deterministic.
-Edges point from the neighbour j to the centre i, and carry the distance and the pair vector
-r_ij = x_j + image - x_i (for models that need bond angles, such as M3GNet).
+* ``cgcnn`` (CGCNN, GCN, GraphSAGE, GINE): each atom is connected to its ``max_neighbors`` nearest
+  neighbours (periodic images included) within ``radius``; ties are broken by neighbour index so
+  that graphs are deterministic. Edges point from the neighbour j to the centre i, and carry the
+  distance and the pair vector r_ij = x_j + image - x_i.
+* ``matgl`` (MEGNet, M3GNet): matgl's own converter (``matgl.ext.pymatgen.Structure2Graph``), every
+  pair within ``radius``, with the Cartesian positions and periodic offsets its models read
+  (``node_type``, ``pos``, ``pbc_offset``, ``pbc_offshift``). ``max_neighbors`` is not used.
 """
 from __future__ import annotations
 
@@ -16,12 +19,22 @@ import numpy as np
 FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
 
 
+GRAPH_KINDS = ("cgcnn", "matgl")
+
+
 @dataclass(frozen=True)
 class GraphSpec:
-    """How crystals become graphs: neighbour radius (A) and the per-atom neighbour cap."""
+    """How crystals become graphs: the kind, neighbour radius (A) and the per-atom neighbour cap."""
 
     radius: float = 8.0
     max_neighbors: int = 12
+    kind: str = "cgcnn"
+
+    def __post_init__(self) -> None:
+        if self.kind not in GRAPH_KINDS:
+            raise ValueError(f"unknown graph kind {self.kind!r}; choose from {GRAPH_KINDS}")
+        if not self.radius > 0 or self.max_neighbors < 1:
+            raise ValueError(f"radius must be > 0 and max_neighbors >= 1, got {self.radius}, {self.max_neighbors}")
 
 
 class NeighborError(ValueError):
@@ -74,6 +87,30 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
             "dist": dist.astype(np.float32), "vec": vec.astype(np.float32)}
 
 
+def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
+    """Atomic numbers, matgl element indices and the edges of matgl's converter (src -> dst image)."""
+    from matgl.ext.pymatgen import Structure2Graph
+
+    from mlib.models.matgl_models import ELEMENTS
+
+    z = np.array([site.specie.Z for site in structure], dtype=np.int64)
+    if len(z) == 0:
+        raise NeighborError("no atoms", "structure has no atoms")
+    unknown = sorted({site.specie.symbol for site in structure} - set(ELEMENTS))
+    if unknown:
+        raise NeighborError("element without features", f"element {unknown[0]} is not among matgl's element types")
+    graph, lattice, _ = Structure2Graph(ELEMENTS, cutoff=spec.radius).get_graph(structure)
+    src, dst = (t.numpy().astype(np.int64) for t in graph.edges())
+    lonely = np.setdiff1d(np.arange(len(z)), src)
+    if len(lonely):
+        raise NeighborError("atom without neighbours", f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
+                            f"within {spec.radius} A ({len(lonely)} such atoms)")
+    return {"z": z, "node_type": graph.ndata["node_type"].numpy().astype(np.int64), "src": src, "dst": dst,
+            "pos": (graph.ndata["frac_coords"] @ lattice[0]).numpy().astype(np.float32),
+            "offset": graph.edata["pbc_offset"].numpy().astype(np.float32),
+            "offshift": (graph.edata["pbc_offset"] @ lattice[0]).numpy().astype(np.float32)}
+
+
 Failure = tuple[str, str]  # (kind, detail)
 
 
@@ -82,7 +119,7 @@ def featurize_one(item: tuple[str, Any], spec: GraphSpec, max_z: int) -> tuple[s
     entry_id, source = item
     try:
         structure = to_structure(source)
-        arrays = structure_arrays(structure, spec)
+        arrays = structure_arrays(structure, spec) if spec.kind == "cgcnn" else matgl_arrays(structure, spec)
     except NeighborError as exc:
         return entry_id, (exc.kind, str(exc))
     except Exception as exc:  # a malformed record: report it, never lose the entry silently

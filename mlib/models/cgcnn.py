@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlib.graphs.atom_features import atom_feature_table
+from mlib.models.head import PooledRegressor
 
 
 class GaussianDistance(nn.Module):
@@ -71,7 +72,7 @@ class CGCNNConv(nn.Module):
             return F.softplus(v + self.bn_sum(graph.ndata["s"]))
 
 
-class CGCNN(nn.Module):
+class CGCNN(PooledRegressor):
     """CGCNN regressor: atom embedding, ``n_conv`` convolutions, mean pooling, MLP head.
 
     Defaults are the paper's best thermal-expansion setting (3 convolutions, hidden 64).
@@ -80,14 +81,11 @@ class CGCNN(nn.Module):
 
     def __init__(self, hidden: int = 64, n_conv: int = 3, head_hidden: int = 128, n_head: int = 1,
                  gaussian: GaussianDistance | None = None) -> None:
-        super().__init__()
+        super().__init__(hidden, head_hidden, n_head)
         self.hyper = {"hidden": hidden, "n_conv": n_conv, "head_hidden": head_hidden, "n_head": n_head}
         self.gaussian = gaussian or GaussianDistance()
         self.embedding = AtomEmbedding(hidden)
         self.convs = nn.ModuleList(CGCNNConv(hidden, self.gaussian.dim) for _ in range(n_conv))
-        self.conv_to_head = nn.Linear(hidden, head_hidden)
-        self.head = nn.ModuleList(nn.Linear(head_hidden, head_hidden) for _ in range(n_head - 1))
-        self.out = nn.Linear(head_hidden, 1)
 
     def atom_vectors(self, graph: dgl.DGLGraph) -> torch.Tensor:
         v = self.embedding(graph.ndata["z"])
@@ -95,15 +93,3 @@ class CGCNN(nn.Module):
         for conv in self.convs:
             v = conv(graph, v, u)
         return v
-
-    def embed(self, graph: dgl.DGLGraph) -> torch.Tensor:
-        """Crystal vectors v_c: the mean of each crystal's atom vectors, shape (crystals, hidden)."""
-        with graph.local_scope():
-            graph.ndata["v"] = self.atom_vectors(graph)
-            return dgl.mean_nodes(graph, "v")
-
-    def forward(self, graph: dgl.DGLGraph) -> torch.Tensor:
-        h = F.softplus(self.conv_to_head(F.softplus(self.embed(graph))))
-        for layer in self.head:
-            h = F.softplus(layer(h))
-        return self.out(h).squeeze(-1)

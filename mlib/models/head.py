@@ -1,0 +1,38 @@
+"""What the study's DGL models share after their convolutions: mean pooling and the CGCNN MLP head."""
+from __future__ import annotations
+
+import dgl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class PooledRegressor(nn.Module):
+    """Mean of the atom vectors (the crystal vector v_c), then CGCNN's softplus MLP head to one value.
+
+    Subclasses define ``atom_vectors(graph)``; ``embed(graph)`` gives v_c, shape (crystals, hidden),
+    and ``forward(graph)`` one value per crystal.
+    """
+
+    def __init__(self, hidden: int, head_hidden: int, n_head: int) -> None:
+        super().__init__()
+        if min(hidden, head_hidden, n_head) < 1:
+            raise ValueError(f"hidden, head_hidden and n_head must be >= 1, got {hidden}, {head_hidden}, {n_head}")
+        self.conv_to_head = nn.Linear(hidden, head_hidden)
+        self.head = nn.ModuleList(nn.Linear(head_hidden, head_hidden) for _ in range(n_head - 1))
+        self.out = nn.Linear(head_hidden, 1)
+
+    def atom_vectors(self, graph: dgl.DGLGraph) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, graph: dgl.DGLGraph) -> torch.Tensor:
+        """Crystal vectors v_c: the mean of each crystal's atom vectors."""
+        with graph.local_scope():
+            graph.ndata["v"] = self.atom_vectors(graph)
+            return dgl.mean_nodes(graph, "v")
+
+    def forward(self, graph: dgl.DGLGraph) -> torch.Tensor:
+        h = F.softplus(self.conv_to_head(F.softplus(self.embed(graph))))
+        for layer in self.head:
+            h = F.softplus(layer(h))
+        return self.out(h).squeeze(-1)
