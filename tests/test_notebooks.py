@@ -32,6 +32,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
             "heatmap_hidden_lr.png"} <= {p.name for p in sweep.iterdir()}
     embed = tmp_path / "smoke" / "04_embed"
     assert {"embeddings.csv", "tsne_map.png", "pca_map.png", "embedding_quality.csv"} <= {p.name for p in embed.iterdir()}
+    models = tmp_path / "smoke" / "04b_models"
+    assert {"metrics.csv", "runs.csv", "parity.png", "mae_bars.png", "predictions_m3gnet.csv",
+            "predictions_gcn.csv"} <= {p.name for p in models.iterdir()}
+    runs = __import__("pandas").read_csv(models / "runs.csv")
+    assert len(runs) == 5 * 2 * 2 and runs["mae"].notna().all()  # 5 models x 2 targets x 2 seeds
 
 
 @needs_mirror

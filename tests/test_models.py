@@ -1,0 +1,138 @@
+"""The five models behind one interface: shapes, permutation invariance, overfitting, matgl round trip."""
+import dgl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from mlib.data.errors import BadEntry
+from mlib.data.skips import Skips
+from mlib.graphs.featurize import GraphSet, featurize
+from mlib.model_study import common_crystals, summarise
+from mlib.models.registry import MODELS, build_model, defaults, graph_spec
+from mlib.params import ParameterError, build
+from mlib.training import TrainConfig, fit_regressor, seed_everything
+
+FIVE = ["gcn", "sage", "gine", "megnet", "m3gnet"]
+# A low-symmetry cell: no neighbour ties at the 12-neighbour cut, so every graph is order-independent.
+DISTORTED = Structure(Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100), ["Sr", "Ti", "O", "O", "O"],
+                      [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]])
+
+
+def graphs_of(structures: list[Structure], model: str, targets=None) -> GraphSet:
+    frame = pd.DataFrame({"id": [f"c{i}" for i in range(len(structures))],
+                          "source": [{"lattice": s.lattice.matrix, "species": [x.species_string for x in s],
+                                                      "frac_coords": s.frac_coords} for s in structures],
+                          "formula": [s.composition.reduced_formula for s in structures],
+                          "y": targets if targets is not None else np.zeros(len(structures))})
+    return featurize(frame, "test", graph_spec(model), cache=False)
+
+
+def salts() -> list[Structure]:
+    """16 CsCl-type binaries with distinct compositions (a model can tell them apart by atoms alone)."""
+    return [Structure(Lattice.cubic(3.2 + 0.15 * i + 0.1 * j), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+            for i, a in enumerate(["Li", "Na", "K", "Rb"]) for j, b in enumerate(["F", "Cl", "Br", "I"])]
+
+
+@pytest.mark.parametrize("name", FIVE)
+def test_one_value_per_crystal_and_crystal_vectors(name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    graphs = graphs_of([DISTORTED, *salts()[:3]], name).graphs
+    batch = dgl.batch(graphs)
+    assert model(batch).shape == (4,)
+    assert model(dgl.batch(graphs[:1])).shape == (1,)
+    vectors = model.embed(batch)
+    assert vectors.shape[0] == 4 and vectors.ndim == 2 and torch.isfinite(vectors).all()
+
+
+@pytest.mark.parametrize("name", FIVE)
+def test_prediction_is_invariant_to_atom_order(name):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    order = (4, 2, 0, 3, 1)
+    permuted = Structure(DISTORTED.lattice, [DISTORTED[i].species_string for i in order],
+                         [DISTORTED[i].frac_coords for i in order])
+    a, b = (model(g) for g in graphs_of([DISTORTED, permuted], name).graphs)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FIVE)
+def test_overfits_sixteen_crystals(name):
+    seed_everything(0)
+    y = torch.from_numpy(np.random.default_rng(0).normal(size=16).astype(np.float32))
+    batch = dgl.batch(graphs_of(salts(), name).graphs)
+    model = build_model(name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(400):
+        loss = torch.nn.functional.mse_loss(model(batch), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if loss.item() < losses[0] / 20:
+            break
+    assert losses[-1] < losses[0] / 10, f"{name}: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+@pytest.mark.parametrize("name", ["megnet", "m3gnet"])
+def test_matgl_wrapper_round_trip(tmp_path, name):
+    from mlib.embedding import load_model
+
+    structures = salts()
+    graph_set = graphs_of(structures, name, targets=np.linspace(-1, 1, 16))
+    hyper = {"nblocks": 1}
+    result = fit_regressor(lambda: build_model(name, **hyper), graph_set, "y", TrainConfig(epochs=2, batch_size=8),
+                           tmp_path, formula_column="formula", fractions=(0.5, 0.25, 0.25), progress=False)
+    loaded, scaler, saved = load_model(tmp_path / "model.pt")
+    assert saved["name"] == name and saved["hyper"]["nblocks"] == 1
+    assert type(loaded.net) is type(result.trainer.model.net)
+    batch = dgl.batch(graph_set.graphs)
+    result.trainer.model.eval()
+    torch.testing.assert_close(loaded(batch), result.trainer.model(batch))
+    # the crystal vector is what enters matgl's final MLP
+    final = loaded.net.output_proj if name == "megnet" else loaded.net.final_layer
+    torch.testing.assert_close(final(loaded.embed(batch)).reshape(-1), loaded(batch))
+
+
+def test_registry_rejects_unknown_models_and_hyperparameters():
+    with pytest.raises(ValueError, match="unknown model 'gat'"):
+        build_model("gat")
+    with pytest.raises(ValueError, match="m3gnet has no hyperparameter 'hiden'"):
+        build_model("m3gnet", hiden=3)
+    assert defaults("m3gnet")["threebody_cutoff"] == 4.0 and defaults("gine")["hidden"] == 64
+    assert graph_spec("megnet").kind == "matgl" and graph_spec("gcn").kind == "cgcnn"
+    assert set(FIVE) <= set(MODELS)
+
+
+def test_models_params_fail_fast():
+    base = {"out_dir": "x"}
+    build("04b_models", base)
+    with pytest.raises(ParameterError, match="unknown model"):
+        build("04b_models", {**base, "models": ["gcn", "schnet"]})
+    with pytest.raises(ParameterError, match="unknown hyperparameter"):
+        build("04b_models", {**base, "model_hyper": {"gcn": {"units": 3}}})
+    with pytest.raises(ParameterError, match="seeds"):
+        build("04b_models", {**base, "seeds": [0, 0]})
+
+
+def test_common_crystals_keeps_shared_ids_and_counts_the_rest():
+    def graph_set(ids, skipped):
+        skips = Skips()
+        for entry in skipped:
+            skips.add(BadEntry(entry, "atom 0 has no neighbour", "graph", "atom without neighbours"))
+        return GraphSet("t", [dgl.graph(([], []), num_nodes=1) for _ in ids], pd.DataFrame({"id": ids}), None, skips)
+
+    sets = common_crystals({"cgcnn": graph_set(["a", "b", "c"], []), "matgl": graph_set(["a", "c"], ["b"])})
+    assert sets["cgcnn"].table["id"].tolist() == sets["matgl"].table["id"].tolist() == ["a", "c"]
+    assert sets["cgcnn"].skips.table()["id"].tolist() == ["b"]
+    assert "no matgl graph" in sets["cgcnn"].skips.table()["kind"].iloc[0]
+
+
+def test_summary_is_mean_and_std_over_seeds():
+    runs = pd.DataFrame({"model": "gcn", "target": "band_gap", "seed": [0, 1, 2], "test": 10,
+                         "mse": [1.0, 2.0, 3.0], "rmse": 1.0, "mae": [0.1, 0.2, 0.3], "r2": 0.5, "seconds": 60})
+    row = summarise(runs).iloc[0]
+    assert row["seeds"] == 3 and row["MAE"] == "0.2 ± 0.1" and row["MSE"] == "2 ± 1"
