@@ -55,12 +55,14 @@ def run_dir(out_dir: Path, model: str, target: str, seed: int) -> Path:
 
 def train_one(model: str, hyper: dict, graph_set: GraphSet, target: str, config: TrainConfig,
               out_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """One run (or its saved result): metrics row and predictions of every split."""
+    """One run (or its saved result, if made with the same config, hyperparameters and number of crystals)."""
     folder = run_dir(out_dir, model, target, config.seed)
     done = folder / "metrics.json"
     if done.exists():
         saved = json.loads(done.read_text())
-        if saved["config"] == asdict(config) and saved["hyper"] == json.loads(json.dumps(hyper)):
+        same = (saved["config"] == asdict(config) and saved["hyper"] == json.loads(json.dumps(hyper))
+                and saved["row"]["crystals"] == len(graph_set.with_finite(target)))
+        if same:
             return saved["row"], pd.read_csv(folder / "predictions.csv")
     start = time.perf_counter()
     result = fit_regressor(lambda: build_model(model, **hyper), graph_set, target, config, folder,

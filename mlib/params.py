@@ -188,15 +188,14 @@ class EmbedParams(GraphParams):
 
 
 @dataclass(frozen=True)
-class ModelsParams(NotebookParams):
-    """04b_models: GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
+class MPStudyParams(NotebookParams):
+    """Models x MP targets x seeds on a (labelled) subset of an MP data set."""
 
     dataset: str = "mp-cgcnn"
     limit: int | None = 2000
     models: list[str] = field(default_factory=lambda: ["gcn", "sage", "gine", "megnet", "m3gnet"])
     targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    epochs: int = 100
     batch_size: int = 64
     lr: float = 0.001
     model_hyper: dict | None = None
@@ -209,7 +208,7 @@ class ModelsParams(NotebookParams):
         from mlib.models.registry import MODELS, defaults
 
         self.one_of("dataset", MP_DATASETS, "MP data set")
-        self.positive("limit", "epochs", "batch_size", "lr", "workers")
+        self.positive("limit", "batch_size", "lr", "workers")
         for name, options, what in ((self.models, MODELS, "model"), (self.targets, MP_TARGETS, "target")):
             if not name:
                 raise ParameterError(f"{what}s must not be empty")
@@ -227,8 +226,64 @@ class ModelsParams(NotebookParams):
                                      f"{model} takes {sorted(defaults(model))}")
 
 
+@dataclass(frozen=True)
+class ModelsParams(MPStudyParams):
+    """04b_models: GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
+
+    epochs: int = 100
+
+    def validate(self) -> None:
+        super().validate()
+        self.positive("epochs")
+
+
+@dataclass(frozen=True)
+class FederatedParams(MPStudyParams):
+    """05_federated: FedAvg and FedProx over clients that keep their crystals, beside a central baseline."""
+
+    algorithms: list[str] = field(default_factory=lambda: ["fedavg", "fedprox"])
+    clients: int = 5
+    rounds: int = 20
+    local_epochs: int = 2
+    mu: float = 0.01
+    partition: str = "iid"
+    alpha: float = 0.5
+    bn: str = "average"
+    compare_partitions: list[str] = field(default_factory=lambda: ["iid", "chemistry", "dirichlet"])
+    compare_model: str = "gcn"
+    compare_target: str = "formation_energy_per_atom"
+    central_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.mp import MP_TARGETS
+        from mlib.federated.aggregate import BN_MODES
+        from mlib.federated.partition import PARTITIONS
+        from mlib.federated.simulation import ALGORITHMS
+        from mlib.models.registry import MODELS
+
+        bad = [a for a in self.algorithms if a not in ALGORITHMS]
+        if not self.algorithms or bad:
+            raise ParameterError(f"unknown algorithm(s) {bad or self.algorithms}; choose from {list(ALGORITHMS)}")
+        self.positive("clients", "rounds", "local_epochs", "alpha")
+        if self.mu < 0:
+            raise ParameterError(f"mu must be >= 0, got {self.mu}")
+        self.one_of("partition", PARTITIONS)
+        self.one_of("bn", BN_MODES, "batch-norm mode")
+        bad = [p for p in self.compare_partitions if p not in PARTITIONS]
+        if bad:
+            raise ParameterError(f"unknown partition(s) {bad}; choose from {list(PARTITIONS)}")
+        self.one_of("compare_model", MODELS, "model")
+        self.one_of("compare_target", MP_TARGETS, "target")
+
+    def central_folder(self) -> str:
+        """Where the central baseline's runs live: ``central_dir``, or 04b_models beside this run (reused)."""
+        return self.central_dir or str(Path(self.out_dir).parent / "04b_models")
+
+
 PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,
-                                           "04_embed": EmbedParams, "04b_models": ModelsParams}
+                                           "04_embed": EmbedParams, "04b_models": ModelsParams,
+                                           "05_federated": FederatedParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

@@ -167,3 +167,48 @@ def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
         ax.set_ylabel(f"test {metric.upper()} (mean ± std over seeds)")
     fig.tight_layout()
     return fig
+
+
+def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
+    """Test MAE of the global model per round, one line per model; panels by target and algorithm.
+
+    The central baseline's test MAE (same epochs in all) is the dashed line of the model's colour.
+    """
+    panels = list(dict.fromkeys(zip(history["target"], history["algorithm"])))
+    models = list(dict.fromkeys(history["model"]))
+    colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (target, algorithm) in zip(axes[0], panels):
+        part = history[(history["target"] == target) & (history["algorithm"] == algorithm)]
+        for model in models:
+            curve = part[part["model"] == model].groupby("round")["test_mae"].mean()
+            ax.plot(curve.index, curve.values, color=colours[model], label=model)
+            base = central[(central["target"] == target) & (central["model"] == model)]["mae"]
+            if len(base):
+                ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("round")
+        ax.set_ylabel("test MAE (mean over seeds)")
+        ax.set_title(f"{algorithm}: {target}", fontsize=9)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def partition_bars(table: pd.DataFrame, title: str):
+    """Test MAE (mean ± std over seeds) by partition, one bar per algorithm."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    partitions = list(dict.fromkeys(table["partition"]))
+    algorithms = list(dict.fromkeys(table["algorithm"]))
+    width = 0.8 / len(algorithms)
+    for k, algorithm in enumerate(algorithms):
+        part = table[table["algorithm"] == algorithm].set_index("partition").reindex(partitions)
+        ax.bar(np.arange(len(partitions)) + k * width, part["MAE mean"], width, yerr=part["MAE std"].fillna(0),
+               capsize=3, label=algorithm)
+    ax.set_xticks(np.arange(len(partitions)) + width * (len(algorithms) - 1) / 2, partitions)
+    ax.set_ylabel("test MAE")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

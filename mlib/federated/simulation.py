@@ -1,0 +1,171 @@
+"""The in-process federation: every client in turn, then the server, round after round.
+
+Deterministic on CPU for a seed (what CI runs). Faults are handled the way a real server must:
+a client with no data sits the rounds out, a client that fails mid-round is logged and the round
+completes with the others, and an update with NaN or infinite weights is rejected and logged. The
+global model is evaluated on the validation and test splits after every round; the round with the
+lowest validation loss is the result.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mlib.federated.aggregate import BN_MODES, batchnorm_keys, finite, weighted_average
+from mlib.federated.client import ClientData, ClientUpdate, client_data, local_update, pooled_scaler
+from mlib.training import make_batches, predict, regression_metrics, seed_everything
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("fedavg", "fedprox")
+
+
+class FederationError(RuntimeError):
+    """A round could not produce a global model (every client failed or was rejected)."""
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """One federated run: algorithm, rounds, local epochs, FedProx mu, local optimiser, batch norm, seed."""
+
+    algorithm: str = "fedavg"
+    rounds: int = 20
+    local_epochs: int = 2
+    mu: float = 0.01
+    lr: float = 0.001
+    batch_size: int = 64
+    bn: str = "average"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"unknown batch-norm mode {self.bn!r}; choose from {BN_MODES}")
+        for name in ("rounds", "local_epochs", "batch_size", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.mu < 0:
+            raise ValueError(f"mu must be >= 0, got {self.mu}")
+
+    @property
+    def proximal_mu(self) -> float:
+        """The mu a client uses: FedAvg is FedProx with mu = 0."""
+        return self.mu if self.algorithm == "fedprox" else 0.0
+
+
+UpdateFn = Callable[..., ClientUpdate]
+
+
+class Federation:
+    """Clients holding ``shards`` of the training split train ``build_model()`` together."""
+
+    def __init__(self, build_model: Callable[[], nn.Module], graphs: list, y: torch.Tensor,
+                 split: dict[str, np.ndarray], shards: list[np.ndarray], config: FedConfig,
+                 update: UpdateFn = local_update) -> None:
+        seed_everything(config.seed)
+        self.model, self.config, self.update = build_model(), config, update
+        self.graphs, self.y, self.split = graphs, y, split
+        self.clients: list[ClientData] = client_data(graphs, y, shards, config.batch_size, config.seed)
+        self.scaler = pooled_scaler([c.stats() for c in self.clients])
+        self.global_state = copy.deepcopy(self.model.state_dict())
+        self.bn_keys = batchnorm_keys(self.model) if config.bn == "local" else set()
+        self.local_bn: dict[int, dict[str, torch.Tensor]] = {}
+        self.val_batches = make_batches(graphs, y, split["val"], 256)
+        self.test_batches = make_batches(graphs, y, split["test"], 256)
+        self.log: list[dict] = []
+        self.history: list[dict] = []
+        self.best: tuple[float, int, dict] = (math.inf, 0, self.global_state)
+        for c in self.clients:
+            if c.n == 0:
+                self._note(0, c.client, "no data", 0, "client holds no crystals; it sits every round out")
+
+    def _note(self, round_: int, client: int, status: str, n: int, reason: str = "", loss: float = float("nan")) -> None:
+        self.log.append({"round": round_, "client": client, "status": status, "crystals": n, "loss": loss,
+                         "reason": reason})
+        if status != "ok":
+            log.warning("round %d, client %d: %s %s", round_, client, status, reason)
+
+    def _start_state(self, client: int) -> dict[str, torch.Tensor]:
+        state = dict(self.global_state)
+        state.update(self.local_bn.get(client, {}))
+        return state
+
+    def run_round(self, round_: int) -> None:
+        """One round: local updates of every client with data, checks, aggregation, evaluation."""
+        accepted: list[ClientUpdate] = []
+        for data in self.clients:
+            if data.n == 0:
+                continue
+            try:
+                upd = self.update(self.model, self._start_state(data.client), data, self.scaler,
+                                  self.config.local_epochs, self.config.lr, self.config.proximal_mu,
+                                  self.config.seed, round_)
+            except Exception as exc:  # a failing site must not stop the federation
+                self._note(round_, data.client, "failed", data.n, f"{type(exc).__name__}: {exc}")
+                continue
+            if not finite(upd.state):
+                self._note(round_, data.client, "rejected", upd.n, "non-finite weights in the update")
+                continue
+            self._note(round_, data.client, "ok", upd.n, loss=upd.loss)
+            accepted.append(upd)
+        if not accepted:
+            raise FederationError(f"round {round_}: no client update could be used (see the round log)")
+        merged = weighted_average([u.state for u in accepted], [u.n for u in accepted])
+        for u in accepted:
+            if self.bn_keys:
+                self.local_bn[u.client] = {k: u.state[k] for k in self.bn_keys}
+        self.global_state = {k: (self.global_state[k] if k in self.bn_keys else v) for k, v in merged.items()}
+        self._evaluate(round_, merged, len(accepted))
+
+    def evaluation_state(self) -> dict[str, torch.Tensor]:
+        """The global weights with, in ``local`` batch-norm mode, the clients' averaged batch-norm state."""
+        if not self.local_bn:
+            return self.global_state
+        bn = weighted_average(list(self.local_bn.values()), [self.clients[c].n for c in self.local_bn])
+        return {**self.global_state, **bn}
+
+    def _evaluate(self, round_: int, merged: dict, n_accepted: int) -> None:
+        self.model.load_state_dict(self.evaluation_state())
+        val_pred, val_rows = predict(self.model, self.val_batches, self.scaler)
+        val_mse = float(np.mean((self.scaler.encode(torch.from_numpy(val_pred)) -
+                                 self.scaler.encode(self.y[val_rows])).numpy() ** 2))
+        test = self.evaluate("test")
+        self.history.append({"round": round_, "val_mse": val_mse, "test_mae": test["mae"], "test_r2": test["r2"],
+                             "clients": n_accepted})
+        if val_mse < self.best[0]:
+            self.best = (val_mse, round_, copy.deepcopy(self.evaluation_state()))
+
+    def evaluate(self, part: str = "test") -> dict[str, float]:
+        """Metrics of the model's current weights on a split (original units), incl. MSE."""
+        pred, rows = predict(self.model, self.test_batches if part == "test" else self.val_batches, self.scaler)
+        metrics = regression_metrics(self.y[rows].numpy(), pred)
+        return {**metrics, "mse": metrics["rmse"] ** 2}
+
+    def run(self, progress: bool = True) -> pd.DataFrame:
+        """All rounds; then the best-validation round's weights are loaded. Returns the per-round history."""
+        bar = tqdm(range(1, self.config.rounds + 1), desc=f"{self.config.algorithm} rounds", disable=not progress)
+        for round_ in bar:
+            self.run_round(round_)
+            bar.set_postfix(test_mae=f"{self.history[-1]['test_mae']:.4g}")
+        self.model.load_state_dict(self.best[2])
+        return pd.DataFrame(self.history)
+
+    def predictions(self) -> pd.DataFrame:
+        """Test-split predictions of the current weights, by row number."""
+        pred, rows = predict(self.model, self.test_batches, self.scaler)
+        return pd.DataFrame({"row": rows, "true": self.y[rows].numpy(), "pred": pred})
+
+    def summary(self) -> dict:
+        """Config, best round and the test metrics of the loaded weights."""
+        return {**asdict(self.config), "best_round": self.best[1], **self.evaluate("test"),
+                "failed": sum(r["status"] == "failed" for r in self.log),
+                "rejected": sum(r["status"] == "rejected" for r in self.log)}

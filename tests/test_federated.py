@@ -1,0 +1,228 @@
+"""Federated training: partitions, aggregation, FedProx, faults, and Flower against the in-process engine."""
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
+from mlib.federated.client import client_data, local_update, pooled_scaler
+from mlib.federated.partition import PartitionError, anion_elements, partition
+from mlib.federated.simulation import FedConfig, Federation, FederationError
+from mlib.graphs.featurize import featurize
+from mlib.models.registry import build_model, graph_spec
+from mlib.params import ParameterError, build
+from mlib.training import seed_everything, split_indices
+
+CATIONS = ["Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr"]
+ANIONS = ["F", "Cl", "Br", "I", "O", "S"]
+
+
+def salts():
+    """48 CsCl-type binaries; the target is a smooth function of the composition and lattice constant."""
+    rows = []
+    for i, a in enumerate(CATIONS):
+        for j, b in enumerate(ANIONS):
+            lattice = 3.0 + 0.12 * i + 0.1 * j
+            s = Structure(Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+            rows.append({"id": f"{a}{b}", "source": {"lattice": s.lattice.matrix, "species": [a, b],
+                                                      "frac_coords": s.frac_coords},
+                         "formula": s.composition.reduced_formula, "y": np.sin(i) + 0.5 * j - 0.3 * lattice})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def graph_set():
+    return featurize(salts(), "salts", graph_spec("gcn"), cache=False)
+
+
+def setup(graph_set, clients=3, scheme="iid"):
+    split = split_indices(len(graph_set), 0, (0.8, 0.1, 0.1))
+    y = graph_set.target("y")
+    shards = partition(split["train"], clients, scheme, 0, chemistry=anion_elements(graph_set.table["formula"]),
+                       target=y.numpy(), alpha=0.3)
+    return split, y, shards
+
+
+@pytest.mark.parametrize("scheme", ["iid", "chemistry", "dirichlet"])
+def test_partitions_are_disjoint_and_complete(graph_set, scheme):
+    split, _, shards = setup(graph_set, 4, scheme)
+    joined = np.concatenate(shards)
+    assert sorted(joined) == sorted(split["train"]) and len(set(joined)) == len(joined)
+
+
+def test_chemistry_partition_gives_clients_disjoint_anions(graph_set):
+    _, _, shards = setup(graph_set, 3, "chemistry")
+    anions = anion_elements(graph_set.table["formula"])
+    owned = [set(anions[s]) for s in shards]
+    assert all(not (owned[a] & owned[b]) for a in range(3) for b in range(a + 1, 3))
+    assert anion_elements(pd.Series(["Fe2O3", "NaCl", "MgAl2"])).tolist() == ["O", "Cl", "Al"]
+
+
+def test_dirichlet_skews_the_target_more_than_iid():
+    y = np.random.default_rng(0).normal(size=1000)
+    rows = np.arange(len(y))
+    spread = {}
+    for scheme in ("iid", "dirichlet"):
+        means = [[y[s].mean() for s in partition(rows, 4, scheme, seed, target=y, alpha=0.1) if len(s)]
+                 for seed in range(5)]
+        spread[scheme] = np.mean([np.std(m) for m in means])
+    assert spread["dirichlet"] > 5 * spread["iid"]
+
+
+def test_partition_errors_name_the_problem():
+    with pytest.raises(PartitionError, match="unknown partition 'random'"):
+        partition(np.arange(10), 2, "random")
+    with pytest.raises(PartitionError, match="needs the target"):
+        partition(np.arange(10), 2, "dirichlet")
+
+
+def test_fedavg_weights_by_sample_count_and_finite_check():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 8.0]), "n": torch.tensor(5)}
+    merged = weighted_average([a, b], [1, 2])
+    torch.testing.assert_close(merged["w"], torch.tensor([3.0, 6.0]))
+    assert merged["n"].item() == 5
+    assert finite(a) and not finite({"w": torch.tensor([float("nan")])})
+    assert "norms.0.running_mean" in batchnorm_keys(build_model("gcn"))
+
+
+def test_pooled_scaler_equals_the_scaler_of_all_crystals():
+    y = np.random.default_rng(0).normal(3.0, 2.0, size=50)
+    parts = [y[:10], y[10:35], y[35:]]
+    scaler = pooled_scaler([(len(p), p.sum(), (p**2).sum()) for p in parts])
+    assert scaler.mean == pytest.approx(y.mean()) and scaler.std == pytest.approx(y.std(ddof=1))
+
+
+def test_fedprox_keeps_the_local_model_closer_to_the_global_one(graph_set):
+    split, y, shards = setup(graph_set)
+    data = client_data(graph_set.graphs, y, shards, 8, 0)[0]
+    seed_everything(0)
+    model = build_model("gcn")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    scaler = pooled_scaler([data.stats()])
+    drift = {}
+    for mu in (0.0, 10.0):
+        state = local_update(model, start, data, scaler, epochs=3, lr=0.01, mu=mu).state
+        drift[mu] = sum(float(((state[k] - start[k]) ** 2).sum()) for k, _ in model.named_parameters())
+    assert drift[10.0] < drift[0.0]
+
+
+def test_federation_is_deterministic_and_learns(graph_set):
+    split, y, shards = setup(graph_set)
+    runs = []
+    for _ in range(2):
+        federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
+                                FedConfig("fedprox", rounds=4, local_epochs=2, lr=0.01, batch_size=8))
+        runs.append(federation.run(progress=False))
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+    assert runs[0]["val_mse"].min() < runs[0]["val_mse"].iloc[0]
+
+
+def test_faults_are_logged_and_the_round_goes_on(graph_set):
+    split, y, shards = setup(graph_set)
+    shards = [*shards, np.array([], dtype=int)]  # a fourth client with no data
+
+    def flaky(model, state, data, *args):
+        update = local_update(model, state, data, *args)
+        if data.client == 0 and args[-1] == 1:
+            raise ConnectionError("site 0 went away")
+        if data.client == 1:
+            update.state = {k: v * float("nan") if v.is_floating_point() else v for k, v in update.state.items()}
+        return update
+
+    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
+                            FedConfig(rounds=2, local_epochs=1, batch_size=8), update=flaky)
+    history = federation.run(progress=False)
+    log = pd.DataFrame(federation.log)
+    assert log.query("client == 3")["status"].tolist() == ["no data"]
+    assert log.query("client == 0 and round == 1")["status"].item() == "failed"
+    assert "site 0 went away" in log.query("client == 0 and round == 1")["reason"].item()
+    assert set(log.query("client == 1")["status"]) == {"rejected"}
+    assert history["clients"].tolist() == [1, 2] and finite(federation.global_state)
+    assert federation.summary()["failed"] == 1 and federation.summary()["rejected"] == 2
+
+
+def test_a_round_without_any_usable_update_is_an_error(graph_set):
+    split, y, shards = setup(graph_set)
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
+                            FedConfig(rounds=1, local_epochs=1), update=broken)
+    with pytest.raises(FederationError, match="round 1: no client update"):
+        federation.run(progress=False)
+
+
+def test_local_batch_norm_stays_on_the_clients(graph_set):
+    split, y, shards = setup(graph_set)
+    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
+                            FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"))
+    initial = {k: v.clone() for k, v in federation.global_state.items()}
+    federation.run(progress=False)
+    key = "norms.0.running_mean"
+    torch.testing.assert_close(federation.global_state[key], initial[key])  # never averaged into the global model
+    assert not torch.equal(federation.local_bn[0][key], federation.local_bn[1][key])
+
+
+def test_config_and_notebook_parameters_fail_fast():
+    with pytest.raises(ValueError, match="unknown algorithm 'fedsgd'"):
+        FedConfig("fedsgd")
+    with pytest.raises(ValueError, match="mu must be >= 0"):
+        FedConfig(mu=-1)
+    build("05_federated", {"out_dir": "x"})
+    with pytest.raises(ParameterError, match="unknown partition"):
+        build("05_federated", {"out_dir": "x", "partition": "random"})
+    with pytest.raises(ParameterError, match="unknown algorithm"):
+        build("05_federated", {"out_dir": "x", "algorithms": ["fedsgd"]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(300)
+def test_flower_federation_on_loopback_matches_the_in_process_engine(graph_set):
+    from mlib.federated.flower import run_loopback
+
+    split, y, shards = setup(graph_set, clients=2)
+    config = FedConfig("fedprox", rounds=2, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
+    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
+    federation.run(progress=False)
+    final = run_loopback(lambda: build_model("gcn", hidden=16), federation.clients, config, port=free_port())
+    for key, value in federation.global_state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_flower_command_line_server_and_two_sites(tmp_path, graph_set):
+    from mlib.embedding import load_model
+
+    frame = salts()
+    for k, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
+        rows = [{"id": r.id, "cif": Structure(r.source["lattice"], r.source["species"], r.source["frac_coords"]).to(fmt="cif"),
+                 "y": r.y} for r in part.itertuples()]
+        pd.DataFrame(rows).to_csv(tmp_path / f"site{k}.csv", index=False)
+    address = f"127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "mlib.federated.flower"]
+    hyper = '{"hidden": 16}'
+    server = subprocess.Popen([*cmd, "server", "--address", address, "--clients", "2", "--rounds", "2",
+                               "--local-epochs", "1", "--algorithm", "fedprox", "--hyper", hyper,
+                               "--out", str(tmp_path / "fed.pt")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sites = [subprocess.Popen([*cmd, "client", "--server", address, "--data", str(tmp_path / f"site{k}.csv"),
+                               "--target", "y", "--hyper", hyper, "--batch-size", "8", "--client-id", str(k)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(2)]
+    out, _ = server.communicate(timeout=240)
+    assert server.returncode == 0, out[-3000:]
+    assert all(site.wait(timeout=60) == 0 for site in sites)
+    model, scaler, saved = load_model(tmp_path / "fed.pt")
+    assert saved["name"] == "gcn" and saved["config"]["algorithm"] == "fedprox" and saved["config"]["rounds"] == 2
+    assert scaler.mean == pytest.approx(frame["y"].mean(), rel=1e-5)
