@@ -13,14 +13,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import MODELS, build_model
+from mlib.parallel import run_jobs
 from mlib.training import TrainConfig, fit_regressor
 
 SPLIT = (0.8, 0.1, 0.1)
@@ -82,25 +81,25 @@ def train_one(model: str, hyper: dict, graph_set: GraphSet, target: str, config:
     return row, predictions
 
 
+def _train_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig,
+               out_dir: Path) -> tuple[dict, pd.DataFrame]:
+    return train_one(model, hyper, sets[MODELS[model].graph_kind], target, config, out_dir)
+
+
 def train_models(models: list[str], targets: list[str], seeds: list[int], sets: dict[str, GraphSet],
-                 config: TrainConfig, out_dir: Path, hyper: dict[str, dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 config: TrainConfig, out_dir: Path, hyper: dict[str, dict] | None = None,
+                 workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, seed): one row of test metrics each, and all predictions.
 
     ``sets`` maps a graph kind (``cgcnn``, ``matgl``) to the graph set of that kind; ``hyper`` maps a
     model to hyperparameters that override its defaults; ``config.seed`` is replaced by each seed.
+    ``workers`` runs that many trainings at once in separate processes (same results as one by one).
     """
     hyper = hyper or {}
-    jobs = [(m, t, s) for t in targets for s in seeds for m in models]
-    rows, predictions = [], []
-    bar = tqdm(jobs, desc="runs", unit="run")
-    for model, target, seed in bar:
-        bar.set_postfix(model=model, target=target, seed=seed)
-        graph_set = sets[MODELS[model].graph_kind]
-        row, pred = train_one(model, hyper.get(model, {}), graph_set, target,
-                              TrainConfig(**{**asdict(config), "seed": seed}), out_dir)
-        rows.append(row)
-        predictions.append(pred)
-    return pd.DataFrame(rows), pd.concat(predictions, ignore_index=True)
+    jobs = [(m, hyper.get(m, {}), t, TrainConfig(**{**asdict(config), "seed": s}), Path(out_dir))
+            for t in targets for s in seeds for m in models]
+    done = run_jobs(_train_job, jobs, sets, workers, desc="runs")
+    return pd.DataFrame([row for row, _ in done]), pd.concat([pred for _, pred in done], ignore_index=True)
 
 
 def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:

@@ -136,3 +136,15 @@ def test_summary_is_mean_and_std_over_seeds():
                          "mse": [1.0, 2.0, 3.0], "rmse": 1.0, "mae": [0.1, 0.2, 0.3], "r2": 0.5, "seconds": 60})
     row = summarise(runs).iloc[0]
     assert row["seeds"] == 3 and row["MAE"] == "0.2 ± 0.1" and row["MSE"] == "2 ± 1"
+
+
+def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
+    from mlib.model_study import train_models
+
+    sets = {"cgcnn": graphs_of(salts(), "gcn", targets=np.linspace(-1, 1, 16))}
+    sets["cgcnn"].table["formula"] = [s.composition.reduced_formula for s in salts()]
+    config = TrainConfig(epochs=2, batch_size=4)
+    runs = {w: train_models(["gcn", "sage"], ["y"], [0, 1], sets, config, tmp_path / f"w{w}", workers=w)[0]
+            for w in (1, 2)}
+    columns = ["model", "seed", "mse", "mae", "r2", "best_epoch"]
+    pd.testing.assert_frame_equal(runs[1][columns], runs[2][columns])

@@ -19,3 +19,6 @@ class BadEntry(ValueError):
         self.reason = reason
         self.stage = stage
         self.kind = kind or reason  # the category skips are counted by
+
+    def __reduce__(self):  # pickles with all its fields (skips travel to worker processes)
+        return type(self), (self.entry_id, self.reason, self.stage, self.kind)

@@ -13,15 +13,14 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import FedConfig, Federation
 from mlib.graphs.featurize import GraphSet
 from mlib.model_study import SPLIT, train_one
 from mlib.models.registry import MODELS, build_model
+from mlib.parallel import run_jobs
 from mlib.training import TrainConfig, split_indices
 
 METRICS = ("mse", "rmse", "mae", "r2")
@@ -74,37 +73,41 @@ def run_federated(model: str, hyper: dict, graph_set: GraphSet, target: str, con
     return row, history
 
 
+def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: FedConfig, scheme: str,
+                   clients: int, alpha: float, out_dir: Path) -> tuple[dict, pd.DataFrame]:
+    return run_federated(model, hyper, sets[MODELS[model].graph_kind], target, config, scheme, clients, alpha, out_dir)
+
+
+def _central_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig,
+                 out_dir: Path) -> dict:
+    row, _ = train_one(model, hyper, sets[MODELS[model].graph_kind], target, config, out_dir)
+    return {**row, "algorithm": "central"}
+
+
 def run_study(models: list[str], targets: list[str], algorithms: list[str], seeds: list[int], scheme: str,
               sets: dict[str, GraphSet], base: FedConfig, clients: int, alpha: float, out_dir: Path,
-              hyper: dict[str, dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories."""
+              hyper: dict[str, dict] | None = None, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories.
+
+    ``workers`` runs that many federations at once in separate processes (same results as one by one).
+    """
     hyper = hyper or {}
-    jobs = [(t, s, a, m) for t in targets for s in seeds for a in algorithms for m in models]
-    rows, histories = [], []
-    bar = tqdm(jobs, desc=f"federated runs ({scheme})", unit="run")
-    for target, seed, algorithm, model in bar:
-        bar.set_postfix(model=model, target=target, algorithm=algorithm, seed=seed)
-        config = replace(base, algorithm=algorithm, seed=seed)
-        row, history = run_federated(model, hyper.get(model, {}), sets[MODELS[model].graph_kind], target, config,
-                                     scheme, clients, alpha, out_dir)
-        rows.append(row)
-        histories.append(history.assign(model=model, target=target, algorithm=algorithm, seed=seed, partition=scheme))
-    return pd.DataFrame(rows), pd.concat(histories, ignore_index=True)
+    jobs = [(m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(out_dir))
+            for t in targets for s in seeds for a in algorithms for m in models]
+    done = run_jobs(_federated_job, jobs, sets, workers, desc=f"federated runs ({scheme})")
+    histories = [history.assign(model=job[0], target=job[2], algorithm=job[3].algorithm, seed=job[3].seed,
+                                partition=scheme) for job, (_, history) in zip(jobs, done)]
+    return pd.DataFrame([row for row, _ in done]), pd.concat(histories, ignore_index=True)
 
 
 def run_central(models: list[str], targets: list[str], seeds: list[int], sets: dict[str, GraphSet], base: FedConfig,
-                out_dir: Path, hyper: dict[str, dict] | None = None) -> pd.DataFrame:
+                out_dir: Path, hyper: dict[str, dict] | None = None, workers: int = 1) -> pd.DataFrame:
     """The central baseline: all training crystals on one machine for rounds x local epochs epochs."""
     hyper = hyper or {}
-    rows = []
-    for target in targets:
-        for seed in tqdm(seeds, desc=f"central ({target})"):
-            for model in models:
-                config = TrainConfig(epochs=base.rounds * base.local_epochs, batch_size=base.batch_size, lr=base.lr,
-                                     seed=seed)
-                row, _ = train_one(model, hyper.get(model, {}), sets[MODELS[model].graph_kind], target, config, out_dir)
-                rows.append({**row, "algorithm": "central"})
-    return pd.DataFrame(rows)
+    jobs = [(m, hyper.get(m, {}), t, TrainConfig(epochs=base.rounds * base.local_epochs, batch_size=base.batch_size,
+                                                  lr=base.lr, seed=s), Path(out_dir))
+            for t in targets for s in seeds for m in models]
+    return pd.DataFrame(run_jobs(_central_job, jobs, sets, workers, desc="central runs"))
 
 
 def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
