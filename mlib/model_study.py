@@ -93,7 +93,8 @@ def train_models(models: list[str], targets: list[str], seeds: list[int], sets: 
 
     ``sets`` maps a graph kind (``cgcnn``, ``matgl``) to the graph set of that kind; ``hyper`` maps a
     model to hyperparameters that override its defaults; ``config.seed`` is replaced by each seed.
-    ``workers`` runs that many trainings at once in separate processes (same results as one by one).
+    ``workers`` runs that many trainings at once in separate processes (one thread each: the same
+    results as one by one on one thread).
     """
     hyper = hyper or {}
     jobs = [(m, hyper.get(m, {}), t, TrainConfig(**{**asdict(config), "seed": s}), Path(out_dir))

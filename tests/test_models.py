@@ -139,12 +139,20 @@ def test_summary_is_mean_and_std_over_seeds():
 
 
 def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
+    from dgl import utils as dgl_utils
+
     from mlib.model_study import train_models
+
+    threads = torch.get_num_threads(), dgl_utils.get_num_threads()
+    torch.set_num_threads(1)  # workers run one thread each; the same here makes the float sums comparable
+    dgl_utils.set_num_threads(1)
 
     sets = {"cgcnn": graphs_of(salts(), "gcn", targets=np.linspace(-1, 1, 16))}
     sets["cgcnn"].table["formula"] = [s.composition.reduced_formula for s in salts()]
     config = TrainConfig(epochs=2, batch_size=4)
     runs = {w: train_models(["gcn", "sage"], ["y"], [0, 1], sets, config, tmp_path / f"w{w}", workers=w)[0]
             for w in (1, 2)}
+    torch.set_num_threads(threads[0])
+    dgl_utils.set_num_threads(threads[1])
     columns = ["model", "seed", "mse", "mae", "r2", "best_epoch"]
     pd.testing.assert_frame_equal(runs[1][columns], runs[2][columns])

@@ -89,7 +89,8 @@ def run_study(models: list[str], targets: list[str], algorithms: list[str], seed
               hyper: dict[str, dict] | None = None, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories.
 
-    ``workers`` runs that many federations at once in separate processes (same results as one by one).
+    ``workers`` runs that many federations at once in separate processes (one thread each: the same
+    results as one by one on one thread).
     """
     hyper = hyper or {}
     jobs = [(m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(out_dir))
