@@ -30,7 +30,8 @@ def load_model(path: Path) -> tuple[nn.Module, Standardizer, dict]:
         raise FileNotFoundError(f"no trained model at {path}; run 02_train first (same profile)")
     saved = torch.load(path, weights_only=False)
     model = build_model(saved.get("name", "cgcnn"), **saved["hyper"])
-    model.load_state_dict(saved["model"])
+    # matgl models saved by the first 04b_models run also stored their final MLP under "_final."
+    model.load_state_dict({k: v for k, v in saved["model"].items() if not k.startswith("_final.")})
     return model.eval(), Standardizer(**saved["scaler"]), saved
 
 

@@ -281,9 +281,71 @@ class FederatedParams(MPStudyParams):
         return self.central_dir or str(Path(self.out_dir).parent / "04b_models")
 
 
+@dataclass(frozen=True)
+class TransferParams(GraphParams):
+    """06_transfer: MP-pre-trained encoders (federated and central) fine-tuned on N thermal-expansion crystals."""
+
+    dataset: str = "aflow"
+    thermal_limit: int | None = None
+    model: str = "gcn"
+    model_hyper: dict | None = None
+    sizes: list[int | None] = field(default_factory=lambda: [50, 100, 200, 500, 1000, None])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    pretrain_targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
+    algorithms: list[str] = field(default_factory=lambda: ["fedavg"])
+    partition: str = "iid"
+    pretrain_seed: int = 0
+    central: bool = True
+    modes: list[str] = field(default_factory=lambda: ["frozen", "train"])
+    encoder_lr_scale: float = 0.1
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 0.01
+    federated_dir: str | None = None
+    central_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        from mlib.data.mp import MP_TARGETS
+        from mlib.federated.partition import PARTITIONS
+        from mlib.federated.simulation import ALGORITHMS
+        from mlib.models.registry import MODELS, defaults
+
+        self.one_of("dataset", _thermal_datasets(), "data set")
+        self.one_of("model", MODELS)
+        self.one_of("partition", PARTITIONS)
+        self.positive("thermal_limit", "encoder_lr_scale", "epochs", "batch_size", "lr")
+        for values, options, what in ((self.pretrain_targets, MP_TARGETS, "pre-training target"),
+                                      (self.algorithms, ALGORITHMS, "algorithm"), (self.modes, ("frozen", "train"), "mode")):
+            bad = [v for v in values if v not in options]
+            if bad:
+                raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
+        if not self.sizes or any(n is not None and n < 2 for n in self.sizes):
+            raise ParameterError(f"sizes must be training-set sizes >= 2 (None: all), got {self.sizes}")
+        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+            raise ParameterError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        unknown = sorted(set(self.model_hyper or {}) - set(defaults(self.model)))
+        if unknown:
+            raise ParameterError(f"model_hyper: {self.model} has no hyperparameter(s) {unknown}")
+
+    def encoders(self) -> dict[str, str]:
+        """Source label -> pre-trained ``model.pt`` (05_federated's and 04b_models' runs beside this one)."""
+        here = Path(self.out_dir).parent
+        fed = Path(self.federated_dir or here / "05_federated")
+        central = Path(self.central_dir or here / "04b_models")
+        out = {}
+        for target in self.pretrain_targets:
+            for algorithm in self.algorithms:
+                out[f"{algorithm} ({target})"] = str(fed / "runs" / self.partition / algorithm / self.model / target /
+                                                     f"seed{self.pretrain_seed}" / "model.pt")
+            if self.central:
+                out[f"central ({target})"] = str(central / "runs" / self.model / target / f"seed{self.pretrain_seed}" / "model.pt")
+        return out
+
+
 PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,
                                            "04_embed": EmbedParams, "04b_models": ModelsParams,
-                                           "05_federated": FederatedParams}
+                                           "05_federated": FederatedParams, "06_transfer": TransferParams}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:

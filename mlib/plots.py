@@ -212,3 +212,20 @@ def partition_bars(table: pd.DataFrame, title: str):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def transfer_curves(runs: pd.DataFrame, title: str):
+    """Test MAE (mean ± std over seeds) against training-set size, log x; one line per source and mode."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (source, mode), group in runs.groupby(["source", "mode"], sort=False):
+        stats = group.groupby("n_train")["mae"].agg(["mean", "std"])
+        style = {"color": "black", "lw": 2} if source == "scratch" else {"ls": "-" if mode == "train" else "--"}
+        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=2, marker="o", ms=3,
+                    label="scratch" if source == "scratch" else f"{source}, {mode}", **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("training crystals N")
+    ax.set_ylabel("test MAE")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -48,6 +48,21 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
+@dataclass(frozen=True)
+class FineTune:
+    """How a pre-trained encoder is trained further: ``frozen`` (weights and batch-norm statistics fixed,
+    only the head learns) or ``train`` (everything learns, the encoder at ``encoder_lr_scale`` x lr)."""
+
+    encoder: str = "frozen"
+    encoder_lr_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("frozen", "train"):
+            raise ValueError(f"encoder must be 'frozen' or 'train', got {self.encoder!r}")
+        if not self.encoder_lr_scale > 0:
+            raise ValueError(f"encoder_lr_scale must be > 0, got {self.encoder_lr_scale}")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy, torch and DGL; deterministic kernels on CPU."""
     random.seed(seed)
@@ -126,18 +141,38 @@ class Trainer:
     """Adam + MSE on the standardised target, with best/last checkpoints and resume."""
 
     def __init__(self, model: nn.Module, graphs: list[dgl.DGLGraph], y: torch.Tensor,
-                 split: dict[str, np.ndarray], config: TrainConfig, out_dir: Path) -> None:
+                 split: dict[str, np.ndarray], config: TrainConfig, out_dir: Path,
+                 fine_tune: FineTune | None = None) -> None:
         self.model, self.graphs, self.y, self.split, self.config = model, graphs, y, split, config
+        self.fine_tune = fine_tune
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.scaler = Standardizer.fit(y[split["train"]])
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         rng = np.random.default_rng(config.seed)
         self.train_batches = make_batches(graphs, y, split["train"], config.batch_size, rng)
         self.val_batches = make_batches(graphs, y, split["val"], config.batch_size)
         self.history: list[dict[str, float]] = []
         self.best_val = math.inf
         self.epoch = 0
+
+    def _param_groups(self) -> list[dict]:
+        """All parameters at ``lr``; when fine-tuning, the head at ``lr`` and the encoder scaled or left out."""
+        if self.fine_tune is None:
+            return [{"params": list(self.model.parameters())}]
+        head = [p for m in self.model.head_modules() for p in m.parameters()]
+        encoder = [p for m in self.model.encoder_modules() for p in m.parameters()]
+        if self.fine_tune.encoder == "frozen":
+            for p in encoder:
+                p.requires_grad_(False)
+            return [{"params": head}]
+        return [{"params": head}, {"params": encoder, "lr": self.config.lr * self.fine_tune.encoder_lr_scale}]
+
+    def _set_mode(self, train: bool) -> None:
+        self.model.train(train)
+        if train and self.fine_tune is not None and self.fine_tune.encoder == "frozen":
+            for module in self.model.encoder_modules():
+                module.eval()  # batch norm keeps the pre-trained statistics
 
     def _state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
@@ -161,7 +196,7 @@ class Trainer:
 
     def run_epoch(self, batches, train: bool) -> float:
         """One pass over pre-built batches (training steps if ``train``); mean MSE of the standardised target."""
-        self.model.train(train)
+        self._set_mode(train)
         total, count = 0.0, 0
         order = np.random.default_rng(self.config.seed + self.epoch).permutation(len(batches)) if train \
             else range(len(batches))
@@ -223,10 +258,14 @@ class FitResult:
 
 def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, config: TrainConfig, out_dir: Path,
                   resume: bool = True, formula_column: str = "reduced_formula",
-                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), progress: bool = True) -> FitResult:
+                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), progress: bool = True,
+                  split: dict[str, np.ndarray] | None = None, fine_tune: FineTune | None = None) -> FitResult:
     """Seed, build the model, split, train (resuming if asked), reload the best epoch, evaluate on the test split.
 
     The model is built by ``build_model`` after seeding, so its initial weights follow ``config.seed``.
+
+    ``split`` (row numbers of the crystals with a finite target) replaces the seeded split in ``fractions``;
+    ``fine_tune`` trains a pre-trained encoder frozen or at a lower learning rate (:class:`FineTune`).
 
     Writes ``split.json`` (train/val/test in ``fractions``), ``last.pt``/``best.pt`` and ``model.pt``
     (model name, best weights, hyperparameters and target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
@@ -237,15 +276,16 @@ def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, 
     model = build_model()
     graph_set = graph_set.with_finite(target)
     ids = graph_set.table["id"].astype(str).tolist()
-    split = split_indices(len(graph_set), config.seed, fractions)
+    split = split if split is not None else split_indices(len(graph_set), config.seed, fractions)
     save_split(out_dir / "split.json", ids, split, config.seed)
-    trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir)
+    trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir, fine_tune)
     if resume:
         trainer.resume()
     history = trainer.fit(progress)
     trainer.load_best()
     torch.save({"name": getattr(model, "name", "cgcnn"), "model": model.state_dict(), "hyper": getattr(model, "hyper", {}), "scaler": asdict(trainer.scaler),
-                "target": target, "config": asdict(config)}, out_dir / "model.pt")
+                "target": target, "config": asdict(config),
+                "fine_tune": asdict(fine_tune) if fine_tune else None}, out_dir / "model.pt")
     frames = []
     for part in ("train", "val", "test"):
         part_metrics, pred, rows = trainer.evaluate(part)

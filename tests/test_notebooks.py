@@ -37,6 +37,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
             "predictions_gcn.csv"} <= {p.name for p in models.iterdir()}
     runs = __import__("pandas").read_csv(models / "runs.csv")
     assert len(runs) == 5 * 2 * 2 and runs["mae"].notna().all()  # 5 models x 2 targets x 2 seeds
+    federated = tmp_path / "smoke" / "05_federated"
+    assert {"table1.csv", "vs_paper.csv", "convergence.png", "partitions.csv", "partitions.png", "clients.csv",
+            "faults.csv"} <= {p.name for p in federated.iterdir()}
+    table1 = __import__("pandas").read_csv(federated / "table1.csv")
+    assert len(table1) == 5 * 2 * 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
+    transfer = tmp_path / "smoke" / "06_transfer"
+    assert {"learning_curve.csv", "learning_curve.png", "pretraining_gain.csv"} <= {p.name for p in transfer.iterdir()}
 
 
 @needs_mirror

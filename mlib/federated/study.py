@@ -1,6 +1,7 @@
 """The federated study of 05_federated: models x targets x algorithms x seeds, a central baseline, partitions.
 
-Every run lives in ``<out>/runs/<partition>/<algorithm>/<model>/<target>/seed<k>/`` with its per-round
+Every run lives in ``<out>/runs/<partition>/<algorithm>/<model>/<target>/seed<k>/`` with the global
+model of its best round (``model.pt``, readable by :func:`mlib.embedding.load_model`), its per-round
 ``history.csv``, ``rounds.csv`` (each client's status every round), ``predictions.csv`` and
 ``summary.json``; a finished run is read back instead of retrained. The data split is the 8:1:1 split
 of :mod:`mlib.model_study` for the same seed, so the central baseline (trained by
@@ -14,6 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import FedConfig, Federation
@@ -58,6 +60,9 @@ def run_federated(model: str, hyper: dict, graph_set: GraphSet, target: str, con
                             shards, config)
     history = federation.run(progress=False)
     summary = federation.summary()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"name": model, "model": federation.model.state_dict(), "hyper": federation.model.hyper,
+                "scaler": asdict(federation.scaler), "target": target, "config": asdict(config)}, folder / "model.pt")
     row = {"model": model, "target": target, "algorithm": config.algorithm, "partition": scheme, "seed": config.seed,
            "clients": clients, "crystals": len(graph_set), "test": len(split["test"]),
            **{m: summary[m] for m in METRICS}, "pearson_r": summary["pearson_r"], "best_round": summary["best_round"],

@@ -25,6 +25,15 @@ class PooledRegressor(nn.Module):
     def atom_vectors(self, graph: dgl.DGLGraph) -> torch.Tensor:
         raise NotImplementedError
 
+    def head_modules(self) -> list[nn.Module]:
+        """The MLP head (replaced and retrained when the model is fine-tuned on a new property)."""
+        return [self.conv_to_head, self.head, self.out]
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """Everything before the crystal vector: embeddings and convolutions."""
+        head = {id(m) for m in self.head_modules()}
+        return [m for m in self.children() if id(m) not in head]
+
     def embed(self, graph: dgl.DGLGraph) -> torch.Tensor:
         """Crystal vectors v_c: the mean of each crystal's atom vectors."""
         with graph.local_scope():

@@ -36,10 +36,22 @@ M3GNET_DEFAULTS = {"cutoff": 5.0, "threebody_cutoff": 4.0, "max_n": 3, "max_l": 
 class MatglRegressor(nn.Module):
     """A matgl model as a crystal regressor: batched graph in, one value per crystal out."""
 
-    def __init__(self, name: str, net: nn.Module, final: nn.Module, hyper: dict, state_dim: int = 0) -> None:
+    def __init__(self, name: str, net: nn.Module, final: str, hyper: dict, state_dim: int = 0) -> None:
         super().__init__()
         self.name, self.net, self.hyper, self.state_dim = name, net, hyper, state_dim
-        self._final = final  # the model's last MLP; its input is the crystal vector
+        self.final_name = final  # the model's last MLP (an attribute of ``net``); its input is the crystal vector
+
+    @property
+    def final(self) -> nn.Module:
+        return getattr(self.net, self.final_name)
+
+    def head_modules(self) -> list[nn.Module]:
+        """The model's final MLP (replaced and retrained when fine-tuned on a new property)."""
+        return [self.final]
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """Every other top-level part of the matgl model."""
+        return [m for m in self.net.children() if m is not self.final]
 
     def _run(self, graph: dgl.DGLGraph) -> torch.Tensor:
         with graph.local_scope():
@@ -53,7 +65,7 @@ class MatglRegressor(nn.Module):
     def embed(self, graph: dgl.DGLGraph) -> torch.Tensor:
         """Crystal vectors: the input of the model's final MLP, shape (crystals, features)."""
         captured = []
-        handle = self._final.register_forward_hook(lambda module, args, out: captured.append(args[0]))
+        handle = self.final.register_forward_hook(lambda module, args, out: captured.append(args[0]))
         try:
             self._run(graph)
         finally:
@@ -66,11 +78,11 @@ def megnet(**hyper) -> MatglRegressor:
     hyper = {**MEGNET_DEFAULTS, **hyper}
     args = {k: tuple(v) if k.startswith("hidden_layer_sizes") else v for k, v in hyper.items()}
     net = MEGNet(element_types=ELEMENTS, include_state=True, **args)
-    return MatglRegressor("megnet", net, net.output_proj, hyper, state_dim=hyper["dim_state_embedding"])
+    return MatglRegressor("megnet", net, "output_proj", hyper, state_dim=hyper["dim_state_embedding"])
 
 
 def m3gnet(**hyper) -> MatglRegressor:
     """M3GNet (matgl) for an intensive property; ``hyper`` overrides :data:`M3GNET_DEFAULTS`."""
     hyper = {**M3GNET_DEFAULTS, **hyper}
     net = M3GNet(element_types=ELEMENTS, is_intensive=True, **hyper)
-    return MatglRegressor("m3gnet", net, net.final_layer, hyper)
+    return MatglRegressor("m3gnet", net, "final_layer", hyper)

@@ -1,0 +1,112 @@
+"""Fine-tuning a pre-trained encoder: weights load, a frozen encoder stays put, splits, the verdict."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from mlib.graphs.featurize import featurize
+from mlib.models.registry import build_model, graph_spec
+from mlib.params import ParameterError, build
+from mlib.training import FineTune, TrainConfig, fit_regressor
+from mlib.transfer import (EncoderMismatch, head_keys, load_encoder, transfer_split,
+                           where_pretraining_stops_helping)
+
+
+def graph_set(model: str, n: int = 24):
+    rows = []
+    for k in range(n):
+        a, b = ["Li", "Na", "K", "Rb"][k % 4], ["F", "Cl", "Br", "I", "O", "S"][k % 6]
+        s = Structure(Lattice.cubic(3.0 + 0.05 * k), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        rows.append({"id": f"c{k}", "source": {"lattice": s.lattice.matrix, "species": [a, b], "frac_coords": s.frac_coords},
+                     "reduced_formula": s.composition.reduced_formula, "y": np.sin(k) + 0.1 * k})
+    return featurize(pd.DataFrame(rows), "salts", graph_spec(model), cache=False)
+
+
+@pytest.fixture(scope="module", params=["gcn", "megnet"])
+def pretrained(request, tmp_path_factory):
+    name = request.param
+    folder = tmp_path_factory.mktemp(name)
+    hyper = {"hidden": 16} if name == "gcn" else {"nblocks": 1}
+    fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=2, batch_size=8), folder,
+                  progress=False)
+    return name, hyper, folder / "model.pt"
+
+
+def test_encoder_weights_load_into_a_new_model_with_a_fresh_head(pretrained):
+    name, hyper, path = pretrained
+    torch.manual_seed(123)
+    model = build_model(name, **hyper)
+    head_before = {k: v.clone() for k, v in model.state_dict().items() if k in head_keys(model)}
+    loaded = load_encoder(model, path)
+    saved = torch.load(path, weights_only=False)["model"]
+    assert loaded and not set(loaded) & head_keys(model)
+    for key in loaded:
+        torch.testing.assert_close(model.state_dict()[key], saved[key])
+    for key, value in head_before.items():
+        torch.testing.assert_close(model.state_dict()[key], value)  # the head is new, not the pre-trained one
+
+
+def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
+    name, hyper, path = pretrained
+
+    def build():
+        model = build_model(name, **hyper)
+        load_encoder(model, path)
+        return model
+
+    saved = torch.load(path, weights_only=False)["model"]
+    result = fit_regressor(build, graph_set(name), "y", TrainConfig(epochs=3, batch_size=8, lr=0.01), tmp_path,
+                           progress=False, fine_tune=FineTune("frozen"))
+    model = result.trainer.model
+    heads = head_keys(model)
+    state = model.state_dict()
+    encoder = [k for k in state if k not in heads]
+    assert encoder
+    for key in encoder:  # weights and batch-norm statistics
+        torch.testing.assert_close(state[key], saved[key])
+    assert any(not torch.equal(state[k], saved[k]) for k in heads if k in saved)
+
+
+def test_training_the_encoder_uses_the_scaled_learning_rate(pretrained, tmp_path):
+    name, hyper, path = pretrained
+    result = fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=1, lr=0.01),
+                           tmp_path, progress=False, fine_tune=FineTune("train", 0.1))
+    assert [g["lr"] for g in result.trainer.optimizer.param_groups] == [0.01, pytest.approx(0.001)]
+
+
+def test_encoder_of_another_architecture_is_refused(pretrained):
+    name, hyper, path = pretrained
+    other = {"hidden": 32} if name == "gcn" else {"nblocks": 2}
+    with pytest.raises(EncoderMismatch, match="holds"):
+        load_encoder(build_model(name, **other), path)
+
+
+def test_every_size_shares_the_test_split():
+    full = transfer_split(500, None, seed=0)
+    for n, seed in ((50, 0), (50, 1), (200, 2)):
+        split = transfer_split(500, n, seed)
+        assert np.array_equal(split["test"], full["test"])
+        assert len(split["train"]) == n and set(split["train"]) <= set(full["train"])
+        assert set(split["val"]) <= set(full["val"]) and len(split["val"]) == max(10, n // 3)
+    assert not np.array_equal(transfer_split(500, 50, 0)["train"], transfer_split(500, 50, 1)["train"])
+
+
+def test_verdict_on_where_pretraining_stops_helping():
+    rows = []
+    for n, scratch, helped, useless in ((50, 1.0, 0.6, 1.1), (200, 0.8, 0.7, 0.9), (1000, 0.5, 0.55, 0.6)):
+        rows += [{"source": "scratch", "mode": "scratch", "n_train": n, "mae": scratch},
+                 {"source": "fed", "mode": "train", "n_train": n, "mae": helped},
+                 {"source": "central", "mode": "frozen", "n_train": n, "mae": useless}]
+    verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
+    assert verdict.loc["fed", "stops helping from"] == "N = 1000"
+    assert verdict.loc["fed", "at N"] == 50 and verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.4)
+    assert verdict.loc["central", "stops helping from"] == "never helped"
+
+
+def test_transfer_parameters_fail_fast():
+    build("06_transfer", {"out_dir": "x"})
+    with pytest.raises(ParameterError, match="sizes"):
+        build("06_transfer", {"out_dir": "x", "sizes": [1]})
+    with pytest.raises(ParameterError, match="unknown mode"):
+        build("06_transfer", {"out_dir": "x", "modes": ["half"]})
