@@ -257,24 +257,30 @@ class FederatedParams(MPStudyParams):
     def validate(self) -> None:
         super().validate()
         from mlib.data.mp import MP_TARGETS
-        from mlib.federated.aggregate import BN_MODES
         from mlib.federated.partition import PARTITIONS
-        from mlib.federated.simulation import ALGORITHMS
         from mlib.models.registry import MODELS
 
-        bad = [a for a in self.algorithms if a not in ALGORITHMS]
-        if not self.algorithms or bad:
-            raise ParameterError(f"unknown algorithm(s) {bad or self.algorithms}; choose from {list(ALGORITHMS)}")
-        self.positive("clients", "rounds", "local_epochs", "alpha")
-        if self.mu < 0:
-            raise ParameterError(f"mu must be >= 0, got {self.mu}")
+        if not self.algorithms:
+            raise ParameterError("algorithms must not be empty")
+        for algorithm in self.algorithms:  # the engine's own checks: algorithm, rounds, epochs, mu, batch norm
+            try:
+                self.fed_config(algorithm)
+            except ValueError as exc:
+                raise ParameterError(str(exc)) from None
+        self.positive("clients", "alpha")
         self.one_of("partition", PARTITIONS)
-        self.one_of("bn", BN_MODES, "batch-norm mode")
         bad = [p for p in self.compare_partitions if p not in PARTITIONS]
         if bad:
             raise ParameterError(f"unknown partition(s) {bad}; choose from {list(PARTITIONS)}")
         self.one_of("compare_model", MODELS, "model")
         self.one_of("compare_target", MP_TARGETS, "target")
+
+    def fed_config(self, algorithm: str = "fedavg", seed: int | None = None):
+        """The engine's configuration of one run."""
+        from mlib.federated.simulation import FedConfig
+
+        return FedConfig(algorithm, self.rounds, self.local_epochs, self.mu, self.lr, self.batch_size, self.bn,
+                         self.seed if seed is None else seed)
 
     def central_folder(self) -> str:
         """Where the central baseline's runs live: ``central_dir``, or 04b_models beside this run (reused)."""
