@@ -126,22 +126,30 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 def where_pretraining_stops_helping(runs: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
     """For each pre-trained source and mode, the relative gain in mean test MAE over scratch and the
-    smallest N from which on it is no better than scratch (gain <= ``margin`` at that N and every larger one)."""
-    means = runs.groupby(["source", "mode", "n_train"])["mae"].mean()
-    scratch = means.xs(("scratch", "scratch"), level=("source", "mode"))
+    smallest N from which on it is no better than scratch.
+
+    Pre-training helps at an N when its relative gain exceeds ``margin`` and the MAE difference exceeds its
+    standard error over seeds (a gain inside seed-to-seed noise does not count; one seed: no noise estimate).
+    """
+    stats = runs.groupby(["source", "mode", "n_train"])["mae"].agg(["mean", "var", "count"])
+    scratch = stats.xs(("scratch", "scratch"), level=("source", "mode"))
     rows = []
-    for (source, mode), curve in means.groupby(level=["source", "mode"]):
+    for (source, mode), curve in stats.groupby(level=["source", "mode"]):
         if source == "scratch":
             continue
         curve = curve.droplevel(["source", "mode"]).sort_index()
-        gain = 1 - curve / scratch.reindex(curve.index)
-        helps = gain > margin
+        base = scratch.reindex(curve.index)
+        gain = 1 - curve["mean"] / base["mean"]
+        noise = np.sqrt((curve["var"] / curve["count"]).fillna(0) + (base["var"] / base["count"]).fillna(0))
+        helps = (gain > margin) & (base["mean"] - curve["mean"] > noise)
         if not helps.any():
-            verdict = "never helped"
+            verdict = "never helped beyond seed noise"
         elif helps.iloc[-1]:
             verdict = f"still helps at N = {int(gain.index[-1])}"
         else:
             verdict = f"N = {int(gain.index[helps.to_numpy().nonzero()[0][-1] + 1])}"
         rows.append({"source": source, "mode": mode, "best relative MAE gain": float(gain.max()),
-                     "at N": int(gain.idxmax()), "stops helping from": verdict})
+                     "at N": int(gain.idxmax()), "helps beyond noise at N": ", ".join(str(int(n)) for n in
+                                                                                   gain.index[helps]) or "none",
+                     "stops helping from": verdict})
     return pd.DataFrame(rows)

@@ -101,7 +101,18 @@ def test_verdict_on_where_pretraining_stops_helping():
     verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
     assert verdict.loc["fed", "stops helping from"] == "N = 1000"
     assert verdict.loc["fed", "at N"] == 50 and verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.4)
-    assert verdict.loc["central", "stops helping from"] == "never helped"
+    assert verdict.loc["central", "stops helping from"] == "never helped beyond seed noise"
+    assert verdict.loc["fed", "helps beyond noise at N"] == "50, 200"
+
+
+def test_a_gain_inside_seed_noise_does_not_count():
+    rows = [{"source": source, "mode": mode, "n_train": n, "mae": mae + spread}
+            for n in (50, 500) for spread in (-0.2, 0.0, 0.2)
+            for source, mode, mae in (("scratch", "scratch", 1.0), ("fed", "train", 0.95 if n == 50 else 0.5))]
+    verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
+    assert verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.5)
+    assert verdict.loc["fed", "helps beyond noise at N"] == "500"
+    assert verdict.loc["fed", "stops helping from"] == "still helps at N = 500"
 
 
 def test_transfer_parameters_fail_fast():
