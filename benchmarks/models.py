@@ -27,7 +27,7 @@ MODELS = ("gcn", "sage", "gine", "megnet", "m3gnet")
 
 def load(crystals: int):
     from mlib import datasets
-    from mlib.model_study import common_crystals
+    from mlib.study.models import common_crystals
     from mlib.models.registry import graph_spec
 
     sets = {kind: datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec(model), workers=os.cpu_count())

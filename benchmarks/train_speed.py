@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 
 from mlib import datasets
-from mlib.models.cgcnn import CGCNN
+from mlib.catalogue import THERMAL_TARGET
+from mlib.models.registry import build_model
+from mlib.params import TrainConfig
 from mlib.paths import RESULTS_DIR
-from mlib.training import TrainConfig, Trainer, make_batches, predict, seed_everything, split_indices
+from mlib.training import Trainer, make_batches, predict, seed_everything, split_indices
 
 
 def main() -> None:
@@ -32,9 +34,9 @@ def main() -> None:
     graphs = datasets.load_thermal(args.dataset, workers=os.cpu_count()).graphs
     seed_everything(0)
     split = split_indices(len(graphs), 0)
-    y = graphs.target(datasets.TARGET)
+    y = graphs.target(THERMAL_TARGET)
     start = time.perf_counter()
-    trainer = Trainer(CGCNN(), graphs.graphs, y, split, TrainConfig(epochs=1 + args.epochs), "/tmp/mlib-bench")
+    trainer = Trainer(build_model("cgcnn"), graphs.graphs, y, split, TrainConfig(epochs=1 + args.epochs), "/tmp/mlib-bench")
     batch_s = time.perf_counter() - start
     times = []
     for _ in range(1 + args.epochs):

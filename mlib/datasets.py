@@ -10,20 +10,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mlib.data import aflow, mp as mpdata
+from mlib.data import aflow
+from mlib.data import mp as mpdata
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.data.thermal import (THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
                                mp_formulas, summary_row)
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
-from mlib.data.thermal import TARGET  # noqa: F401  (re-exported: notebooks name the target as datasets.TARGET)
 
-MP_DATASETS = {"mp-cgcnn": "Materials Project, CGCNN snapshot (mirror)",
-               "mp.2018.6.1": "Materials Project mp.2018.6.1 (figshare 7451351)"}
-PAPER_AGL = {"dataset": "paper (Xie & Grossman data, AFLOW 2018)", "entries": 5534, "unary": 96,
-             "binary": 2490, "ternary": 2948, "after dedup": 5409}
-PAPER_TARGET = {"dataset": "paper", "min": -3.17e-6, "max": 5.67e-4, "mean": 5.70e-5}
 
 
 @dataclass
@@ -38,19 +33,11 @@ class ThermalData:
     @property
     def label(self) -> str:
         """How tables name this data set: name and crystal count."""
-        return f"{self.graphs.name}, {len(self.graphs):,} crystals"
+        return self.graphs.label
 
     def summary(self) -> dict[str, object]:
         """Crystals by arity and target statistics of the graphs the models train on."""
         return summary_row(self.label, self.graphs.table)
-
-
-def agl_index_summary() -> pd.DataFrame:
-    """The study's 5,534 AGL auids: counts by arity and after dedup, beside the paper's."""
-    index = index_frame(aflow.read_mirror_index())
-    row = {"dataset": "AGL index (mirror, all auids of the study)", "entries": len(index),
-           **arity_counts(index["nspecies"]), "after dedup": len(drop_duplicates(index))}
-    return pd.DataFrame([row, PAPER_AGL])
 
 
 def agl_records(source: str = "auto", strict: bool = False) -> tuple[list[aflow.AflowRecord], Skips]:
@@ -95,13 +82,3 @@ def load_mp(name: str = "mp-cgcnn", limit: int | None = None, spec: GraphSpec = 
 def reference_atom_init() -> dict[str, list[float]]:
     """The reference implementation's ``atom_init.json`` (cgcnn-sample in the mirror)."""
     return json.loads(mirror_file("cgcnn-sample/atom_init.json").read_text())
-
-
-def graph_summary(graphs: GraphSet) -> dict[str, float | int | str]:
-    """Size of a graph set: crystals, atoms and edges per crystal, neighbours per atom."""
-    atoms = pd.Series([g.num_nodes() for g in graphs.graphs])
-    edges = pd.Series([g.num_edges() for g in graphs.graphs])
-    return {"dataset": graphs.name, "crystals": len(graphs), "skipped": len(graphs.skips),
-            "atoms/crystal (mean)": atoms.mean(), "atoms/crystal (max)": int(atoms.max()),
-            "edges/atom (mean)": edges.sum() / atoms.sum(), "from cache": graphs.from_cache}
-

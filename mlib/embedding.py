@@ -19,20 +19,8 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neighbors import KNeighborsRegressor
 from torch import nn
 
-from mlib.models.registry import build_model
-from mlib.training import Standardizer, make_batches
-
-
-def load_model(path: Path) -> tuple[nn.Module, Standardizer, dict]:
-    """A model saved by :func:`mlib.training.fit_regressor` (``model.pt``), in eval mode."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no trained model at {path}; run 02_train first (same profile)")
-    saved = torch.load(path, weights_only=False)
-    model = build_model(saved.get("name", "cgcnn"), **saved["hyper"])
-    # matgl models saved by the first 04b_models run also stored their final MLP under "_final."
-    model.load_state_dict({k: v for k, v in saved["model"].items() if not k.startswith("_final.")})
-    return model.eval(), Standardizer(**saved["scaler"]), saved
+from mlib.scaling import Standardizer
+from mlib.training import make_batches
 
 
 def split_rows(split_path: Path, ids: list[str], part: str) -> np.ndarray:
@@ -52,8 +40,7 @@ def crystal_vectors(model: nn.Module, graphs: list, rows: np.ndarray, scaler: St
     """Pooled crystal vectors v_c and predictions (original units) for ``rows``, in that order."""
     model.eval()
     vectors, preds = [], []
-    dummy = torch.zeros(len(graphs))
-    for graph, _, _ in make_batches(graphs, dummy, rows, batch_size):
+    for graph, _, _ in make_batches(graphs, torch.zeros(len(graphs)), rows, batch_size):  # targets unused here
         vectors.append(model.embed(graph).numpy())
         preds.append(scaler.decode(model(graph)).numpy())
     return np.concatenate(vectors), np.concatenate(preds)

@@ -1,24 +1,45 @@
-"""Saving a run's figures and tables, each save refreshing the run's ``provenance.json``."""
+"""A notebook run's outputs: tables and figures (atomic writes), shown inline, with ``provenance.json``."""
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mlib import provenance
+from mlib import provenance, store
 from mlib.params import NotebookParams
+
+
+def mean_std(values: Iterable[float], digits: int = 4) -> str:
+    """``"mean ± std"`` over seeds (sample std; 0 for one value), as every table of the study shows it."""
+    values = np.asarray(list(values), dtype=float)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}g} ± {std:.2g}"
+
+
+def in_notebook() -> bool:
+    """Whether this code runs in a Jupyter kernel (where figures are displayed inline)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Run:
     """One notebook run: an output folder, its parameters, and what it wrote.
 
-    Every table names its data set and crystal count in ``caption`` (the Markdown version carries
-    it as a heading); every save rewrites ``provenance.json`` so a run cut short still says what
-    it produced and from which inputs.
+    Every table names its data set and crystal count in ``caption`` (the Markdown version carries it
+    as a heading); every figure is saved as PNG and shown inline in a notebook; every save rewrites
+    ``provenance.json`` so a run cut short still says what it produced and from which inputs. The
+    notebook's training runs live in the run store, ``<store_dir>/<notebook>/``.
     """
 
     def __init__(self, params: NotebookParams, notebook: str) -> None:
@@ -26,6 +47,7 @@ class Run:
         self.notebook = notebook
         self.out_dir = Path(params.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.store = store.Store(Path(params.store_dir))
         self.started = time.time()
         self.outputs: list[dict[str, str]] = []
         self.write_provenance()
@@ -33,22 +55,33 @@ class Run:
     def path(self, name: str) -> Path:
         return self.out_dir / name
 
+    def runs(self, *parts: Any) -> Path:
+        """A run folder of this notebook in the run store."""
+        return self.store.folder(self.notebook, *parts)
+
     def save_table(self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g",
                    markdown: bool = True) -> pd.DataFrame:
         """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption."""
         if not caption.strip():
             raise ValueError(f"table {name!r} needs a caption naming its data set and crystal count")
-        df.to_csv(self.path(f"{name}.csv"), index=False)
+        store.write_csv(self.path(f"{name}.csv"), df)
         if markdown:
-            text = df.to_markdown(index=False, floatfmt=floatfmt)
-            self.path(f"{name}.md").write_text(f"**{caption}**\n\n{text}\n")
+            store.write_text(self.path(f"{name}.md"), f"**{caption}**\n\n{df.to_markdown(index=False, floatfmt=floatfmt)}\n")
         self._note(f"{name}.csv", caption)
         return df
 
     def save_figure(self, fig: Any, name: str, caption: str, dpi: int = 150) -> Path:
-        """Write ``name.png`` from a matplotlib figure."""
-        path = self.path(f"{name}.png")
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        """Write ``name.png`` from a matplotlib figure, show it inline in a notebook, then close it."""
+        import matplotlib.pyplot as plt
+
+        path = store.atomic_write(self.path(f"{name}.png"),
+                                  lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+        if in_notebook():
+            from IPython.display import Markdown, display
+
+            display(fig)
+            display(Markdown(f"*{caption}*"))
+        plt.close(fig)
         self._note(path.name, caption)
         return path
 
@@ -62,14 +95,13 @@ class Run:
             "profile": self.params.profile,
             "seed": self.params.seed,
             "parameters": self.params.as_dict(),
-            "git": provenance.git_state(),
+            "code": provenance.git_state(),
             "packages": provenance.package_versions(),
             "environment": provenance.environment(),
             "data_files": provenance.data_files(),
             "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
             "wall_time_s": round(time.time() - self.started, 2),
+            "finished": False,  # the runner sets it once the whole notebook ran
             "outputs": self.outputs,
         }
-        path = self.path("provenance.json")
-        path.write_text(json.dumps(record, indent=2, default=str))
-        return path
+        return store.write_text(self.path("provenance.json"), json.dumps(record, indent=2, default=str))

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 from dgl import utils as dgl_utils
-from tqdm.auto import tqdm
+
+from mlib.progress import track
 
 T = TypeVar("T")
 _SHARED: Any = None
@@ -37,12 +38,12 @@ def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], shared: Any, workers: 
     ``fn`` must be a module-level function (it is pickled to the workers).
     """
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(shared, *job) for job in tqdm(jobs, desc=desc, unit="run")]
+        return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run")]
     results: list[Any] = [None] * len(jobs)
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init,
                              initargs=(pickle.dumps(shared),)) as pool:
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}
-        for future in tqdm(as_completed(futures), total=len(jobs), desc=desc, unit="run"):
+        for future in track(as_completed(futures), len(jobs), desc, unit="run"):
             results[futures[future]] = future.result()
     return results

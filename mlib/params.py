@@ -1,92 +1,210 @@
-"""Parameters of each notebook, checked before any work starts.
+"""Parameters of each notebook and configurations of the engines, checked before any work starts.
 
-Papermill only warns about parameters a notebook does not declare, so every notebook's second
-cell calls :func:`check` and the runner checks profiles and ``-p`` overrides against the same
-dataclasses: a wrong name or value fails fast with a message naming it.
+Papermill only warns about parameters a notebook does not declare, so every notebook's second cell
+calls :func:`check`, and the runner checks profiles and ``-p`` overrides against the same dataclasses:
+a wrong name or value fails fast with a message naming it. Defaults come from :mod:`mlib.catalogue`;
+this module imports nothing else from ``mlib`` (so checking parameters never loads torch or DGL).
 """
+
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from mlib import catalogue as C
 
 
 class ParameterError(ValueError):
-    """A notebook parameter is unknown or has a bad value."""
+    """A notebook parameter or an engine setting is unknown or has a bad value."""
 
 
-@dataclass(frozen=True)
-class NotebookParams:
-    """Parameters every notebook takes: where to write, which profile produced the run, the seed."""
+def param(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line description (shown by ``python -m mlib.reproduce --list``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
-    out_dir: str
-    profile: str = "cpu"
-    seed: int = 0
+
+class Checked:
+    """Type and value checks shared by parameter and configuration dataclasses."""
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            _check_type(type(self).__name__, f.name, getattr(self, f.name), _hints(type(self))[f.name])
+            _check_type(type(self).__name__, f.name, getattr(self, f.name), hints[f.name])
         self.validate()
 
     def validate(self) -> None:
         """Value checks beyond types; subclasses extend."""
-        if self.seed < 0:
-            raise ParameterError(f"seed must be >= 0, got {self.seed}")
 
     def positive(self, *names: str) -> None:
-        """Each named parameter is > 0 (or None, where its type allows None)."""
+        """Each named value is > 0 (or None, where its type allows None)."""
         for name in names:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ParameterError(f"{name} must be > 0, got {value}")
 
-    def one_of(self, name: str, options, what: str | None = None) -> None:
-        value = getattr(self, name)
+    def non_negative(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def one_of(self, name: str, options: Iterable, what: str | None = None) -> None:
+        value, options = getattr(self, name), list(options)
         if value not in options:
             raise ParameterError(f"unknown {what or name} {value!r}; choose from {sorted(options)}")
 
+    def all_of(self, name: str, options: Iterable, what: str, empty_ok: bool = False) -> None:
+        """Every element of the list parameter ``name`` is one of ``options``."""
+        values, options = getattr(self, name), list(options)
+        if not values and not empty_ok:
+            raise ParameterError(f"{name} must not be empty")
+        bad = [v for v in values if v not in options]
+        if bad:
+            raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
+
+    def seeds_ok(self, name: str = "seeds") -> None:
+        values = getattr(self, name)
+        if not values or min(values) < 0 or len(set(values)) != len(values):
+            raise ParameterError(f"{name} must be distinct integers >= 0, got {values}")
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ---- engine configurations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig(Checked):
+    """One training run: epochs, batch size, Adam's learning rate and weight decay, seed."""
+
+    epochs: int = C.TRAINING["epochs"]
+    batch_size: int = C.TRAINING["batch_size"]
+    lr: float = C.TRAINING["lr"]
+    weight_decay: float = C.TRAINING["weight_decay"]
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.positive("epochs", "batch_size", "lr")
+        self.non_negative("weight_decay", "seed")
+
+
+@dataclass(frozen=True)
+class FineTune(Checked):
+    """How a pre-trained encoder is trained further: ``frozen`` (weights and batch-norm statistics fixed,
+    only the head learns) or ``train`` (everything learns, the encoder at ``encoder_lr_scale`` x lr)."""
+
+    encoder: str = "frozen"
+    encoder_lr_scale: float = 0.1
+
+    def validate(self) -> None:
+        self.one_of("encoder", C.FINE_TUNE_MODES, "fine-tuning mode")
+        self.positive("encoder_lr_scale")
+
+
+@dataclass(frozen=True)
+class FedConfig(Checked):
+    """One federated run: algorithm, rounds, local epochs, FedProx mu, local optimiser, batch norm, seed."""
+
+    algorithm: str = "fedavg"
+    rounds: int = C.FEDERATION["rounds"]
+    local_epochs: int = C.FEDERATION["local_epochs"]
+    mu: float = C.FEDERATION["mu"]
+    lr: float = C.FEDERATION["lr"]
+    batch_size: int = C.FEDERATION["batch_size"]
+    bn: str = C.FEDERATION["bn"]
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.one_of("algorithm", C.ALGORITHMS)
+        self.one_of("bn", C.BN_MODES, "batch-norm mode")
+        self.positive("rounds", "local_epochs", "batch_size", "lr")
+        self.non_negative("mu", "seed")
+
+    @property
+    def proximal_mu(self) -> float:
+        """The mu a client uses: FedAvg is FedProx with mu = 0."""
+        return self.mu if self.algorithm == "fedprox" else 0.0
+
+
+@dataclass(frozen=True)
+class SearchSpace(Checked):
+    """Values tried per hyperparameter in a sweep (categorical, as in the paper's grid)."""
+
+    conv_layers: list[int] = param(C.PAPER_GRID["conv_layers"], "CGCNN convolutions")
+    batch_size: list[int] = param(C.PAPER_GRID["batch_size"], "batch sizes")
+    hidden: list[int] = param(C.PAPER_GRID["hidden"], "atom vector widths")
+    lr: list[float] = param(C.PAPER_GRID["lr"], "learning rates")
+
+    def validate(self) -> None:
+        for name, values in self.grid().items():
+            if not values or any(v <= 0 for v in values):
+                raise ParameterError(f"search space {name!r} needs a non-empty list of positive numbers, got {values!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> SearchSpace:
+        unknown = sorted(set(values or {}) - set(C.PAPER_GRID))
+        if unknown:
+            raise ParameterError(f"unknown hyperparameter(s) {unknown} in the search space; known: {sorted(C.PAPER_GRID)}")
+        return cls(**dict(values or {}))
+
+    def grid(self) -> dict[str, list]:
+        return dataclasses.asdict(self)
+
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values())
+
+
+# ---- notebook parameters ---------------------------------------------------------------------------
+
+RUNNER_OWNED = ("out_dir", "store_dir", "profile")  # set by the runner; ``-p`` may not override them
+
+
+@dataclass(frozen=True)
+class NotebookParams(Checked):
+    """Parameters every notebook takes: where to write, where runs are stored, the profile, the seed."""
+
+    out_dir: str = param("../results/manual/nb", "folder of this notebook's tables and figures (set by the runner)")
+    store_dir: str = param("../results/manual/store", "run store: trained models and finished runs (set by the runner)")
+    profile: str = param("manual", "profile that produced the run (set by the runner)")
+    seed: int = param(0, "seed of splits, initial weights and batches")
+
+    def validate(self) -> None:
+        self.non_negative("seed")
 
 
 @dataclass(frozen=True)
 class GraphParams(NotebookParams):
     """Parameters of notebooks that build crystal graphs: neighbour radius (A), cap, worker processes."""
 
-    radius: float = 8.0
-    max_neighbors: int = 12
-    workers: int = 2
+    radius: float = param(C.RADIUS, "neighbour radius of the crystal graphs (A)")
+    max_neighbors: int = param(C.MAX_NEIGHBORS, "neighbours kept per atom")
+    workers: int = param(2, "worker processes (featurisation, independent runs)")
 
     def validate(self) -> None:
         super().validate()
         self.positive("radius", "max_neighbors", "workers")
 
 
-def _thermal_datasets():
-    from mlib.data.thermal import THERMAL_DATASETS
-
-    return THERMAL_DATASETS
-
-
 @dataclass(frozen=True)
 class DataParams(GraphParams):
     """01_data: data sets, their statistics and crystal graphs."""
 
-    thermal_datasets: list[str] = field(default_factory=lambda: ["aflow", "aflow+mp-join"])
-    aflow_source: str = "auto"
-    mp_limit: int | None = None
-    strict: bool = False
+    thermal_datasets: list[str] = param(list(C.THERMAL_DATASETS), "thermal-expansion data sets to build")
+    aflow_source: str = param("auto", "AFLOW data: auto (mirror if set, else live), mirror or live")
+    mp_limit: int | None = param(None, "first N mp-cgcnn crystals only (a labelled subset); null: all")
+    strict: bool = param(False, "stop at the first unusable entry instead of counting it as a skip")
 
     def validate(self) -> None:
         super().validate()
-        unknown = [d for d in self.thermal_datasets if d not in _thermal_datasets()]
-        if unknown:
-            raise ParameterError(f"unknown thermal data set(s) {unknown}; choose from {sorted(_thermal_datasets())}")
-        self.one_of("aflow_source", ("auto", "mirror", "live"))
+        self.all_of("thermal_datasets", C.THERMAL_DATASETS, "thermal data set")
+        self.one_of("aflow_source", C.AFLOW_SOURCES)
         self.positive("mp_limit")
 
 
@@ -94,143 +212,110 @@ class DataParams(GraphParams):
 class TrainParams(GraphParams):
     """02_train: CGCNN on thermal expansion (paper's best setting by default) and on MP formation energy."""
 
-    dataset: str = "aflow"
-    thermal_limit: int | None = None
-    conv_layers: int = 3
-    hidden: int = 64
-    head_hidden: int = 128
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    epochs: int = 200
-    mp_dataset: str | None = "mp-cgcnn"
-    mp_target: str = "formation_energy_per_atom"
-    mp_limit: int | None = None
-    mp_epochs: int = 30
-    resume: bool = True
+    dataset: str = param("aflow", "thermal-expansion data set")
+    thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
+    conv_layers: int = param(C.CGCNN_FRAME["n_conv"], "CGCNN convolutions")
+    hidden: int = param(C.CGCNN_FRAME["hidden"], "atom vector width")
+    head_hidden: int = param(C.CGCNN_FRAME["head_hidden"], "width of the MLP head")
+    batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
+    lr: float = param(C.TRAINING["lr"], "Adam learning rate")
+    weight_decay: float = param(C.TRAINING["weight_decay"], "Adam weight decay")
+    epochs: int = param(C.TRAINING["epochs"], "training epochs (thermal expansion)")
+    mp_dataset: str | None = param("mp-cgcnn", "MP data set of the implementation check; null: skip it")
+    mp_target: str = param("formation_energy_per_atom", "MP target of the implementation check")
+    mp_limit: int | None = param(None, "first N MP crystals only (a labelled subset); null: all")
+    mp_epochs: int = param(30, "training epochs (MP)")
+    resume: bool = param(True, "continue an interrupted run from its last checkpoint")
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.mp import MP_TARGETS
-        from mlib.datasets import MP_DATASETS
-
-        self.one_of("dataset", _thermal_datasets(), "data set")
+        self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         if self.mp_dataset is not None:
-            self.one_of("mp_dataset", MP_DATASETS, "MP data set")
-        self.one_of("mp_target", MP_TARGETS, "MP target")
+            self.one_of("mp_dataset", C.MP_DATASETS, "MP data set")
+        self.one_of("mp_target", C.MP_TARGETS, "MP target")
         self.positive("conv_layers", "hidden", "head_hidden", "batch_size", "epochs", "mp_epochs", "thermal_limit",
                       "mp_limit", "lr")
-        if self.weight_decay < 0:
-            raise ParameterError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        self.non_negative("weight_decay")
 
 
 @dataclass(frozen=True)
 class SweepParams(GraphParams):
     """03_sweep: the paper's CGCNN grid on Optuna, exhaustive or pruned, resumable in an RDB storage."""
 
-    dataset: str = "aflow"
-    thermal_limit: int | None = None
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    epochs: int = 200
-    n_trials: int | None = 60
-    timeout_min: float | None = None
-    storage: str | None = None
-    study_name: str = "cgcnn-thermal"
-    search_space: dict | None = None
+    dataset: str = param("aflow", "thermal-expansion data set")
+    thermal_limit: int | None = param(None, "first N crystals only (a labelled subset); null: all")
+    sampler: str = param("tpe", "grid (exhaustive) or tpe")
+    pruner: str = param("hyperband", "none, hyperband or halving (on the validation loss)")
+    epochs: int = param(C.TRAINING["epochs"], "epochs of an unpruned trial")
+    n_trials: int | None = param(60, "finished trials the study should hold; null: until the grid or timeout ends")
+    timeout_min: float | None = param(None, "stop starting trials after this many minutes; null: no limit")
+    storage: str | None = param(None, "Optuna RDB URL; null: a SQLite file in the run store")
+    study_name: str = param("cgcnn-thermal", "Optuna study name")
+    search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")
 
     def validate(self) -> None:
         super().validate()
-        from mlib.sweep import SweepError
-
-        self.one_of("dataset", _thermal_datasets(), "data set")
-        self.one_of("sampler", ("grid", "tpe"))
-        self.one_of("pruner", ("none", "hyperband", "halving"))
+        self.one_of("dataset", C.THERMAL_DATASETS, "data set")
+        self.one_of("sampler", C.SAMPLERS)
+        self.one_of("pruner", C.PRUNERS)
         self.positive("epochs", "thermal_limit", "n_trials", "timeout_min")
-        try:
-            self.space()
-        except SweepError as exc:
-            raise ParameterError(str(exc)) from None
+        self.space()
 
-    def space(self):
+    def space(self) -> SearchSpace:
         """The search space: the paper's grid unless ``search_space`` narrows it."""
-        from mlib.sweep import SearchSpace
-
-        return SearchSpace.from_dict(self.search_space or {})
-
-    def storage_url(self) -> str:
-        """``storage`` or a SQLite file in the output folder."""
-        return self.storage or f"sqlite:///{(Path(self.out_dir) / 'sweep.db').resolve()}"
+        return SearchSpace.from_dict(self.search_space)
 
 
 @dataclass(frozen=True)
 class EmbedParams(GraphParams):
     """04_embed: t-SNE and PCA maps of the crystal vectors of 02_train's thermal-expansion model."""
 
-    dataset: str = "aflow"
-    model_path: str | None = None
-    crystals: str = "test"
-    perplexity: float = 30.0
-    knn_k: int = 10
-    n_labels: int = 3
+    dataset: str = param("aflow", "thermal-expansion data set (the one 02_train used)")
+    model_path: str | None = param(None, "a saved model file; null: 02_train's thermal model in the run store")
+    crystals: str = param("test", "test (the model's test split) or all")
+    perplexity: float = param(30.0, "t-SNE perplexity")
+    knn_k: int = param(10, "neighbours of the kNN regressor that scores the maps")
+    n_labels: int = param(3, "lowest and highest predictions labelled on the maps")
 
     def validate(self) -> None:
         super().validate()
-        self.one_of("dataset", _thermal_datasets(), "data set")
+        self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("crystals", ("test", "all"))
         self.positive("perplexity", "knn_k")
-        if self.n_labels < 0:
-            raise ParameterError(f"n_labels must be >= 0, got {self.n_labels}")
-
-    def trained_model(self) -> str:
-        """``model_path``, or 02_train's thermal model beside this run's output folder."""
-        return self.model_path or str(Path(self.out_dir).parent / "02_train" / "thermal" / "model.pt")
+        self.non_negative("n_labels")
 
 
 @dataclass(frozen=True)
-class MPStudyParams(NotebookParams):
+class MPStudyParams(GraphParams):
     """Models x MP targets x seeds on a (labelled) subset of an MP data set."""
 
-    dataset: str = "mp-cgcnn"
-    limit: int | None = 2000
-    models: list[str] = field(default_factory=lambda: ["gcn", "sage", "gine", "megnet", "m3gnet"])
-    targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    batch_size: int = 64
-    lr: float = 0.001
-    model_hyper: dict | None = None
-    workers: int = 2
+    dataset: str = param("mp-cgcnn", "MP data set")
+    limit: int | None = param(2000, "first N crystals only (a labelled subset); null: all")
+    models: list[str] = param(["gcn", "sage", "gine", "megnet", "m3gnet"], "models to train")
+    targets: list[str] = param(list(C.MP_TARGETS), "MP targets")
+    seeds: list[int] = param([0, 1, 2], "seeds (each its own split and initial weights)")
+    batch_size: int = param(C.FEDERATION["batch_size"], "crystals per batch")
+    lr: float = param(C.FEDERATION["lr"], "Adam learning rate")
+    model_hyper: dict | None = param(None, "per-model hyperparameter overrides, e.g. {gcn: {hidden: 32}}")
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.mp import MP_TARGETS
-        from mlib.datasets import MP_DATASETS
-        from mlib.models.registry import MODELS, defaults
-
-        self.one_of("dataset", MP_DATASETS, "MP data set")
-        self.positive("limit", "batch_size", "lr", "workers")
-        for name, options, what in ((self.models, MODELS, "model"), (self.targets, MP_TARGETS, "target")):
-            if not name:
-                raise ParameterError(f"{what}s must not be empty")
-            bad = [v for v in name if v not in options]
-            if bad:
-                raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
-        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
-            raise ParameterError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        self.one_of("dataset", C.MP_DATASETS, "MP data set")
+        self.positive("limit", "batch_size", "lr")
+        self.all_of("models", C.MODELS, "model")
+        self.all_of("targets", C.MP_TARGETS, "target")
+        self.seeds_ok()
         for model, hyper in (self.model_hyper or {}).items():
             if model not in self.models:
                 raise ParameterError(f"model_hyper names {model!r}, which is not in models {self.models}")
-            unknown = sorted(set(hyper) - set(defaults(model)))
-            if unknown:
-                raise ParameterError(f"model_hyper[{model!r}]: unknown hyperparameter(s) {unknown}; "
-                                     f"{model} takes {sorted(defaults(model))}")
+            known_hyper(model, hyper)
 
 
 @dataclass(frozen=True)
 class ModelsParams(MPStudyParams):
     """04b_models: GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
 
-    epochs: int = 100
+    epochs: int = param(100, "training epochs")
 
     def validate(self) -> None:
         super().validate()
@@ -241,117 +326,88 @@ class ModelsParams(MPStudyParams):
 class FederatedParams(MPStudyParams):
     """05_federated: FedAvg and FedProx over clients that keep their crystals, beside a central baseline."""
 
-    algorithms: list[str] = field(default_factory=lambda: ["fedavg", "fedprox"])
-    clients: int = 5
-    rounds: int = 20
-    local_epochs: int = 2
-    mu: float = 0.01
-    partition: str = "iid"
-    alpha: float = 0.5
-    bn: str = "average"
-    compare_partitions: list[str] = field(default_factory=lambda: ["iid", "chemistry", "dirichlet"])
-    compare_model: str = "gcn"
-    compare_target: str = "formation_energy_per_atom"
-    central_dir: str | None = None
+    algorithms: list[str] = param(list(C.ALGORITHMS), "federated algorithms")
+    clients: int = param(5, "clients (sites)")
+    rounds: int = param(C.FEDERATION["rounds"], "federated rounds")
+    local_epochs: int = param(C.FEDERATION["local_epochs"], "epochs each client trains per round")
+    mu: float = param(C.FEDERATION["mu"], "FedProx proximal weight")
+    partition: str = param("iid", "how the training crystals are dealt to clients (Table 1)")
+    alpha: float = param(0.5, "Dirichlet concentration of the dirichlet partition")
+    bn: str = param(C.FEDERATION["bn"], "batch norm: average (like any weight) or local (FedBN)")
+    compare_partitions: list[str] = param(list(C.PARTITIONS), "partitions compared for one model and target")
+    compare_model: str = param("gcn", "model of the partition comparison")
+    compare_target: str = param("formation_energy_per_atom", "target of the partition comparison")
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.mp import MP_TARGETS
-        from mlib.federated.partition import PARTITIONS
-        from mlib.models.registry import MODELS
-
-        if not self.algorithms:
-            raise ParameterError("algorithms must not be empty")
-        for algorithm in self.algorithms:  # the engine's own checks: algorithm, rounds, epochs, mu, batch norm
-            try:
-                self.fed_config(algorithm)
-            except ValueError as exc:
-                raise ParameterError(str(exc)) from None
+        self.all_of("algorithms", C.ALGORITHMS, "algorithm")
+        for algorithm in self.algorithms:
+            self.fed_config(algorithm)
         self.positive("clients", "alpha")
-        self.one_of("partition", PARTITIONS)
-        bad = [p for p in self.compare_partitions if p not in PARTITIONS]
-        if bad:
-            raise ParameterError(f"unknown partition(s) {bad}; choose from {list(PARTITIONS)}")
-        self.one_of("compare_model", MODELS, "model")
-        self.one_of("compare_target", MP_TARGETS, "target")
+        self.one_of("partition", C.PARTITIONS)
+        self.all_of("compare_partitions", C.PARTITIONS, "partition")
+        self.one_of("compare_model", C.MODELS, "model")
+        self.one_of("compare_target", C.MP_TARGETS, "target")
 
-    def fed_config(self, algorithm: str = "fedavg", seed: int | None = None):
+    def fed_config(self, algorithm: str = "fedavg", seed: int | None = None) -> FedConfig:
         """The engine's configuration of one run."""
-        from mlib.federated.simulation import FedConfig
-
         return FedConfig(algorithm, self.rounds, self.local_epochs, self.mu, self.lr, self.batch_size, self.bn,
                          self.seed if seed is None else seed)
-
-    def central_folder(self) -> str:
-        """Where the central baseline's runs live: ``central_dir``, or 04b_models beside this run (reused)."""
-        return self.central_dir or str(Path(self.out_dir).parent / "04b_models")
 
 
 @dataclass(frozen=True)
 class TransferParams(GraphParams):
     """06_transfer: MP-pre-trained encoders (federated and central) fine-tuned on N thermal-expansion crystals."""
 
-    dataset: str = "aflow"
-    thermal_limit: int | None = None
-    model: str = "gcn"
-    model_hyper: dict | None = None
-    sizes: list[int | None] = field(default_factory=lambda: [50, 100, 200, 500, 1000, None])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    pretrain_targets: list[str] = field(default_factory=lambda: ["formation_energy_per_atom", "band_gap"])
-    algorithms: list[str] = field(default_factory=lambda: ["fedavg"])
-    partition: str = "iid"
-    pretrain_seed: int = 0
-    central: bool = True
-    modes: list[str] = field(default_factory=lambda: ["frozen", "train"])
-    encoder_lr_scale: float = 0.1
-    epochs: int = 200
-    batch_size: int = 64
-    lr: float = 0.01
-    federated_dir: str | None = None
-    central_dir: str | None = None
+    dataset: str = param("aflow", "thermal-expansion data set")
+    thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
+    model: str = param("gcn", "model whose pre-trained encoder is fine-tuned")
+    model_hyper: dict | None = param(None, "hyperparameter overrides of the model (as in its pre-training)")
+    sizes: list[int | None] = param([50, 100, 200, 500, 1000, None], "training-set sizes N (null: all)")
+    seeds: list[int] = param([0, 1, 2], "seeds: which N crystals are drawn, initial head weights")
+    pretrain_targets: list[str] = param(list(C.MP_TARGETS), "MP targets of the pre-trained encoders")
+    algorithms: list[str] = param(["fedavg"], "federated encoders (05_federated) to fine-tune")
+    partition: str = param("iid", "partition of the federated encoders")
+    pretrain_seed: int = param(0, "seed of the pre-training runs used")
+    central: bool = param(True, "also fine-tune the central encoder (04b_models)")
+    modes: list[str] = param(list(C.FINE_TUNE_MODES), "frozen (only the head learns) and/or train (all weights)")
+    encoder_lr_scale: float = param(0.1, "encoder learning rate relative to lr in mode train")
+    epochs: int = param(C.TRAINING["epochs"], "fine-tuning epochs")
+    batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
+    lr: float = param(C.TRAINING["lr"], "Adam learning rate of the head")
 
     def validate(self) -> None:
         super().validate()
-        from mlib.data.mp import MP_TARGETS
-        from mlib.federated.partition import PARTITIONS
-        from mlib.federated.simulation import ALGORITHMS
-        from mlib.models.registry import MODELS, defaults
-
-        self.one_of("dataset", _thermal_datasets(), "data set")
-        self.one_of("model", MODELS)
-        self.one_of("partition", PARTITIONS)
+        self.one_of("dataset", C.THERMAL_DATASETS, "data set")
+        self.one_of("model", C.MODELS)
+        self.one_of("partition", C.PARTITIONS)
         self.positive("thermal_limit", "encoder_lr_scale", "epochs", "batch_size", "lr")
-        for values, options, what in ((self.pretrain_targets, MP_TARGETS, "pre-training target"),
-                                      (self.algorithms, ALGORITHMS, "algorithm"), (self.modes, ("frozen", "train"), "mode")):
-            bad = [v for v in values if v not in options]
-            if bad:
-                raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
+        self.all_of("pretrain_targets", C.MP_TARGETS, "pre-training target")
+        self.all_of("algorithms", C.ALGORITHMS, "algorithm", empty_ok=True)
+        self.all_of("modes", C.FINE_TUNE_MODES, "mode")
         if not self.sizes or any(n is not None and n < 2 for n in self.sizes):
             raise ParameterError(f"sizes must be training-set sizes >= 2 (None: all), got {self.sizes}")
-        if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
-            raise ParameterError(f"seeds must be distinct integers >= 0, got {self.seeds}")
-        unknown = sorted(set(self.model_hyper or {}) - set(defaults(self.model)))
-        if unknown:
-            raise ParameterError(f"model_hyper: {self.model} has no hyperparameter(s) {unknown}")
-
-    def encoders(self) -> dict[str, str]:
-        """Source label -> pre-trained ``model.pt`` (05_federated's and 04b_models' runs beside this one)."""
-        here = Path(self.out_dir).parent
-        fed = Path(self.federated_dir or here / "05_federated")
-        central = Path(self.central_dir or here / "04b_models")
-        out = {}
-        for target in self.pretrain_targets:
-            for algorithm in self.algorithms:
-                out[f"{algorithm} ({target})"] = str(fed / "runs" / self.partition / algorithm / self.model / target /
-                                                     f"seed{self.pretrain_seed}" / "model.pt")
-            if self.central:
-                out[f"central ({target})"] = str(central / "runs" / self.model / target / f"seed{self.pretrain_seed}" / "model.pt")
-        return out
+        self.seeds_ok()
+        known_hyper(self.model, self.model_hyper or {})
 
 
-PARAMS: dict[str, type[NotebookParams]] = {"01_data": DataParams, "02_train": TrainParams, "03_sweep": SweepParams,
-                                           "04_embed": EmbedParams, "04b_models": ModelsParams,
-                                           "05_federated": FederatedParams, "06_transfer": TransferParams}
+def known_hyper(model: str, hyper: Mapping[str, Any]) -> None:
+    """Every name in ``hyper`` is a hyperparameter of ``model``."""
+    unknown = sorted(set(hyper) - set(C.MODEL_DEFAULTS[model]))
+    if unknown:
+        raise ParameterError(f"model_hyper[{model!r}]: unknown hyperparameter(s) {unknown}; "
+                             f"{model} takes {sorted(C.MODEL_DEFAULTS[model])}")
+
+
+PARAMS: dict[str, type[NotebookParams]] = {
+    "01_data": DataParams,
+    "02_train": TrainParams,
+    "03_sweep": SweepParams,
+    "04_embed": EmbedParams,
+    "04b_models": ModelsParams,
+    "05_federated": FederatedParams,
+    "06_transfer": TransferParams,
+}
 
 
 def params_class(notebook: str) -> type[NotebookParams]:
@@ -367,16 +423,22 @@ def names(notebook: str) -> set[str]:
     return {f.name for f in dataclasses.fields(params_class(notebook))}
 
 
+def describe(notebook: str) -> list[tuple[str, Any, str]]:
+    """(name, default, description) of each parameter of a notebook, in declaration order."""
+    out = []
+    for f in dataclasses.fields(params_class(notebook)):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out
+
+
 def build(notebook: str, values: Mapping[str, Any]) -> NotebookParams:
     """Check ``values`` against the notebook's schema: unknown names, types and ranges."""
     cls = params_class(notebook)
     unknown = sorted(set(values) - names(notebook))
     if unknown:
         raise ParameterError(f"{notebook}: unknown parameter(s) {unknown}; known: {sorted(names(notebook))}")
-    try:
-        return cls(**values)
-    except TypeError as exc:  # a required parameter is missing
-        raise ParameterError(f"{notebook}: {exc}") from None
+    return cls(**values)
 
 
 def check(notebook: str, namespace: Mapping[str, Any]) -> NotebookParams:
@@ -384,13 +446,12 @@ def check(notebook: str, namespace: Mapping[str, Any]) -> NotebookParams:
     return build(notebook, {k: namespace[k] for k in names(notebook) if k in namespace})
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _check_type(owner: str, name: str, value: Any, hint: Any) -> None:
     if not _matches(value, hint):
         raise ParameterError(f"{owner}.{name}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise ParameterError(f"{owner}.{name}: must be finite, got {value!r}")
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -410,4 +471,6 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if typing.get_origin(hint) is not None:
+        return str(hint).replace("typing.", "")
+    return getattr(hint, "__name__", None) or str(hint)

@@ -1,23 +1,29 @@
-"""Figures of the study, drawn from saved tables so they can be redrawn without recomputing."""
+"""Figures of the study, drawn from saved tables so they can be redrawn without recomputing.
+
+Axes carry display names and units from :mod:`mlib.catalogue` (thermal expansion in 10^-6 1/K);
+:meth:`mlib.outputs.Run.save_figure` saves each figure and shows it inline in a notebook.
+"""
+
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # headless by default; notebooks still display the returned figures
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from mlib import catalogue
+from mlib.catalogue import Target
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def target_histogram(values: pd.Series, label: str, title: str, bins: int = 60):
-    """Histogram of a target, with a log-scale inset of its positive values."""
+def target_histogram(values: pd.Series, target: Target, title: str, bins: int = 60):
+    """Histogram of a target (in its display unit), with a log-scale inset of its positive values."""
+    values = values / target.scale
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.hist(values, bins=bins, color="tab:blue", alpha=0.85)
-    ax.set_xlabel(label)
+    ax.set_xlabel(target.label())
     ax.set_ylabel("crystals")
     ax.set_title(title, fontsize=10)
     positive = values[values > 0]
@@ -26,6 +32,7 @@ def target_histogram(values: pd.Series, label: str, title: str, bins: int = 60):
         inset.hist(positive, bins=np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40),
                    color="tab:orange", alpha=0.85)
         inset.set_xscale("log")
+        inset.set_xlabel(target.axis_unit, fontsize=7)
         inset.set_title(f"log scale ({(values <= 0).sum()} non-positive not shown)", fontsize=7)
         inset.tick_params(labelsize=7)
     fig.tight_layout()
@@ -68,16 +75,17 @@ def agreement_bars(table: pd.DataFrame):
     return fig
 
 
-def parity(true: np.ndarray, pred: np.ndarray, label: str, title: str):
-    """Predicted against true values with the y = x line."""
+def parity(true: np.ndarray, pred: np.ndarray, target: Target, title: str):
+    """Predicted against true values (display unit) with the y = x line."""
+    true, pred = np.asarray(true) / target.scale, np.asarray(pred) / target.scale
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
-    ax.scatter(true, pred, s=8, alpha=0.5, edgecolor="none")
+    ax.scatter(true, pred, s=8, alpha=0.5, edgecolor="none", label="test crystals")
     lo, hi = min(true.min(), pred.min()), max(true.max(), pred.max())
-    ax.plot([lo, hi], [lo, hi], color="black", lw=1)
-    ax.set_xlabel(f"true {label}")
-    ax.set_ylabel(f"predicted {label}")
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
+    ax.set_xlabel(target.label("true"))
+    ax.set_ylabel(target.label("predicted"))
     ax.set_title(title, fontsize=10)
-    ax.ticklabel_format(style="sci", scilimits=(-3, 3))
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -96,17 +104,25 @@ def learning_curves(history: pd.DataFrame, title: str):
     return fig
 
 
-def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, colour: str = "pred",
-                  colour_label: str = "predicted value"):
-    """2-D map of crystal vectors coloured by ``colour`` (2nd-98th percentile range), with labelled points."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    lo, hi = np.percentile(frame[colour], [2, 98])
-    points = ax.scatter(frame[x], frame[y], c=frame[colour], s=9, cmap="viridis", vmin=lo, vmax=hi, edgecolor="none")
-    fig.colorbar(points, ax=ax, label=colour_label, extend="both")
-    for row in labels.itertuples():
-        ax.annotate(row.formula, (getattr(row, x), getattr(row, y)), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7})
+def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, target: Target,
+                  colour: str = "pred"):
+    """2-D map of crystal vectors coloured by the predicted ``target`` (2nd-98th percentile range), landmarks labelled.
+
+    Labels are staggered around their points so that neighbouring landmarks do not overlap.
+    """
+    fig, ax = plt.subplots(figsize=(6.6, 5.4))
+    values = frame[colour] / target.scale
+    lo, hi = np.percentile(values, [2, 98])
+    points = ax.scatter(frame[x], frame[y], c=values, s=9, cmap="viridis", vmin=lo, vmax=hi, edgecolor="none")
+    fig.colorbar(points, ax=ax, label=target.label("predicted"), extend="both")
+    offsets = [(8, 8), (8, -14), (-40, 8), (-40, -14), (14, 0), (-50, 0)]
+    for k, row in enumerate(labels.itertuples()):
+        ax.annotate(row.formula, (getattr(row, x), getattr(row, y)), fontsize=7, xytext=offsets[k % len(offsets)],
+                    textcoords="offset points", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.3"},
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8})
         ax.scatter(getattr(row, x), getattr(row, y), s=30, facecolor="none", edgecolor="red", linewidth=1)
+    ax.scatter([], [], s=30, facecolor="none", edgecolor="red", label="labelled: lowest/highest predicted, negative")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
@@ -120,7 +136,7 @@ def sweep_scatter(trials: pd.DataFrame, params: list[str], metric: str = "val_r"
     for ax, name in zip(np.atleast_1d(axes), params):
         sns.stripplot(trials, x=name, y=metric, hue="state", ax=ax, size=4, jitter=0.2, legend=ax is axes[-1])
         ax.set_xlabel(name)
-    np.atleast_1d(axes)[0].set_ylabel("validation R")
+    np.atleast_1d(axes)[0].set_ylabel("validation Pearson R")
     fig.tight_layout()
     return fig
 
@@ -140,16 +156,18 @@ def parity_grid(predictions: pd.DataFrame, title: str, split: str = "test"):
     models, targets = list(dict.fromkeys(data["model"])), list(dict.fromkeys(data["target"]))
     fig, axes = plt.subplots(len(targets), len(models), figsize=(2.9 * len(models), 2.9 * len(targets)),
                              squeeze=False)
-    for i, target in enumerate(targets):
+    for i, name in enumerate(targets):
+        target = catalogue.target(name)
         for j, model in enumerate(models):
-            ax, part = axes[i, j], data[(data["model"] == model) & (data["target"] == target)]
-            ax.scatter(part["true"], part["pred"], s=5, alpha=0.5, edgecolor="none")
-            lo, hi = min(part["true"].min(), part["pred"].min()), max(part["true"].max(), part["pred"].max())
+            ax, part = axes[i, j], data[(data["model"] == model) & (data["target"] == name)]
+            true, pred = part["true"] / target.scale, part["pred"] / target.scale
+            ax.scatter(true, pred, s=5, alpha=0.5, edgecolor="none")
+            lo, hi = min(true.min(), pred.min()), max(true.max(), pred.max())
             ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
-            mae = (part["pred"] - part["true"]).abs().mean()
-            ax.set_title(f"{model}: MAE {mae:.3g}", fontsize=9)
-            ax.set_xlabel(f"true {target}", fontsize=8)
-            ax.set_ylabel("predicted" if j == 0 else "", fontsize=8)
+            mae = (pred - true).abs().mean()
+            ax.set_title(f"{catalogue.model_display(model)}: MAE {mae:.3g} {target.axis_unit}", fontsize=8)
+            ax.set_xlabel(target.label("true"), fontsize=7)
+            ax.set_ylabel(target.label("predicted") if j == 0 else "", fontsize=7)
             ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -157,14 +175,16 @@ def parity_grid(predictions: pd.DataFrame, title: str, split: str = "test"):
 
 
 def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
-    """Mean and std over seeds of a test metric, per model, one panel per target."""
+    """Mean and std over seeds of a test metric, per model, one panel per target (with its unit)."""
     targets = list(dict.fromkeys(runs["target"]))
     fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        stats = runs[runs["target"] == target].groupby("model", sort=False)[metric].agg(["mean", "std"])
-        ax.bar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=3, color=sns.color_palette()[:len(stats)])
-        ax.set_title(target, fontsize=10)
-        ax.set_ylabel(f"test {metric.upper()} (mean ± std over seeds)")
+    for ax, name in zip(axes[0], targets):
+        target = catalogue.target(name)
+        stats = runs[runs["target"] == name].groupby("model", sort=False)[metric].agg(["mean", "std"]) / target.scale
+        ax.bar([catalogue.model_display(m) for m in stats.index], stats["mean"], yerr=stats["std"].fillna(0),
+               capsize=3, color=sns.color_palette()[:len(stats)])
+        ax.set_title(target.display, fontsize=10)
+        ax.set_ylabel(f"test {metric.upper()} ({target.axis_unit}), mean ± std over seeds", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -177,55 +197,63 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
     panels = list(dict.fromkeys(zip(history["target"], history["algorithm"])))
     models = list(dict.fromkeys(history["model"]))
     colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, (target, algorithm) in zip(axes[0], panels):
-        part = history[(history["target"] == target) & (history["algorithm"] == algorithm)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9), squeeze=False)
+    for ax, (name, algorithm) in zip(axes[0], panels):
+        target = catalogue.target(name)
+        part = history[(history["target"] == name) & (history["algorithm"] == algorithm)]
         for model in models:
-            curve = part[part["model"] == model].groupby("round")["test_mae"].mean()
-            ax.plot(curve.index, curve.values, color=colours[model], label=model)
-            base = central[(central["target"] == target) & (central["model"] == model)]["mae"]
+            curve = part[part["model"] == model].groupby("round")["test_mae"].mean() / target.scale
+            ax.plot(curve.index, curve.values, color=colours[model], label=catalogue.model_display(model))
+            base = central[(central["target"] == name) & (central["model"] == model)]["mae"] / target.scale
             if len(base):
                 ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("round")
-        ax.set_ylabel("test MAE (mean over seeds)")
-        ax.set_title(f"{algorithm}: {target}", fontsize=9)
-    axes[0][0].legend(fontsize=8)
+        ax.set_ylabel(f"test MAE ({target.axis_unit}), mean over seeds")
+        ax.set_title(f"{catalogue.algorithm_display(algorithm)}: {target.display}", fontsize=9)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--", lw=0.8)]
+    names += ["federated (global model)", "central baseline"]
+    axes[0][-1].legend(handles, names, fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def partition_bars(table: pd.DataFrame, title: str):
+def partition_bars(table: pd.DataFrame, target_name: str, title: str):
     """Test MAE (mean ± std over seeds) by partition, one bar per algorithm."""
+    target = catalogue.target(target_name)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     partitions = list(dict.fromkeys(table["partition"]))
     algorithms = list(dict.fromkeys(table["algorithm"]))
     width = 0.8 / len(algorithms)
     for k, algorithm in enumerate(algorithms):
         part = table[table["algorithm"] == algorithm].set_index("partition").reindex(partitions)
-        ax.bar(np.arange(len(partitions)) + k * width, part["MAE mean"], width, yerr=part["MAE std"].fillna(0),
-               capsize=3, label=algorithm)
+        ax.bar(np.arange(len(partitions)) + k * width, part["MAE mean"] / target.scale, width,
+               yerr=part["MAE std"].fillna(0) / target.scale, capsize=3, label=catalogue.algorithm_display(algorithm))
     ax.set_xticks(np.arange(len(partitions)) + width * (len(algorithms) - 1) / 2, partitions)
-    ax.set_ylabel("test MAE")
+    ax.set_xlabel("how the training crystals are dealt to clients")
+    ax.set_ylabel(f"test MAE ({target.axis_unit})")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def transfer_curves(runs: pd.DataFrame, title: str):
+def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
     """Test MAE (mean ± std over seeds) against training-set size, log x; one line per source and mode."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    target = catalogue.target(target_name)
+    fig, ax = plt.subplots(figsize=(6.6, 4.3))
     for (source, mode), group in runs.groupby(["source", "mode"], sort=False):
-        stats = group.groupby("n_train")["mae"].agg(["mean", "std"])
+        stats = group.groupby("n_train")["mae"].agg(["mean", "std"]) / target.scale
         style = {"color": "black", "lw": 2} if source == "scratch" else {"ls": "-" if mode == "train" else "--"}
+        label = "from scratch" if source == "scratch" else f"pre-trained {source}, encoder {mode}"
         ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=2, marker="o", ms=3,
-                    label="scratch" if source == "scratch" else f"{source}, {mode}", **style)
+                    label=label, **style)
     ax.set_xscale("log")
     ax.set_xlabel("training crystals N")
-    ax.set_ylabel("test MAE")
+    ax.set_ylabel(f"test MAE ({target.axis_unit})")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="solid: all weights trained; dashed: encoder frozen", title_fontsize=7)
     fig.tight_layout()
     return fig

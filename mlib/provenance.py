@@ -17,9 +17,9 @@ PACKAGES = ("mlib", "torch", "dgl", "pymatgen", "numpy", "pandas", "scikit-learn
 _DATA_FILES: dict[str, str] = {}
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (``sha256``, ``md5``, ...), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
@@ -47,7 +47,7 @@ def package_versions() -> dict[str, str]:
 
 
 def git_state() -> dict[str, str | bool | None]:
-    """Commit of the repository and whether the work tree had uncommitted changes."""
+    """Commit of the code and whether the code had uncommitted changes (``results/`` is not code)."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -56,7 +56,7 @@ def git_state() -> dict[str, str | bool | None]:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -2,16 +2,23 @@
 
     python -m mlib.reproduce                      # the cpu profile, every notebook
     python -m mlib.reproduce --profile smoke --only 01_data -p mp_limit=100
-    python -m mlib.reproduce --list               # profiles, notebooks and their parameters
+    python -m mlib.reproduce --list               # profiles, notebooks, parameters (default, per profile, meaning)
 
 Each notebook runs in a fresh kernel and writes its executed copy, figures, tables and
-``provenance.json`` to ``<out>/<profile>/<notebook>/``. Every parameter is checked before the
-first notebook starts, so a typo fails in a second rather than after an hour of work.
+``provenance.json`` to a staging folder, ``<out>/<profile>/.staging/<notebook>/``; only when the whole
+notebook ran does that folder replace ``<out>/<profile>/<notebook>/``, so a failed or interrupted
+notebook never leaves results half old, half new. Training runs live in the run store,
+``<out>/<profile>/store/``, and are reused by the next run when their keys match. Every parameter,
+and every notebook's prerequisites, are checked before the first notebook starts.
 """
+
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,15 +26,17 @@ from typing import Any
 
 import yaml
 
+from mlib import catalogue, profiles
 from mlib import params as P
-from mlib import profiles
 from mlib.paths import NOTEBOOK_DIR, RESULTS_DIR
 
 KERNEL = "python3"  # resolved by jupyter_client to the interpreter running this module (the venv's)
+STAGING = ".staging"
+STORE = "store"
 
 
 class RunnerError(ValueError):
-    """A bad command line: unknown profile, notebook or parameter."""
+    """A bad command line: unknown profile, notebook or parameter, or a missing prerequisite."""
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -60,11 +69,31 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds the results of a notebook that ran to its end."""
+    path = folder / "provenance.json"
+    return path.exists() and json.loads(path.read_text()).get("finished", True) is not False
+
+
+def check_prerequisites(chosen: list[Path], root: Path) -> None:
+    """Every prerequisite of a chosen notebook runs earlier in this call or has finished results under ``root``."""
+    before: set[str] = set()
+    for nb in chosen:
+        for needed in catalogue.NOTEBOOKS.get(nb.stem, ()):
+            if needed not in before and not finished(root / needed):
+                raise RunnerError(f"{nb.stem} reads the results of {needed}, which has not run in this profile "
+                                  f"({root / needed} is missing): run {needed} first, or add it to --only")
+        before.add(nb.stem)
+
+
 def plan(profile: str, only: list[str] | None, overrides: dict[str, Any], out: Path,
          directory: Path = NOTEBOOK_DIR) -> list[tuple[Path, Path, dict[str, Any]]]:
-    """Check everything and return (notebook, output folder, parameters) for each run."""
+    """Check everything and return (notebook, results folder, parameters) for each run."""
     if profile not in profiles.names():
         raise RunnerError(f"unknown profile {profile!r}; choose from {profiles.names()}")
+    owned = sorted(set(overrides) & set(P.RUNNER_OWNED))
+    if owned:
+        raise RunnerError(f"{owned} are set by the runner (use --profile and --out), not with -p")
     chosen = select(only, directory)
     if not chosen:
         raise RunnerError(f"no numbered notebooks found in {directory}")
@@ -72,31 +101,72 @@ def plan(profile: str, only: list[str] | None, overrides: dict[str, Any], out: P
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise RunnerError(f"unknown parameter(s) {unknown} for {[nb.stem for nb in chosen]}; known: {sorted(known)}")
+    root = out / profile
     runs = []
     for nb in chosen:
-        out_dir = out / profile / nb.stem
         values = profiles.notebook_params(profile, nb.stem, overrides)
-        values["out_dir"] = os.path.relpath(out_dir.resolve(), nb.parent)  # the kernel runs in notebooks/
+        values["out_dir"] = os.path.relpath((root / STAGING / nb.stem).resolve(), nb.parent)  # kernel runs in notebooks/
+        values["store_dir"] = os.path.relpath((root / STORE).resolve(), nb.parent)
         P.build(nb.stem, values)  # fail fast on bad values
-        runs.append((nb, out_dir, values))
+        runs.append((nb, root / nb.stem, values))
+    check_prerequisites(chosen, root)
     return runs
 
 
-def execute(nb: Path, out_dir: Path, values: dict[str, Any]) -> float:
-    """Run one notebook with papermill; returns its wall time in seconds."""
+def staging_folder(results: Path) -> Path:
+    return results.parent / STAGING / results.name
+
+
+def publish(staging: Path, results: Path, seconds: float) -> None:
+    """Mark the staged results finished and swap them in for the notebook's results folder."""
+    record_path = staging / "provenance.json"
+    record = json.loads(record_path.read_text())
+    record.update(finished=True, wall_time_s=round(seconds, 2))
+    record["parameters"]["out_dir"] = os.path.relpath(results.resolve(), NOTEBOOK_DIR)
+    record_path.write_text(json.dumps(record, indent=2, default=str))
+    old = results.parent / STAGING / f"{results.name}.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if results.exists():
+        results.rename(old)
+    staging.rename(results)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def execute(nb: Path, results: Path, values: dict[str, Any]) -> float:
+    """Run one notebook with papermill into its staging folder, then publish it; returns the wall time (s)."""
     import papermill as pm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(results)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     start = time.time()
-    pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=values, kernel_name=KERNEL,
-                        cwd=str(nb.parent), progress_bar=True, log_output=False)
-    return time.time() - start
+    pm.execute_notebook(str(nb), str(staging / nb.name), parameters=values, kernel_name=KERNEL, cwd=str(nb.parent),
+                        progress_bar=sys.stderr.isatty(), log_output=True, stdout_file=None)
+    seconds = time.time() - start
+    publish(staging, results, seconds)
+    return seconds
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def describe() -> str:
-    lines = [f"profiles: {', '.join(profiles.names())} (defined in {profiles.PROFILE_FILE})", "notebooks:"]
+    """Profiles, notebooks, and each parameter's default, per-profile value and meaning."""
+    names = profiles.names()
+    lines = [f"profiles: {', '.join(names)} (defined in {profiles.PROFILE_FILE.name}); the runner sets "
+             f"{', '.join(P.RUNNER_OWNED)}", ""]
     for nb in notebooks():
-        lines.append(f"  {nb.stem}: {', '.join(sorted(P.names(nb.stem)))}")
+        needs = catalogue.NOTEBOOKS.get(nb.stem, ())
+        lines.append(f"{nb.stem}" + (f"  (after {', '.join(needs)})" if needs else ""))
+        per_profile = {name: profiles.notebook_params(name, nb.stem) for name in names}
+        for name, default, help in P.describe(nb.stem):
+            if name in P.RUNNER_OWNED:
+                continue
+            changed = [f"{p}={_value(v[name])}" for p, v in per_profile.items() if name in v and v[name] != default]
+            lines.append(f"  {name} = {_value(default)}" + (f"  [{'; '.join(changed)}]" if changed else ""))
+            lines.append(f"      {help}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -119,13 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {exc}\n")
     from papermill.exceptions import PapermillExecutionError
 
-    for nb, out_dir, values in runs:
-        print(f"==> {nb.stem} [{args.profile}] -> {out_dir}", flush=True)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)  # the cells' output lines: in-cell progress
+    for nb, results, values in runs:
+        print(f"==> {nb.stem} [{args.profile}] -> {results}", flush=True)
         try:
-            seconds = execute(nb, out_dir, values)
+            seconds = execute(nb, results, values)
         except PapermillExecutionError as exc:
             print(f"error: {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
-                  f"the executed notebook with the traceback is {out_dir / nb.name}", file=sys.stderr)
+                  f"the executed notebook with the traceback is {staging_folder(results) / nb.name}; "
+                  f"{results} and the run store are unchanged", file=sys.stderr)
             return 1
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
     if args.out.resolve() == RESULTS_DIR.resolve():

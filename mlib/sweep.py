@@ -16,7 +16,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,47 +24,14 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from mlib.models.cgcnn import CGCNN
-from mlib.training import TrainConfig, Trainer, seed_everything, split_indices
-
-PAPER_GRID = {"conv_layers": [2, 3, 4], "batch_size": [2, 4, 8, 16, 32, 64], "hidden": [2, 4, 8, 16, 32, 64],
-              "lr": [0.1, 0.01, 0.001]}  # the paper's ranges 2^1..2^5 plus 64, its reported best
+from mlib import catalogue
+from mlib.models.registry import build_model
+from mlib.params import ParameterError, SearchSpace, TrainConfig
+from mlib.training import Trainer, seed_everything, split_indices
 
 
 class SweepError(ValueError):
-    """A bad search space or sweep setting."""
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Values tried per hyperparameter (categorical, as in the paper's grid)."""
-
-    conv_layers: list[int] = field(default_factory=lambda: list(PAPER_GRID["conv_layers"]))
-    batch_size: list[int] = field(default_factory=lambda: list(PAPER_GRID["batch_size"]))
-    hidden: list[int] = field(default_factory=lambda: list(PAPER_GRID["hidden"]))
-    lr: list[float] = field(default_factory=lambda: list(PAPER_GRID["lr"]))
-
-    def __post_init__(self) -> None:
-        for name, values in asdict(self).items():
-            if not isinstance(values, list) or not values:
-                raise SweepError(f"search space {name!r} must be a non-empty list, got {values!r}")
-            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
-                raise SweepError(f"search space {name!r} needs positive numbers, got {values!r}")
-            if name != "lr" and any(not isinstance(v, int) for v in values):
-                raise SweepError(f"search space {name!r} needs whole numbers, got {values!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SearchSpace":
-        unknown = sorted(set(values) - set(PAPER_GRID))
-        if unknown:
-            raise SweepError(f"unknown hyperparameter(s) {unknown} in the search space; known: {sorted(PAPER_GRID)}")
-        return cls(**values)
-
-    def grid(self) -> dict[str, list]:
-        return asdict(self)
-
-    def size(self) -> int:
-        return int(np.prod([len(v) for v in self.grid().values()]))
+    """A bad sweep setting."""
 
 
 def storage(url: str, heartbeat: int = 60) -> RDBStorage:
@@ -101,7 +67,8 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
         start = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="mlib-trial-"))
         try:
-            trainer = Trainer(CGCNN(hidden=hyper["hidden"], n_conv=hyper["conv_layers"]), graphs, y, split,
+            model = build_model("cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"])
+            trainer = Trainer(model, graphs, y, split,
                               TrainConfig(epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"], seed=seed),
                               folder)
 
@@ -113,7 +80,7 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-            trainer.fit(progress=False, on_epoch=report)
+            trainer.fit(show=False, on_epoch=report)
             trainer.load_best()
             metrics, _, _ = trainer.evaluate("val")
         finally:
@@ -158,35 +125,49 @@ def cost_summary(trials: pd.DataFrame, space: SearchSpace, epochs: int) -> pd.Da
 
 def run_worker(study: optuna.Study, graphs: list, y, space: SearchSpace, epochs: int, seed: int,
                n_trials: int | None = None, timeout: float | None = None) -> None:
-    """One worker: pull trials from the shared study until the grid, ``n_trials`` or ``timeout`` ends."""
+    """One worker: pull trials from the shared study until the grid ends, the study holds ``n_trials``
+    finished trials (complete or pruned, counting those of earlier runs and other workers), or ``timeout``."""
     split = split_indices(len(graphs), seed)
-    study.optimize(objective(graphs, y, split, space, epochs, seed), n_trials=n_trials, timeout=timeout,
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if n_trials is not None and done >= n_trials:
+        return
+    callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] if n_trials is not None else []
+    study.optimize(objective(graphs, y, split, space, epochs, seed), timeout=timeout, callbacks=callbacks,
                    catch=(RuntimeError,))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import json
+
     from mlib import datasets
 
     parser = argparse.ArgumentParser(prog="python -m mlib.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", required=True, help="Optuna RDB URL, e.g. sqlite:///sweep.db or postgresql://...")
     parser.add_argument("--study", required=True)
-    parser.add_argument("--sampler", default="grid", choices=["grid", "tpe"])
-    parser.add_argument("--pruner", default="none", choices=["none", "hyperband", "halving"])
-    parser.add_argument("--dataset", default="aflow")
+    parser.add_argument("--sampler", default="grid", choices=catalogue.SAMPLERS)
+    parser.add_argument("--pruner", default="none", choices=catalogue.PRUNERS)
+    parser.add_argument("--dataset", default="aflow", choices=list(catalogue.THERMAL_DATASETS))
     parser.add_argument("--limit", type=int, default=None, help="first N crystals only (a labelled subset)")
+    parser.add_argument("--space", type=json.loads, default=None,
+                        help='narrow the paper\'s grid (the notebook\'s search_space), e.g. \'{"hidden": [32, 64]}\'')
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--n-trials", type=int, default=None)
+    parser.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold")
     parser.add_argument("--timeout", type=float, default=None, help="seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between worker heartbeats")
     args = parser.parse_args(argv)
-    graphs = datasets.load_thermal(args.dataset).graphs
-    if args.limit is not None:
-        graphs = graphs.subset(range(min(args.limit, len(graphs))))
-    space = SearchSpace()
-    study = make_study(args.study, args.storage, space, args.sampler, args.pruner, args.epochs, args.seed, args.heartbeat)
-    run_worker(study, graphs.graphs, graphs.target(datasets.TARGET), space, args.epochs, args.seed,
+    try:
+        space = SearchSpace.from_dict(args.space)
+        study = make_study(args.study, args.storage, space, args.sampler, args.pruner, args.epochs, args.seed,
+                           args.heartbeat)
+    except (ParameterError, SweepError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    except Exception as exc:  # the storage URL: bad scheme, unreachable server, missing driver
+        parser.exit(2, f"error: cannot open the study storage {args.storage!r}: {type(exc).__name__}: {exc}\n")
+    graphs = datasets.load_thermal(args.dataset).graphs.first(args.limit)
+    run_worker(study, graphs.graphs, graphs.target(catalogue.THERMAL_TARGET), space, args.epochs, args.seed,
                args.n_trials, args.timeout)
     return 0
 

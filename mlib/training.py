@@ -4,17 +4,23 @@
 * The target is standardised with the mean and std of the training split only.
 * Graphs are batched once: batches are built at the start and their order is shuffled each epoch.
 * ``last.pt`` is written after every finite epoch (resume continues from it after an interruption),
-  ``best.pt`` at each new best validation loss; a NaN loss stops training with a clear error and
-  leaves both checkpoints as they were.
+  ``best.pt`` at each new best validation loss, both atomically and with the run's key; a checkpoint
+  made with another key (data, parameters, code) is refused, never resumed. A NaN loss stops training
+  with a clear error and leaves both checkpoints as they were.
+* :func:`fit_regressor` is one run of the run store (:mod:`mlib.store`): a finished run with the same
+  key is read back instead of retrained.
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import dgl
 import numpy as np
@@ -22,45 +28,22 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import nn
-from tqdm.auto import tqdm
+
+from mlib import model_file, store
+from mlib.graphs.featurize import GraphSet
+from mlib.models.registry import MODEL_CODE_VERSION
+from mlib.params import FineTune, TrainConfig
+from mlib.progress import progress
+from mlib.scaling import Standardizer
+from mlib.store import RunMismatch
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-
-@dataclass(frozen=True)
-class FineTune:
-    """How a pre-trained encoder is trained further: ``frozen`` (weights and batch-norm statistics fixed,
-    only the head learns) or ``train`` (everything learns, the encoder at ``encoder_lr_scale`` x lr)."""
-
-    encoder: str = "frozen"
-    encoder_lr_scale: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ("frozen", "train"):
-            raise ValueError(f"encoder must be 'frozen' or 'train', got {self.encoder!r}")
-        if not self.encoder_lr_scale > 0:
-            raise ValueError(f"encoder_lr_scale must be > 0, got {self.encoder_lr_scale}")
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read."""
 
 
 def seed_everything(seed: int) -> None:
@@ -86,27 +69,16 @@ def split_indices(n: int, seed: int, fractions: tuple[float, float, float] = (0.
     return {"train": order[:sizes[0]], "val": order[sizes[0]:sizes[0] + sizes[1]], "test": order[sizes[0] + sizes[1]:]}
 
 
+def split_digest(split: dict[str, np.ndarray]) -> str:
+    """Digest of a split's row numbers (part of a run's key)."""
+    h = hashlib.sha256()
+    for part in ("train", "val", "test"):
+        h.update(part.encode() + np.asarray(split[part], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def save_split(path: Path, ids: list[str], split: dict[str, np.ndarray], seed: int) -> None:
-    path.write_text(json.dumps({"seed": seed, **{k: [ids[i] for i in v] for k, v in split.items()}}, indent=1))
-
-
-@dataclass
-class Standardizer:
-    """Target scaling fitted on the training split only."""
-
-    mean: float
-    std: float
-
-    @classmethod
-    def fit(cls, y: torch.Tensor) -> "Standardizer":
-        std = float(y.std()) if len(y) > 1 else 1.0
-        return cls(float(y.mean()), std if std > 0 else 1.0)
-
-    def encode(self, y: torch.Tensor) -> torch.Tensor:
-        return (y - self.mean) / self.std
-
-    def decode(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std + self.mean
+    store.write_text(path, json.dumps({"seed": seed, **{k: [ids[i] for i in v] for k, v in split.items()}}, indent=1))
 
 
 def make_batches(graphs: list[dgl.DGLGraph], y: torch.Tensor, rows: np.ndarray, batch_size: int,
@@ -118,11 +90,12 @@ def make_batches(graphs: list[dgl.DGLGraph], y: torch.Tensor, rows: np.ndarray, 
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Pearson R, MAE, RMSE and R2."""
+    """Pearson R, MAE, RMSE, MSE and R2."""
     err = pred - y
     ss_tot = float(((y - y.mean()) ** 2).sum())
+    mse = float((err**2).mean())
     return {"pearson_r": float(stats.pearsonr(y, pred)[0]) if len(y) > 1 else float("nan"),
-            "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+            "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(mse)), "mse": mse,
             "r2": 1 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan")}
 
 
@@ -137,14 +110,28 @@ def predict(model: nn.Module, batches, scaler: Standardizer) -> tuple[np.ndarray
     return np.concatenate(preds), np.concatenate(rows)
 
 
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, or a :class:`CheckpointError` naming the file and what to do."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:  # truncated, zero-length or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}); it is damaged: delete it "
+                              "to start this run over (finished runs elsewhere are not affected)") from None
+
+
 class Trainer:
-    """Adam + MSE on the standardised target, with best/last checkpoints and resume."""
+    """Adam + MSE on the standardised target, with best/last checkpoints and resume.
+
+    ``key`` identifies the run (parameters, data digest, code versions); it is written into every
+    checkpoint, and :meth:`resume` refuses a checkpoint with another key.
+    """
 
     def __init__(self, model: nn.Module, graphs: list[dgl.DGLGraph], y: torch.Tensor,
                  split: dict[str, np.ndarray], config: TrainConfig, out_dir: Path,
-                 fine_tune: FineTune | None = None) -> None:
+                 fine_tune: FineTune | None = None, key: dict | None = None) -> None:
         self.model, self.graphs, self.y, self.split, self.config = model, graphs, y, split, config
         self.fine_tune = fine_tune
+        self.key = store.canonical(key or {"config": asdict(config)})
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.scaler = Standardizer.fit(y[split["train"]])
@@ -177,17 +164,19 @@ class Trainer:
     def _state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best_val": self.best_val, "scaler": asdict(self.scaler),
-                "config": asdict(self.config), "torch_rng": torch.get_rng_state()}
+                "key": self.key, "torch_rng": torch.get_rng_state()}
 
     def resume(self) -> bool:
-        """Continue from ``last.pt`` if it exists and was made with the same configuration (``epochs`` may grow)."""
+        """Continue from ``last.pt`` if it exists and has this run's key (``config.epochs`` may grow)."""
         path = self.out_dir / "last.pt"
         if not path.exists():
             return False
-        state = torch.load(path, weights_only=False)
-        if {**state["config"], "epochs": self.config.epochs} != asdict(self.config):
-            raise ValueError(f"{path} was written with {state['config']}, not {asdict(self.config)}; "
-                             "use another output folder or delete it")
+        state = read_checkpoint(path)
+        saved = state.get("key") or {}
+        store.check_key(_without_epochs(saved), _without_epochs(self.key), path)
+        if state["epoch"] > self.config.epochs:
+            raise RunMismatch(f"{path} has {state['epoch']} epochs, more than the {self.config.epochs} asked for; "
+                              "delete the folder to retrain, or ask for at least as many epochs")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history, self.best_val = state["epoch"], state["history"], state["best_val"]
@@ -215,29 +204,31 @@ class Trainer:
             count += len(y)
         return total / count
 
-    def fit(self, progress: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> pd.DataFrame:
+    def fit(self, show: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> pd.DataFrame:
         """Train up to ``config.epochs``; returns the per-epoch history (MSE in standardised units).
 
         ``on_epoch`` sees each epoch's record after its checkpoints are written (a sweep reports to
         its pruner there, and may stop the run by raising).
         """
-        bar = tqdm(range(self.epoch, self.config.epochs), desc="epochs", disable=not progress)
-        for _ in bar:
+        bar = progress(total=self.config.epochs, initial=self.epoch, desc="epochs", disable=not show)
+        for _ in range(self.epoch, self.config.epochs):
             train_mse = self.run_epoch(self.train_batches, train=True)
             val_mse = self.run_epoch(self.val_batches, train=False)
             self.epoch += 1
             self.history.append({"epoch": self.epoch, "train_mse": train_mse, "val_mse": val_mse})
             if val_mse < self.best_val:
                 self.best_val = val_mse
-                torch.save(self._state(), self.out_dir / "best.pt")
-            torch.save(self._state(), self.out_dir / "last.pt")
-            bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}")
+                store.save_torch(self.out_dir / "best.pt", self._state())
+            store.save_torch(self.out_dir / "last.pt", self._state())
+            bar.update(1)
+            bar.set_postfix(train=f"{train_mse:.4f}", val=f"{val_mse:.4f}", refresh=False)
             if on_epoch is not None:
                 on_epoch(self.history[-1])
+        bar.close()
         return pd.DataFrame(self.history)
 
     def load_best(self) -> None:
-        self.model.load_state_dict(torch.load(self.out_dir / "best.pt", weights_only=False)["model"])
+        self.model.load_state_dict(read_checkpoint(self.out_dir / "best.pt")["model"])
 
     def evaluate(self, part: str = "test") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Metrics, predictions and row numbers on a split (original units)."""
@@ -245,53 +236,112 @@ class Trainer:
         return regression_metrics(self.y[rows].numpy(), pred), pred, rows
 
 
+def _without_epochs(key: dict) -> dict:
+    config = {k: v for k, v in (key.get("config") or {}).items() if k != "epochs"}
+    return {**key, "config": config}
+
+
 @dataclass
 class FitResult:
     """What one training run produced (all also written to its folder)."""
 
     history: pd.DataFrame
-    metrics: dict[str, float]
-    predictions: pd.DataFrame
-    trainer: Trainer
-    data: object  # the GraphSet trained on (crystals with a finite target; the others are its counted skips)
+    metrics: dict[str, float]  # test split
+    predictions: pd.DataFrame  # id, formula, split, true, pred
+    data: GraphSet  # the crystals with a finite target (the others are its counted skips)
+    folder: Path
+    model: nn.Module  # the best epoch's weights
+    trainer: Trainer | None  # None when the finished run was read back from the store
+    seconds: float
+
+    @property
+    def reused(self) -> bool:
+        return self.trainer is None
 
 
-def fit_regressor(build_model: Callable[[], nn.Module], graph_set, target: str, config: TrainConfig, out_dir: Path,
-                  resume: bool = True, formula_column: str = "reduced_formula",
-                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), progress: bool = True,
-                  split: dict[str, np.ndarray] | None = None, fine_tune: FineTune | None = None) -> FitResult:
-    """Seed, build the model, split, train (resuming if asked), reload the best epoch, evaluate on the test split.
+def run_key(model: nn.Module, graph_set: GraphSet, target: str, config: TrainConfig, split: dict[str, np.ndarray],
+            fine_tune: FineTune | None, extra: dict[str, Any] | None) -> dict:
+    """What identifies a training run: model, data digest, split, configuration, code versions."""
+    return store.canonical({
+        "model": {"name": model.name, "hyper": model.hyper, "code_version": MODEL_CODE_VERSION},
+        "data": {"dataset": graph_set.name, "crystals": len(graph_set), "target": target,
+                 "digest": graph_set.data_digest(target)},
+        "graph": model_file.graph_info(graph_set.spec), "split": split_digest(split), "config": asdict(config),
+        "fine_tune": asdict(fine_tune) if fine_tune else None, **(extra or {})})
+
+
+def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
+    """A finished run of the store as a :class:`FitResult` (its model loaded from ``model.pt``)."""
+    record = store.Store(folder.parent).record(folder, "the notebook that trains it")
+    return FitResult(pd.read_csv(folder / "history.csv"), record["metrics"], pd.read_csv(folder / "predictions.csv"),
+                     graph_set, folder, model_file.load(folder / "model.pt").model, None, record["seconds"])
+
+
+def fit_regressor(build_model: Callable[[], nn.Module], graph_set: GraphSet, target: str, config: TrainConfig,
+                  out_dir: Path, resume: bool = True, formula_column: str = "reduced_formula",
+                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), show: bool = True,
+                  split: dict[str, np.ndarray] | None = None, fine_tune: FineTune | None = None,
+                  key_extra: dict[str, Any] | None = None, reuse: list[Path] | None = None) -> FitResult:
+    """One run of the run store: seed, build the model, split, train (resuming if asked), evaluate the best epoch.
 
     The model is built by ``build_model`` after seeding, so its initial weights follow ``config.seed``.
-
     ``split`` (row numbers of the crystals with a finite target) replaces the seeded split in ``fractions``;
-    ``fine_tune`` trains a pre-trained encoder frozen or at a lower learning rate (:class:`FineTune`).
+    ``fine_tune`` trains a pre-trained encoder frozen or at a lower learning rate; ``key_extra`` adds to the
+    run's key what ``build_model`` depends on beyond the model's name and hyperparameters (e.g. an encoder);
+    ``reuse`` names other run folders whose finished run is read back if its key is this run's.
 
-    Writes ``split.json`` (train/val/test in ``fractions``), ``last.pt``/``best.pt`` and ``model.pt``
-    (model name, best weights, hyperparameters and target scaling) under ``out_dir``. Predictions carry id, formula, split, true and predicted value.
+    A finished run in ``out_dir`` with the same key is read back; one with another key raises
+    :class:`mlib.store.RunMismatch`. Writes ``split.json``, ``last.pt``/``best.pt``, ``model.pt`` (the
+    model file format of :mod:`mlib.model_file`), ``history.csv``, ``predictions.csv`` and ``run.json``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     model = build_model()
     graph_set = graph_set.with_finite(target)
-    ids = graph_set.table["id"].astype(str).tolist()
     split = split if split is not None else split_indices(len(graph_set), config.seed, fractions)
+    key = run_key(model, graph_set, target, config, split, fine_tune, key_extra)
+    runs = store.Store(out_dir.parent)
+    for other in reuse or []:
+        try:
+            if runs.finished(other, key) is not None:
+                return _read_back(other, graph_set)
+        except RunMismatch:
+            continue  # another run lives there; this one is made in out_dir
+    try:
+        record = runs.finished(out_dir, key)
+    except RunMismatch:
+        saved = json.loads((out_dir / store.RECORD).read_text())["key"]
+        if _without_epochs(saved) != _without_epochs(key) or not (out_dir / "last.pt").exists():
+            raise
+        record = None  # the same run asked for more epochs: continue it from last.pt
+    if record is not None:
+        return _read_back(out_dir, graph_set)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = graph_set.table["id"].astype(str).tolist()
     save_split(out_dir / "split.json", ids, split, config.seed)
-    trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir, fine_tune)
+    trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir, fine_tune, key)
     if resume:
         trainer.resume()
-    history = trainer.fit(progress)
+    start = pd.Timestamp.now()
+    history = trainer.fit(show)
     trainer.load_best()
-    torch.save({"name": getattr(model, "name", "cgcnn"), "model": model.state_dict(), "hyper": getattr(model, "hyper", {}), "scaler": asdict(trainer.scaler),
-                "target": target, "config": asdict(config),
-                "fine_tune": asdict(fine_tune) if fine_tune else None}, out_dir / "model.pt")
-    frames = []
+    model_file.save(out_dir / "model.pt", model, target=target, scaler=trainer.scaler, spec=graph_set.spec,
+                    dataset=graph_set.name, data_digest=graph_set.data_digest(target),
+                    details={"config": asdict(config), "fine_tune": asdict(fine_tune) if fine_tune else None,
+                             **(key_extra or {})})
+    frames, metrics = [], {}
     for part in ("train", "val", "test"):
         part_metrics, pred, rows = trainer.evaluate(part)
-        if part == "test":
-            metrics = part_metrics
+        metrics = part_metrics if part == "test" else metrics
         table = graph_set.table.iloc[rows]
         frames.append(pd.DataFrame({"id": table["id"].to_numpy(), "formula": table[formula_column].to_numpy(),
                                     "split": part, "true": trainer.y[rows].numpy(), "pred": pred}))
-    return FitResult(history, metrics, pd.concat(frames, ignore_index=True), trainer, graph_set)
+    predictions = pd.concat(frames, ignore_index=True)
+    seconds = (pd.Timestamp.now() - start).total_seconds()
+    store.write_csv(out_dir / "history.csv", history)
+    store.write_csv(out_dir / "predictions.csv", predictions)
+    best_epoch = int(history["val_mse"].idxmin()) + 1
+    runs.finish(out_dir, key, {"metrics": metrics, "epochs": len(history), "best_epoch": best_epoch,
+                               "crystals": len(graph_set), "train": len(split["train"]), "test": len(split["test"]),
+                               "seconds": seconds})
+    return FitResult(history, metrics, predictions, graph_set, out_dir, model, trainer, seconds)

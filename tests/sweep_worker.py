@@ -2,9 +2,10 @@
 import sys
 
 from mlib import sweep
+from mlib.params import SearchSpace
 from tests.test_cgcnn import toy_data
 
-SPACE = sweep.SearchSpace(conv_layers=[1, 2], batch_size=[4], hidden=[4], lr=[0.01, 0.001])
+SPACE = SearchSpace(conv_layers=[1, 2], batch_size=[4], hidden=[4], lr=[0.01, 0.001])
 
 if __name__ == "__main__":
     url, epochs = sys.argv[1], int(sys.argv[2])

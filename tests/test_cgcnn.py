@@ -8,7 +8,8 @@ from pymatgen.core import Lattice, Structure
 from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import GraphSpec, structure_arrays
 from mlib.models.cgcnn import CGCNN, CGCNNConv, GaussianDistance
-from mlib.training import TrainConfig, Trainer, TrainingDiverged, seed_everything, split_indices
+from mlib.params import TrainConfig
+from mlib.training import Trainer, TrainingDiverged, seed_everything, split_indices
 
 
 def softplus(x):
@@ -81,7 +82,7 @@ def train(tmp_path, epochs: int, resume: bool = False):
                       TrainConfig(epochs=epochs, batch_size=4, lr=0.01), tmp_path)
     if resume:
         assert trainer.resume()
-    return trainer, trainer.fit(progress=False)
+    return trainer, trainer.fit(show=False)
 
 
 def test_training_is_deterministic(tmp_path):
@@ -124,7 +125,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
         next(trainer.model.parameters()).fill_(float("nan"))
     trainer.config = TrainConfig(epochs=2, batch_size=4, lr=0.01)
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
-        trainer.fit(progress=False)
+        trainer.fit(show=False)
     assert (tmp_path / "last.pt").read_bytes() == before
 
 

@@ -6,7 +6,7 @@ import torch
 
 from mlib import embedding
 from mlib.models.cgcnn import CGCNN
-from mlib.training import Standardizer
+from mlib.scaling import Standardizer
 from tests.test_cgcnn import DISTORTED, crystal_graph, toy_data
 
 

@@ -2,6 +2,7 @@
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ from pymatgen.core import Lattice, Structure
 from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
 from mlib.federated.client import client_data, local_update, pooled_scaler
 from mlib.federated.partition import PartitionError, anion_elements, partition
-from mlib.federated.simulation import FedConfig, Federation, FederationError
+from mlib.federated.simulation import Federation, FederationError
+from mlib.params import FedConfig
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
 from mlib.params import ParameterError, build
@@ -118,7 +120,7 @@ def test_federation_is_deterministic_and_learns(graph_set):
     for _ in range(2):
         federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
                                 FedConfig("fedprox", rounds=4, local_epochs=2, lr=0.01, batch_size=8))
-        runs.append(federation.run(progress=False))
+        runs.append(federation.run(show=False))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["val_mse"].min() < runs[0]["val_mse"].iloc[0]
 
@@ -137,7 +139,7 @@ def test_faults_are_logged_and_the_round_goes_on(graph_set):
 
     federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
                             FedConfig(rounds=2, local_epochs=1, batch_size=8), update=flaky)
-    history = federation.run(progress=False)
+    history = federation.run(show=False)
     log = pd.DataFrame(federation.log)
     assert log.query("client == 3")["status"].tolist() == ["no data"]
     assert log.query("client == 0 and round == 1")["status"].item() == "failed"
@@ -156,7 +158,7 @@ def test_a_round_without_any_usable_update_is_an_error(graph_set):
     federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
                             FedConfig(rounds=1, local_epochs=1), update=broken)
     with pytest.raises(FederationError, match="round 1: no client update"):
-        federation.run(progress=False)
+        federation.run(show=False)
 
 
 def test_local_batch_norm_stays_on_the_clients(graph_set):
@@ -164,7 +166,7 @@ def test_local_batch_norm_stays_on_the_clients(graph_set):
     federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
                             FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"))
     initial = {k: v.clone() for k, v in federation.global_state.items()}
-    federation.run(progress=False)
+    federation.run(show=False)
     key = "norms.0.running_mean"
     torch.testing.assert_close(federation.global_state[key], initial[key])  # never averaged into the global model
     assert not torch.equal(federation.local_bn[0][key], federation.local_bn[1][key])
@@ -188,14 +190,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_loopback(build, clients, config: FedConfig, port: int) -> dict[str, torch.Tensor]:
+    """A real gRPC federation on 127.0.0.1: one thread per site, the server here. Returns the final weights."""
+    from mlib.federated.client import from_arrays
+    from mlib.federated.flower import SiteClient, join, serve
+
+    seed_everything(config.seed)
+    template = build().state_dict()
+    sites = [SiteClient(build(), data) for data in clients if data.n > 0]
+    address = f"127.0.0.1:{port}"
+    threads = [threading.Thread(target=join, args=(address, site), daemon=True) for site in sites]
+    for thread in threads:
+        thread.start()
+    strategy = serve(address, config, template, len(sites))
+    for thread in threads:
+        thread.join(timeout=60)
+    return from_arrays(strategy.latest, template)
+
+
 @pytest.mark.timeout(300)
 def test_flower_federation_on_loopback_matches_the_in_process_engine(graph_set):
-    from mlib.federated.flower import run_loopback
 
     split, y, shards = setup(graph_set, clients=2)
     config = FedConfig("fedprox", rounds=2, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
     federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
-    federation.run(progress=False)
+    federation.run(show=False)
     final = run_loopback(lambda: build_model("gcn", hidden=16), federation.clients, config, port=free_port())
     for key, value in federation.global_state.items():
         if value.is_floating_point():
@@ -204,7 +223,7 @@ def test_flower_federation_on_loopback_matches_the_in_process_engine(graph_set):
 
 @pytest.mark.timeout(300)
 def test_flower_command_line_server_and_two_sites(tmp_path, graph_set):
-    from mlib.embedding import load_model
+    from mlib import model_file
 
     frame = salts()
     for k, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
@@ -223,6 +242,7 @@ def test_flower_command_line_server_and_two_sites(tmp_path, graph_set):
     out, _ = server.communicate(timeout=240)
     assert server.returncode == 0, out[-3000:]
     assert all(site.wait(timeout=60) == 0 for site in sites)
-    model, scaler, saved = load_model(tmp_path / "fed.pt")
-    assert saved["name"] == "gcn" and saved["config"]["algorithm"] == "fedprox" and saved["config"]["rounds"] == 2
-    assert scaler.mean == pytest.approx(frame["y"].mean(), rel=1e-5)
+    loaded = model_file.load(tmp_path / "fed.pt")
+    config = loaded.info["details"]["config"]
+    assert loaded.info["name"] == "gcn" and config["algorithm"] == "fedprox" and config["rounds"] == 2
+    assert loaded.scaler.mean == pytest.approx(frame["y"].mean(), rel=1e-5)

@@ -9,10 +9,11 @@ from pymatgen.core import Lattice, Structure
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet, featurize
-from mlib.model_study import common_crystals, summarise
+from mlib.study.models import common_crystals, summarise
 from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, build
-from mlib.training import TrainConfig, fit_regressor, seed_everything
+from mlib.params import TrainConfig
+from mlib.training import fit_regressor, seed_everything
 
 FIVE = ["gcn", "sage", "gine", "megnet", "m3gnet"]
 # A low-symmetry cell: no neighbour ties at the 12-neighbour cut, so every graph is order-independent.
@@ -79,15 +80,16 @@ def test_overfits_sixteen_crystals(name):
 
 @pytest.mark.parametrize("name", ["megnet", "m3gnet"])
 def test_matgl_wrapper_round_trip(tmp_path, name):
-    from mlib.embedding import load_model
+    from mlib import model_file
 
     structures = salts()
     graph_set = graphs_of(structures, name, targets=np.linspace(-1, 1, 16))
     hyper = {"nblocks": 1}
     result = fit_regressor(lambda: build_model(name, **hyper), graph_set, "y", TrainConfig(epochs=2, batch_size=8),
-                           tmp_path, formula_column="formula", fractions=(0.5, 0.25, 0.25), progress=False)
-    loaded, scaler, saved = load_model(tmp_path / "model.pt")
-    assert saved["name"] == name and saved["hyper"]["nblocks"] == 1
+                           tmp_path, formula_column="formula", fractions=(0.5, 0.25, 0.25), show=False)
+    saved = model_file.load(tmp_path / "model.pt")
+    loaded = saved.model
+    assert saved.info["name"] == name and saved.info["hyper"]["nblocks"] == 1 and saved.spec == graph_set.spec
     assert type(loaded.net) is type(result.trainer.model.net)
     batch = dgl.batch(graph_set.graphs)
     result.trainer.model.eval()
@@ -141,7 +143,7 @@ def test_summary_is_mean_and_std_over_seeds():
 def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
     from dgl import utils as dgl_utils
 
-    from mlib.model_study import train_models
+    from mlib.study.models import train_models
 
     threads = torch.get_num_threads(), dgl_utils.get_num_threads()
     torch.set_num_threads(1)  # workers run one thread each; the same here makes the float sums comparable

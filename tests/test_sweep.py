@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from mlib import sweep
+from mlib.params import ParameterError, SearchSpace
 from mlib.paths import REPO_ROOT
 from tests.sweep_worker import SPACE
 
@@ -24,16 +25,39 @@ def completed(url: str) -> list[tuple]:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"hidden": []}, "non-empty"), ({"lr": [0.0]}, "positive"), ({"conv_layers": [2.5]}, "whole numbers"),
-    ({"dropout": [0.1]}, "unknown hyperparameter"),
+    ({"hidden": []}, "non-empty"), ({"lr": [0.0]}, "positive"), ({"conv_layers": [2.5]}, r"expected list\[int\]"),
+    ({"dropout": [0.1]}, "unknown hyperparameter"), ({"lr": [float("nan")]}, "finite"),
 ])
 def test_bad_search_space_is_named(values, message):
-    with pytest.raises(sweep.SweepError, match=message):
-        sweep.SearchSpace.from_dict(values)
+    with pytest.raises(ParameterError, match=message):
+        SearchSpace.from_dict(values)
 
 
 def test_paper_grid_size():
-    assert sweep.SearchSpace().size() == 3 * 6 * 6 * 3  # 2^1..2^5 plus 64 for batch and hidden
+    assert SearchSpace().size() == 3 * 6 * 6 * 3  # 2^1..2^5 plus 64 for batch and hidden
+
+
+def test_a_rerun_completes_the_study_to_n_trials_instead_of_adding_more(tmp_path):
+    from tests.test_cgcnn import toy_data
+
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    graphs, y = toy_data()
+    for _ in range(2):
+        study = sweep.make_study("toy", url, SPACE, "tpe", epochs=1)
+        sweep.run_worker(study, graphs, y, SPACE, 1, seed=0, n_trials=2)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+
+
+def test_command_line_checks_its_arguments_before_loading_data(capsys):
+    with pytest.raises(SystemExit) as info:
+        sweep.main(["--storage", "nosuchdb://x", "--study", "s"])
+    assert info.value.code == 2 and "cannot open the study storage" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        sweep.main(["--storage", "sqlite:///x.db", "--study", "s", "--space", '{"hidden": [0]}'])
+    assert info.value.code == 2 and "search space 'hidden'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["--storage", "sqlite:///x.db", "--study", "s", "--dataset", "icsd"])
+    assert "invalid choice: 'icsd'" in capsys.readouterr().err
 
 
 def test_two_workers_share_one_study_without_duplicates(tmp_path):

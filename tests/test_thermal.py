@@ -66,7 +66,7 @@ def test_dedup_and_arity():
 
 @needs_mirror
 def test_index_reproduces_the_papers_arity_counts():
-    from mlib.datasets import agl_index_summary
+    from mlib.study.data import agl_index_table
 
-    row = agl_index_summary().iloc[0]
+    row = agl_index_table().iloc[0]
     assert (row["entries"], row["unary"], row["binary"], row["ternary"]) == (5534, 96, 2490, 2948)

@@ -8,8 +8,9 @@ from pymatgen.core import Lattice, Structure
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
 from mlib.params import ParameterError, build
-from mlib.training import FineTune, TrainConfig, fit_regressor
-from mlib.transfer import (EncoderMismatch, head_keys, load_encoder, transfer_split,
+from mlib.params import FineTune, TrainConfig
+from mlib.training import fit_regressor
+from mlib.study.transfer import (EncoderMismatch, head_keys, load_encoder, transfer_split,
                            where_pretraining_stops_helping)
 
 
@@ -29,7 +30,7 @@ def pretrained(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(name)
     hyper = {"hidden": 16} if name == "gcn" else {"nblocks": 1}
     fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=2, batch_size=8), folder,
-                  progress=False)
+                  show=False)
     return name, hyper, folder / "model.pt"
 
 
@@ -39,7 +40,7 @@ def test_encoder_weights_load_into_a_new_model_with_a_fresh_head(pretrained):
     model = build_model(name, **hyper)
     head_before = {k: v.clone() for k, v in model.state_dict().items() if k in head_keys(model)}
     loaded = load_encoder(model, path)
-    saved = torch.load(path, weights_only=False)["model"]
+    saved = torch.load(path, weights_only=False)["state"]
     assert loaded and not set(loaded) & head_keys(model)
     for key in loaded:
         torch.testing.assert_close(model.state_dict()[key], saved[key])
@@ -55,9 +56,9 @@ def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
         load_encoder(model, path)
         return model
 
-    saved = torch.load(path, weights_only=False)["model"]
+    saved = torch.load(path, weights_only=False)["state"]
     result = fit_regressor(build, graph_set(name), "y", TrainConfig(epochs=3, batch_size=8, lr=0.01), tmp_path,
-                           progress=False, fine_tune=FineTune("frozen"))
+                           show=False, fine_tune=FineTune("frozen"))
     model = result.trainer.model
     heads = head_keys(model)
     state = model.state_dict()
@@ -71,7 +72,7 @@ def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
 def test_training_the_encoder_uses_the_scaled_learning_rate(pretrained, tmp_path):
     name, hyper, path = pretrained
     result = fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=1, lr=0.01),
-                           tmp_path, progress=False, fine_tune=FineTune("train", 0.1))
+                           tmp_path, show=False, fine_tune=FineTune("train", 0.1))
     assert [g["lr"] for g in result.trainer.optimizer.param_groups] == [0.01, pytest.approx(0.001)]
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mlib.data.download import fetch_json
 from mlib.data.errors import BadEntry
@@ -25,6 +24,7 @@ from mlib.data import mirror
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
+from mlib.progress import progress
 
 AFLUX_URL = "https://aflow.org/API/aflux/"
 TARGET = "agl_thermal_expansion_300K"
@@ -182,7 +182,7 @@ def fetch_agl_live(per_page: int = 1000, max_pages: int | None = None, cache: Pa
     key = hashlib.sha256(aflux_url(0, per_page, base).encode()).hexdigest()[:16]
     folder = cache or cache_dir("aflux", key)
     entries: list[dict[str, Any]] = []
-    bar = tqdm(desc="AFLUX pages", unit="page")
+    bar = progress(None, "AFLUX pages", unit="page")
     page = 1
     while max_pages is None or page <= max_pages:
         response = fetcher(aflux_url(page, per_page, base), folder / f"page_{page:05d}.json")

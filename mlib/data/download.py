@@ -1,7 +1,6 @@
 """HTTP downloads with retries, back-off, resumable ``.part`` files and checksums."""
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -10,12 +9,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from contextlib import closing
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from mlib.provenance import file_digest
 from mlib.data.errors import ChecksumError, DataUnavailable
 from mlib.data.mirror import HOW_TO
+from mlib.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +23,8 @@ USER_AGENT = "mlib/0.1 (+reproducible crystal-GNN study)"
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
 
 
-def digest_file(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checksum_ok(path: Path, checksum: tuple[str, str] | None) -> bool:
-    return checksum is None or digest_file(path, checksum[0]) == checksum[1].lower()
+    return checksum is None or file_digest(path, checksum[0]) == checksum[1].lower()
 
 
 def fetch(url: str, dest: Path, checksum: tuple[str, str] | None = None, retries: int = 5,
@@ -90,7 +82,7 @@ def _download(url: str, part: Path, timeout: float, desc: str) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         with open(part, "ab" if offset else "wb") as fh, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=desc, leave=False) as bar:
+                closing(progress(total, desc, initial=offset, unit="B")) as bar:
             while block := response.read(1 << 16):
                 fh.write(block)
                 bar.update(len(block))
@@ -108,7 +100,7 @@ def fetch_json(url: str, dest: Path, **kwargs: Any) -> Any:
     sidecar = dest.with_name(dest.name + ".sha256")
     if dest.exists() and sidecar.exists():
         try:
-            if digest_file(dest, "sha256") == sidecar.read_text().strip():
+            if file_digest(dest, "sha256") == sidecar.read_text().strip():
                 return json.loads(dest.read_text())
         except json.JSONDecodeError:
             pass
@@ -121,5 +113,5 @@ def fetch_json(url: str, dest: Path, **kwargs: Any) -> Any:
     except json.JSONDecodeError as exc:
         dest.unlink()
         raise DataUnavailable(f"{url} did not return JSON ({exc})") from exc
-    sidecar.write_text(digest_file(dest, "sha256"))
+    sidecar.write_text(file_digest(dest, "sha256"))
     return data

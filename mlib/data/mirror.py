@@ -36,7 +36,7 @@ def _published_digests(root: Path) -> dict[str, str]:
 
 @cache
 def _verified(path: Path, size: int, mtime: float, expected: str | None) -> str:
-    digest = provenance.sha256_file(path)
+    digest = provenance.file_digest(path)
     if expected is not None and digest != expected:
         raise ChecksumError(f"{path}: sha256 {digest} does not match SHA256SUMS ({expected}); the mirror copy is damaged")
     return digest

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mlib import provenance
+from mlib.catalogue import MP_TARGETS
 from mlib.data.download import fetch, fetch_json
 from mlib.data.errors import BadEntry
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
+from mlib.progress import track
 
-MP_TARGETS = ("formation_energy_per_atom", "band_gap")
 FIGSHARE_ARTICLE = 7451351
 FIGSHARE_FILE = 15087992
 FIGSHARE_API = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}"
@@ -42,7 +42,7 @@ def load_mp_cgcnn(limit: int | None = None) -> pd.DataFrame:
     wanted = {f"{i}.cif": i for i in frame["idx"]}
     cifs: dict[int, str] = {}
     with tarfile.open(mirror_file("mp-cgcnn/cifs.tar.gz")) as tar:
-        for member in tqdm(tar, desc="mp-cgcnn CIFs", unit="file", total=None, leave=False):
+        for member in tar:
             idx = wanted.get(Path(member.name).name)
             if idx is not None and member.isfile():
                 cifs[idx] = tar.extractfile(member).read().decode()
@@ -71,7 +71,7 @@ def download_mp_2018(folder: Path | None = None) -> Path:
     info = figshare_file_info(article)
     path = fetch(info["download_url"], folder / info.get("name", "mp.2018.6.1.json"),
                  checksum=("md5", info["computed_md5"]), desc="mp.2018.6.1")
-    provenance.record_data_file(path, provenance.sha256_file(path))
+    provenance.record_data_file(path, provenance.file_digest(path))
     return path
 
 

@@ -15,17 +15,14 @@ import warnings
 from functools import cache
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from mlib.catalogue import THERMAL_DATASETS, THERMAL_TARGET
 from mlib.data.aflow import AflowRecord
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
+from mlib.progress import track
 
-THERMAL_DATASETS = {
-    "aflow": "AFLOW AGL, AFLOW geometry",
-    "aflow+mp-join": "AFLOW AGL labels; AFLOW geometry where present, else MP (mp-cgcnn) structure joined by formula",
-}
-TARGET = "thermal_expansion"
+TARGET = THERMAL_TARGET
 ARITY = {1: "unary", 2: "binary", 3: "ternary"}
 _FORMULA_SUM = re.compile(r"_chemical_formula_sum\s+'?([^'\n]+)'?")
 
@@ -110,7 +107,7 @@ def join_mp(labels: pd.DataFrame, mp: pd.DataFrame, skips: Skips) -> tuple[pd.Da
     mp = mp.assign(reduced_formula=mp_formulas(mp))
     by_formula = {f: g for f, g in mp.groupby("reduced_formula")}
     rows, counts = [], {"formula in MP": 0, "single MP polymorph": 0, "polymorph chosen by space group": 0}
-    for label in tqdm(labels.itertuples(index=False), total=len(labels), desc="join AFLOW x MP", leave=False):
+    for label in track(labels.itertuples(index=False), len(labels), "join AFLOW x MP", unit="entry"):
         candidates = by_formula.get(label.reduced_formula)
         if candidates is None:
             skips.add(BadEntry(label.id, f"formula {label.reduced_formula} not in mp-cgcnn", "join",

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BN_MODES = ("average", "local")
-
 
 def batchnorm_keys(model: nn.Module) -> set[str]:
     """State-dict keys that belong to batch-norm layers (weights, biases, running statistics)."""

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlib.training import Standardizer, TrainingDiverged, make_batches
+from mlib.scaling import Standardizer
+from mlib.training import TrainingDiverged, make_batches
 
 
 @dataclass

@@ -17,19 +17,21 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 import flwr
 import numpy as np
 import torch
-from flwr.common import GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.strategy import FedAvg, FedProx
 
-from mlib.federated.client import ClientData, from_arrays, local_update, pooled_scaler, to_arrays
-from mlib.federated.simulation import FedConfig
-from mlib.training import Standardizer, seed_everything
+from mlib.federated import sites
+from mlib.federated.client import ClientData, client_data, from_arrays, local_update, to_arrays
+from mlib.federated.strategy import SiteStrategy
+from mlib.model_file import save as save_model
+from mlib.models.registry import build_model
+from mlib.params import FedConfig
+from mlib.scaling import Standardizer
+from mlib.training import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -61,61 +63,10 @@ class SiteClient(flwr.client.NumPyClient):
         return 0.0, 0, {}  # evaluation happens where a held-out set lives (the server's evaluate_fn)
 
 
-def make_strategy(config: FedConfig, initial_state: dict[str, torch.Tensor], n_clients: int,
-                  evaluate_fn: Callable | None = None):
-    """Flower's FedAvg or FedProx for ``config``, waiting for ``n_clients`` and keeping the latest weights."""
-    base = FedProx if config.algorithm == "fedprox" else FedAvg
-
-    class Strategy(base):
-        scaler: Standardizer | None = None
-        latest: list[np.ndarray] = to_arrays(initial_state)
-        rejected: list[tuple[int, str]] = []
-
-        def initialize_parameters(self, client_manager):
-            client_manager.wait_for(n_clients)
-            props = [proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=None).properties
-                     for proxy in client_manager.all().values()]
-            self.scaler = pooled_scaler([(int(p["n"]), float(p["sum"]), float(p["sumsq"])) for p in props])
-            return ndarrays_to_parameters(self.latest)
-
-        def aggregate_fit(self, server_round, results, failures):
-            good = []
-            for proxy, res in results:
-                if all(np.isfinite(a).all() for a in parameters_to_ndarrays(res.parameters) if a.dtype.kind == "f"):
-                    good.append((proxy, res))
-                else:
-                    self.rejected.append((server_round, proxy.cid))
-                    log.warning("round %d: rejected the update of client %s (non-finite weights)", server_round, proxy.cid)
-            if not good:
-                return None, {}
-            parameters, metrics = super().aggregate_fit(server_round, good, failures)
-            if parameters is not None:
-                self.latest = parameters_to_ndarrays(parameters)
-            return parameters, metrics
-
-    strategy: Strategy
-
-    def fit_config(server_round: int) -> dict:
-        return {"server_round": server_round, "target_mean": strategy.scaler.mean, "target_std": strategy.scaler.std,
-                "local_epochs": config.local_epochs, "lr": config.lr, "seed": config.seed}
-
-    def loss_mean(metrics):
-        n = sum(k for k, _ in metrics)
-        return {"loss": sum(k * m["loss"] for k, m in metrics) / n} if n else {}
-
-    kwargs = dict(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n_clients, min_evaluate_clients=0,
-                  min_available_clients=n_clients, on_fit_config_fn=fit_config, accept_failures=True,
-                  fit_metrics_aggregation_fn=loss_mean, evaluate_fn=evaluate_fn)
-    if config.algorithm == "fedprox":
-        kwargs["proximal_mu"] = config.proximal_mu
-    strategy = Strategy(**kwargs)
-    return strategy
-
-
 def serve(address: str, config: FedConfig, initial_state: dict[str, torch.Tensor], n_clients: int,
-          evaluate_fn: Callable | None = None):
+          evaluate_fn: Callable | None = None) -> SiteStrategy:
     """Run the server until ``config.rounds`` are done (blocks; call from the main thread). Returns the strategy."""
-    strategy = make_strategy(config, initial_state, n_clients, evaluate_fn)
+    strategy = SiteStrategy(config, to_arrays(initial_state), n_clients, evaluate_fn)
     flwr.server.start_server(server_address=address, config=flwr.server.ServerConfig(num_rounds=config.rounds),
                              strategy=strategy)
     return strategy
@@ -141,26 +92,28 @@ def join(address: str, client: SiteClient, timeout: float = 600.0) -> None:
     flwr.client.start_client(server_address=address, client=client.to_client())
 
 
-def run_loopback(build_model: Callable[[], torch.nn.Module], clients: list[ClientData], config: FedConfig,
-                 port: int = 18080) -> dict[str, torch.Tensor]:
-    """A real gRPC federation on 127.0.0.1: one thread per client, the server here. Returns the final weights."""
-    seed_everything(config.seed)
-    model = build_model()
-    template = model.state_dict()
-    sites = [SiteClient(build_model(), data) for data in clients if data.n > 0]
-    address = f"127.0.0.1:{port}"
-    threads = [threading.Thread(target=join, args=(address, site), daemon=True) for site in sites]
-    for thread in threads:
-        thread.start()
-    strategy = serve(address, config, template, len(sites))
-    for thread in threads:
-        thread.join(timeout=60)
-    return from_arrays(strategy.latest, template)
+def run_server(args: argparse.Namespace) -> None:
+    """Aggregate the sites' updates for ``--rounds`` rounds; save the final model (the study's model file)."""
+    config = FedConfig(args.algorithm, args.rounds, args.local_epochs, args.mu, args.lr, seed=args.seed)
+    seed_everything(args.seed)
+    model = build_model(args.model, **args.hyper)
+    strategy = serve(args.address, config, model.state_dict(), args.clients)
+    model.load_state_dict(from_arrays(strategy.latest, model.state_dict()))
+    save_model(args.out, model, target=None, scaler=strategy.scaler, spec=sites.spec(args), dataset="federated sites",
+               data_digest=None, details={"config": config.as_dict(), "clients": args.clients,
+                                          "rejected": strategy.rejected})
+    log.info("final model written to %s", args.out)
+
+
+def run_client(args: argparse.Namespace) -> None:
+    """Join the federation with this site's crystals and train until the server ends the run."""
+    graph_set, rows = sites.site_graphs(args)
+    data = client_data(graph_set.graphs, graph_set.target(args.target), [rows], args.batch_size, args.seed)[0]
+    data.client = args.client_id
+    join(args.server, SiteClient(build_model(args.model, **args.hyper), data))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mlib.federated import sites
-
     parser = argparse.ArgumentParser(prog="python -m mlib.federated.flower", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sites.add_arguments(parser)
@@ -168,9 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     start = time.perf_counter()
     if args.role == "server":
-        sites.run_server(args)
+        run_server(args)
     else:
-        sites.run_client(args)
+        run_client(args)
     log.info("done in %.0f s", time.perf_counter() - start)
     return 0
 

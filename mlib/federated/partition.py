@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PARTITIONS = ("iid", "chemistry", "dirichlet")
+from mlib.catalogue import PARTITIONS
+
 
 
 class PartitionError(ValueError):
@@ -60,7 +61,7 @@ def partition(rows: np.ndarray, n_clients: int, scheme: str = "iid", seed: int =
             for client, part in enumerate(np.split(members, cuts)):
                 shards[client].extend(part)
         return [np.sort(np.array(s, dtype=rows.dtype)) for s in shards]
-    raise PartitionError(f"unknown partition {scheme!r}; choose from {PARTITIONS}")
+    raise PartitionError(f"unknown partition {scheme!r}; choose from {list(PARTITIONS)}")
 
 
 def anion_elements(formulas: pd.Series) -> pd.Series:

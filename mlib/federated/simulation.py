@@ -12,54 +12,24 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from mlib.federated.aggregate import BN_MODES, batchnorm_keys, finite, weighted_average
+from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
 from mlib.federated.client import ClientData, ClientUpdate, client_data, local_update, pooled_scaler
+from mlib.params import FedConfig
+from mlib.progress import progress
 from mlib.training import make_batches, predict, regression_metrics, seed_everything
 
 log = logging.getLogger(__name__)
-ALGORITHMS = ("fedavg", "fedprox")
 
 
 class FederationError(RuntimeError):
     """A round could not produce a global model (every client failed or was rejected)."""
-
-
-@dataclass(frozen=True)
-class FedConfig:
-    """One federated run: algorithm, rounds, local epochs, FedProx mu, local optimiser, batch norm, seed."""
-
-    algorithm: str = "fedavg"
-    rounds: int = 20
-    local_epochs: int = 2
-    mu: float = 0.01
-    lr: float = 0.001
-    batch_size: int = 64
-    bn: str = "average"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose from {ALGORITHMS}")
-        if self.bn not in BN_MODES:
-            raise ValueError(f"unknown batch-norm mode {self.bn!r}; choose from {BN_MODES}")
-        for name in ("rounds", "local_epochs", "batch_size", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.mu < 0:
-            raise ValueError(f"mu must be >= 0, got {self.mu}")
-
-    @property
-    def proximal_mu(self) -> float:
-        """The mu a client uses: FedAvg is FedProx with mu = 0."""
-        return self.mu if self.algorithm == "fedprox" else 0.0
 
 
 UpdateFn = Callable[..., ClientUpdate]
@@ -150,12 +120,14 @@ class Federation:
         metrics = regression_metrics(self.y[rows].numpy(), pred)
         return {**metrics, "mse": metrics["rmse"] ** 2}
 
-    def run(self, progress: bool = True) -> pd.DataFrame:
+    def run(self, show: bool = True) -> pd.DataFrame:
         """All rounds; then the best-validation round's weights are loaded. Returns the per-round history."""
-        bar = tqdm(range(1, self.config.rounds + 1), desc=f"{self.config.algorithm} rounds", disable=not progress)
-        for round_ in bar:
+        bar = progress(self.config.rounds, f"{self.config.algorithm} rounds", unit="round", disable=not show)
+        for round_ in range(1, self.config.rounds + 1):
             self.run_round(round_)
+            bar.update(1)
             bar.set_postfix(test_mae=f"{self.history[-1]['test_mae']:.4g}")
+        bar.close()
         self.model.load_state_dict(self.best[2])
         return pd.DataFrame(self.history)
 

@@ -1,23 +1,26 @@
-"""Command line of a Flower federation: the server, and a site that joins it with its own crystals.
+"""A Flower site's data and the federation's command line (server and site options).
 
 A site brings either its own CSV (columns ``id``, ``cif`` and the target) or, to rehearse a
 federation with the study's data, its shard of a data set's training split (``--client-id`` of
 ``--clients``, same partition and seed on every site). The server writes the final weights in the
-format of :func:`mlib.training.fit_regressor`'s ``model.pt`` (model name, hyperparameters, target
-scaling), so 06_transfer and :func:`mlib.embedding.load_model` read them like any trained model.
+study's model file format (:mod:`mlib.model_file`), so 06_transfer and 04_embed read them like any
+trained model.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import torch
 
-from mlib.federated.client import client_data
-from mlib.federated.simulation import ALGORITHMS, FedConfig
+from mlib import datasets
+from mlib.catalogue import ALGORITHMS, MP_SPLIT
+from mlib.federated.partition import anion_elements, partition
+from mlib.graphs.featurize import GraphSet, featurize
+from mlib.models.registry import graph_spec
+from mlib.training import split_indices
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server = roles.add_parser("server", help="aggregate the sites' updates")
     server.add_argument("--address", default="0.0.0.0:8080")
     server.add_argument("--clients", type=int, required=True, help="sites to wait for each round")
-    server.add_argument("--algorithm", choices=ALGORITHMS, default="fedavg")
+    server.add_argument("--algorithm", choices=list(ALGORITHMS), default="fedavg")
     server.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
     server.add_argument("--rounds", type=int, default=20)
     server.add_argument("--local-epochs", type=int, default=2)
@@ -47,52 +50,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--seed", type=int, default=0)
 
 
-def run_server(args: argparse.Namespace) -> None:
-    from mlib.federated.flower import serve
-    from mlib.models.registry import build_model
-    from mlib.training import seed_everything
-
-    config = FedConfig(args.algorithm, args.rounds, args.local_epochs, args.mu, args.lr, seed=args.seed)
-    seed_everything(args.seed)
-    model = build_model(args.model, **args.hyper)
-    strategy = serve(args.address, config, model.state_dict(), args.clients)
-    from mlib.federated.client import from_arrays
-
-    model.load_state_dict(from_arrays(strategy.latest, model.state_dict()))
-    torch.save({"name": args.model, "model": model.state_dict(), "hyper": model.hyper, "target": None,
-                "scaler": asdict(strategy.scaler), "config": asdict(config), "rejected": strategy.rejected}, args.out)
+def spec(args: argparse.Namespace):
+    """The graphs the federation's model reads."""
+    return graph_spec(args.model, **args.hyper)
 
 
-def site_graphs(args: argparse.Namespace):
-    """This site's graphs and targets: its own CSV, or its shard of a data set's training split."""
-    from mlib import datasets
-    from mlib.federated.partition import anion_elements, partition
-    from mlib.graphs.featurize import featurize
-    from mlib.model_study import SPLIT
-    from mlib.models.registry import graph_spec
-    from mlib.training import split_indices
-
-    spec = graph_spec(args.model, **args.hyper)
+def site_graphs(args: argparse.Namespace) -> tuple[GraphSet, np.ndarray]:
+    """This site's graphs and the rows it trains on: its own CSV, or its shard of a data set's training split."""
     if args.data is not None:
         frame = pd.read_csv(args.data).rename(columns={"cif": "source"})
         missing = {"id", "source", args.target} - set(frame.columns)
         if missing:
             raise SystemExit(f"{args.data}: missing column(s) {sorted(missing)} (need id, cif, {args.target})")
-        graph_set = featurize(frame, args.data.stem, spec).with_finite(args.target)
-        return graph_set, [list(range(len(graph_set)))]
-    graph_set = datasets.load_mp(args.dataset, limit=args.limit, spec=spec).with_finite(args.target)
+        graph_set = featurize(frame, args.data.stem, spec(args)).with_finite(args.target)
+        return graph_set, np.arange(len(graph_set))
+    graph_set = datasets.load_mp(args.dataset, limit=args.limit, spec=spec(args)).with_finite(args.target)
     y = graph_set.target(args.target).numpy()
-    train = split_indices(len(graph_set), args.seed, SPLIT)["train"]
+    train = split_indices(len(graph_set), args.seed, MP_SPLIT)["train"]
     shards = partition(train, args.clients, args.partition, args.seed,
                        chemistry=anion_elements(graph_set.table["formula"]), target=y)
-    return graph_set, [shards[args.client_id]]
-
-
-def run_client(args: argparse.Namespace) -> None:
-    from mlib.federated.flower import SiteClient, join
-    from mlib.models.registry import build_model
-
-    graph_set, (rows,) = site_graphs(args)
-    data = client_data(graph_set.graphs, graph_set.target(args.target), [rows], args.batch_size, args.seed)[0]
-    data.client = args.client_id
-    join(args.server, SiteClient(build_model(args.model, **args.hyper), data))
+    return graph_set, shards[args.client_id]

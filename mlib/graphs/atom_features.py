@@ -15,7 +15,8 @@ from functools import cache
 
 import numpy as np
 
-MAX_Z = 100
+from mlib.catalogue import MAX_Z  # elements with features: Z = 1..MAX_Z
+
 BLOCKS: tuple[tuple[str, int], ...] = (
     ("group", 19), ("period", 7), ("electronegativity", 10), ("covalent_radius", 10),
     ("valence_electrons", 12), ("first_ionization_energy", 10), ("electron_affinity", 10),

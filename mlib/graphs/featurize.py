@@ -19,13 +19,13 @@ import dgl
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.atom_features import MAX_Z
 from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec, featurize_one
 from mlib.paths import cache_dir
+from mlib.progress import track
 
 
 @dataclass
@@ -38,14 +38,33 @@ class GraphSet:
     spec: GraphSpec
     skips: Skips = field(default_factory=Skips)
     from_cache: bool = False
+    source_digest: str = ""  # digest of what the full set was built from (the graph cache key)
 
     def __len__(self) -> int:
         return len(self.graphs)
 
+    @property
+    def label(self) -> str:
+        """How tables and captions name the set: name and crystal count."""
+        return f"{self.name}, {len(self):,} crystals"
+
+    def data_digest(self, target: str) -> str:
+        """Digest of exactly what a model trains on here: the source, these crystals' ids and ``target`` values."""
+        h = hashlib.sha256(self.source_digest.encode())
+        h.update("\x1f".join(self.table["id"].astype(str)).encode())
+        h.update(self.table[target].to_numpy(dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    def first(self, limit: int | None) -> GraphSet:
+        """The first ``limit`` crystals as a labelled subset (``name (first N)``); all when None."""
+        if limit is None or limit >= len(self):
+            return self
+        return self.subset(range(limit), f"{self.name} (first {limit:,})")
+
     def target(self, column: str) -> torch.Tensor:
         return torch.tensor(self.table[column].to_numpy(dtype=np.float32))
 
-    def with_finite(self, column: str) -> "GraphSet":
+    def with_finite(self, column: str) -> GraphSet:
         """The crystals whose ``column`` is finite; the others become counted skips."""
         values = self.table[column].to_numpy(dtype=float)
         finite = np.isfinite(values)
@@ -57,10 +76,11 @@ class GraphSet:
             kept.skips.add(BadEntry(str(entry_id), f"{column} is {value}", "target", f"non-finite {column}"))
         return kept
 
-    def subset(self, rows: np.ndarray | list[int], name: str | None = None) -> "GraphSet":
+    def subset(self, rows: np.ndarray | list[int] | range, name: str | None = None) -> GraphSet:
         rows = list(rows)
         return GraphSet(name or self.name, [self.graphs[i] for i in rows],
-                        self.table.iloc[rows].reset_index(drop=True), self.spec, self.skips, self.from_cache)
+                        self.table.iloc[rows].reset_index(drop=True), self.spec, self.skips, self.from_cache,
+                        self.source_digest)
 
 
 def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
@@ -113,7 +133,7 @@ def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), sou
     digest = input_digest(ids, sources, spec, table)
     folder = cache_dir("graphs", digest[:24]) if cache else None
     if folder is not None and (folder / "graphs.bin").exists():
-        return _load(folder, name, spec, strict)
+        return _load(folder, name, spec, strict, digest)
     skips = Skips(strict=strict)
     graphs, kept = [], []
     worker = partial(featurize_one, spec=spec, max_z=MAX_Z)
@@ -125,14 +145,14 @@ def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), sou
             _collect(results, graphs, kept, skips, len(items), name)
     else:
         _collect(map(worker, items), graphs, kept, skips, len(items), name)
-    graph_set = GraphSet(name, graphs, table.iloc[kept].reset_index(drop=True), spec, skips)
+    graph_set = GraphSet(name, graphs, table.iloc[kept].reset_index(drop=True), spec, skips, source_digest=digest)
     if folder is not None:
         _save(folder, graph_set)
     return graph_set
 
 
 def _collect(results, graphs: list, kept: list[int], skips: Skips, total: int, name: str) -> None:
-    for row, (entry_id, result) in enumerate(tqdm(results, total=total, desc=f"graphs {name}", unit="crystal")):
+    for row, (entry_id, result) in enumerate(track(results, total, f"graphs {name}", unit="crystal")):
         if isinstance(result, tuple):
             kind, detail = result
             skips.add(BadEntry(entry_id, detail, "graph", kind))
@@ -148,7 +168,7 @@ def _save(folder: Path, graph_set: GraphSet) -> None:
     (folder / "graphs.tmp").replace(folder / "graphs.bin")  # last: a complete cache entry or none
 
 
-def _load(folder: Path, name: str, spec: GraphSpec, strict: bool) -> GraphSet:
+def _load(folder: Path, name: str, spec: GraphSpec, strict: bool, digest: str) -> GraphSet:
     graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
     table = pd.read_parquet(folder / "table.parquet")
     skips = Skips(strict=strict)
@@ -156,4 +176,4 @@ def _load(folder: Path, name: str, spec: GraphSpec, strict: bool) -> GraphSet:
         skips.add(BadEntry(row.id, row.reason, row.stage, row.kind))
     if len(graphs) != len(table):
         raise RuntimeError(f"graph cache {folder} is inconsistent ({len(graphs)} graphs, {len(table)} rows); delete it")
-    return GraphSet(name, graphs, table, spec, skips, from_cache=True)
+    return GraphSet(name, graphs, table, spec, skips, from_cache=True, source_digest=digest)

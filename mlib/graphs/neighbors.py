@@ -16,24 +16,23 @@ from typing import Any
 
 import numpy as np
 
+from mlib.catalogue import GRAPH_KINDS, MAX_NEIGHBORS, RADIUS
+
 FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
-
-
-GRAPH_KINDS = ("cgcnn", "matgl")
 
 
 @dataclass(frozen=True)
 class GraphSpec:
     """How crystals become graphs: the kind, neighbour radius (A) and the per-atom neighbour cap."""
 
-    radius: float = 8.0
-    max_neighbors: int = 12
+    radius: float = RADIUS
+    max_neighbors: int = MAX_NEIGHBORS
     kind: str = "cgcnn"
 
     def __post_init__(self) -> None:
         if self.kind not in GRAPH_KINDS:
             raise ValueError(f"unknown graph kind {self.kind!r}; choose from {GRAPH_KINDS}")
-        if not self.radius > 0 or self.max_neighbors < 1:
+        if not (0 < self.radius < float("inf")) or self.max_neighbors < 1:
             raise ValueError(f"radius must be > 0 and max_neighbors >= 1, got {self.radius}, {self.max_neighbors}")
 
 
@@ -89,9 +88,8 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
 
 def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     """Atomic numbers, matgl element indices and the edges of matgl's converter (src -> dst image)."""
+    from matgl.config import DEFAULT_ELEMENTS as ELEMENTS  # the element types of the study's matgl models
     from matgl.ext.pymatgen import Structure2Graph
-
-    from mlib.models.matgl_models import ELEMENTS
 
     z = np.array([site.specie.Z for site in structure], dtype=np.int64)
     if len(z) == 0:

@@ -79,6 +79,8 @@ class CGCNN(PooledRegressor):
     ``embed(graph)`` returns the pooled crystal vectors v_c; ``forward(graph)`` one value per crystal.
     """
 
+    name = "cgcnn"
+
     def __init__(self, hidden: int = 64, n_conv: int = 3, head_hidden: int = 128, n_head: int = 1,
                  gaussian: GaussianDistance | None = None) -> None:
         super().__init__(hidden, head_hidden, n_head)

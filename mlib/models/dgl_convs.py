@@ -35,6 +35,7 @@ class DGLConvNet(PooledRegressor):
             raise ValueError(f"unknown convolution {conv!r}; choose from {CONVS}")
         super().__init__(hidden, head_hidden, n_head)
         self.conv = conv
+        self.name = conv
         self.hyper = {"hidden": hidden, "n_conv": n_conv, "head_hidden": head_hidden, "n_head": n_head}
         self.embedding = AtomEmbedding(hidden)
         self.gaussian = GaussianDistance()

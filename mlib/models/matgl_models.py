@@ -19,18 +19,12 @@ from matgl.config import DEFAULT_ELEMENTS
 from matgl.models import M3GNet, MEGNet
 from torch import nn
 
+from mlib.catalogue import MODEL_DEFAULTS
+
 ELEMENTS: tuple[str, ...] = tuple(DEFAULT_ELEMENTS)  # fixed, so graphs and weights agree across data sets
 
-# MEGNet paper, crystal models: 3 blocks, dense 64-32 input and 64-64-32 conv layers, 100 Gaussian
-# bond features (width 0.5), 16-dim atom embedding, 2-dim state (zeros for crystals), 5 A cutoff.
-MEGNET_DEFAULTS = {"cutoff": 5.0, "dim_node_embedding": 16, "dim_edge_embedding": 100, "dim_state_embedding": 2,
-                   "nblocks": 3, "hidden_layer_sizes_input": (64, 32), "hidden_layer_sizes_conv": (64, 64, 32),
-                   "hidden_layer_sizes_output": (32, 16), "nlayers_set2set": 1, "niters_set2set": 2,
-                   "gauss_width": 0.5, "activation_type": "softplus2"}
-# M3GNet paper: 5 A graph cutoff, 4 A three-body cutoff, max_n = max_l = 3, 3 blocks of 64 units.
-M3GNET_DEFAULTS = {"cutoff": 5.0, "threebody_cutoff": 4.0, "max_n": 3, "max_l": 3, "nblocks": 3, "units": 64,
-                   "dim_node_embedding": 64, "dim_edge_embedding": 64, "rbf_type": "SphericalBessel",
-                   "readout_type": "weighted_atom", "activation_type": "swish"}
+MEGNET_DEFAULTS = MODEL_DEFAULTS["megnet"]
+M3GNET_DEFAULTS = MODEL_DEFAULTS["m3gnet"]
 
 
 class MatglRegressor(nn.Module):

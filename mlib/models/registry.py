@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
+from mlib import catalogue
 from mlib.graphs.neighbors import GraphSpec
 
-CGCNN_FRAME = {"hidden": 64, "n_conv": 3, "head_hidden": 128, "n_head": 1}  # the CGCNN paper's best setting
+MODEL_CODE_VERSION = 1  # bump when a model's layers or defaults change meaning; part of every run key
 
 
 @dataclass(frozen=True)
@@ -48,26 +49,24 @@ def _matgl(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _matgl_defaults(name: str) -> dict:
-    from mlib.models import matgl_models
-
-    return dict(getattr(matgl_models, f"{name.upper()}_DEFAULTS"))
-
-
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "cgcnn": _cgcnn,
+    "gcn": _dgl("gcn"),
+    "sage": _dgl("sage"),
+    "gine": _dgl("gine"),
+    "megnet": _matgl("megnet"),
+    "m3gnet": _matgl("m3gnet"),
+}
 MODELS: dict[str, ModelInfo] = {
-    "cgcnn": ModelInfo(_cgcnn, CGCNN_FRAME, "cgcnn", "mlib", "Xie & Grossman, PRL 120, 145301 (2018)"),
-    "gcn": ModelInfo(_dgl("gcn"), CGCNN_FRAME, "cgcnn", "dgl.nn.GraphConv", "Kipf & Welling, ICLR 2017"),
-    "sage": ModelInfo(_dgl("sage"), CGCNN_FRAME, "cgcnn", "dgl.nn.SAGEConv", "Hamilton et al., NeurIPS 2017"),
-    "gine": ModelInfo(_dgl("gine"), CGCNN_FRAME, "cgcnn", "dgl.nn.GINEConv", "Hu et al., ICLR 2020"),
-    "megnet": ModelInfo(_matgl("megnet"), {}, "matgl", "matgl 1.0.0", "Chen et al., Chem. Mater. 31, 3564 (2019)"),
-    "m3gnet": ModelInfo(_matgl("m3gnet"), {}, "matgl", "matgl 1.0.0", "Chen & Ong, Nat. Comput. Sci. 2, 718 (2022)"),
+    name: ModelInfo(build, catalogue.MODEL_DEFAULTS[name], catalogue.MODELS[name].graph_kind,
+                    catalogue.MODELS[name].library, catalogue.MODELS[name].reference)
+    for name, build in _BUILDERS.items()
 }
 
 
 def defaults(name: str) -> dict:
     """The documented default hyperparameters of a model."""
-    info = _info(name)
-    return dict(info.defaults) if info.graph_kind != "matgl" else _matgl_defaults(name)
+    return dict(_info(name).defaults)
 
 
 def build_model(name: str, **hyper) -> nn.Module:
@@ -84,7 +83,7 @@ def build_model(name: str, **hyper) -> nn.Module:
 def graph_spec(name: str, **hyper) -> GraphSpec:
     """The graphs model ``name`` reads (for matgl models the radius is the model's ``cutoff``)."""
     if _info(name).graph_kind == "cgcnn":
-        return GraphSpec()
+        return GraphSpec(radius=catalogue.RADIUS, max_neighbors=catalogue.MAX_NEIGHBORS)
     return GraphSpec(radius=float(hyper.get("cutoff", defaults(name)["cutoff"])), kind="matgl")
 
 

@@ -1,0 +1,91 @@
+"""The study's one model file format: a trained model with everything needed to use it again.
+
+A model file (``model.pt``) holds the format name and version, the model name and constructor
+arguments, its weights, the target with its unit, the target scaling, the graph specification
+(kind, radius, neighbour cap, featuriser version, atom-feature source), the data set it was trained
+on with the digest of its crystals and targets, and free-form details of the run (configuration,
+date, commit). :func:`load` refuses a file of another format or version with a message saying so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlib import catalogue, store
+from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec
+from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.provenance import git_state
+from mlib.scaling import Standardizer
+
+FORMAT = "mlib-model"
+FORMAT_VERSION = 2  # 1: the unversioned files of mlib before the run store (no graph spec, no data digest)
+
+
+class ModelFileError(ValueError):
+    """A file that is not a model file of this format and version."""
+
+
+@dataclass
+class SavedModel:
+    """A loaded model file: the model (eval mode), its target scaling and the file's metadata."""
+
+    model: nn.Module
+    scaler: Standardizer
+    info: dict[str, Any]
+
+    @property
+    def spec(self) -> GraphSpec:
+        """The graphs the model reads (as it was trained)."""
+        graph = self.info["graph"]
+        return GraphSpec(radius=graph["radius"], max_neighbors=graph["max_neighbors"], kind=graph["kind"])
+
+
+def graph_info(spec: GraphSpec) -> dict[str, Any]:
+    """What a model file records about the graphs its model reads."""
+    return {**asdict(spec), "featurizer_version": FEATURIZER_VERSION, "atom_features": catalogue.ATOM_FEATURES}
+
+
+def save(path: Path, model: nn.Module, *, target: str | None, scaler: Standardizer, spec: GraphSpec,
+         dataset: str, data_digest: str | None, details: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` and its metadata to ``path`` (atomically)."""
+    unit = catalogue.TARGETS[target].unit if target in catalogue.TARGETS else None
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": model.name, "hyper": model.hyper,
+              "model_code_version": MODEL_CODE_VERSION, "state": model.state_dict(), "target": target,
+              "unit": unit, "scaler": asdict(scaler), "graph": graph_info(spec), "dataset": dataset,
+              "data_digest": data_digest, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "commit": git_state().get("commit"), "details": store.canonical(details or {})}
+    return store.save_torch(Path(path), record)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The raw record of a model file, after checking its format and version."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        record = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # a truncated or foreign file
+        raise ModelFileError(f"{path} cannot be read as a model file ({type(exc).__name__}: {exc}); "
+                             "it is damaged or not a model file: retrain it or restore a copy") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not an {FORMAT} file (format version 1 files, written before the run "
+                             f"store, lack the graph specification and data digest: retrain the model)")
+    if record["format_version"] != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model-file format version {record['format_version']}; this mlib reads "
+                             f"version {FORMAT_VERSION}: use the mlib version that wrote it, or retrain")
+    return record
+
+
+def load(path: Path) -> SavedModel:
+    """A model file's model (eval mode), target scaling and metadata."""
+    record = read(path)
+    model = build_model(record["name"], **record["hyper"])
+    model.load_state_dict(record["state"])
+    info = {k: v for k, v in record.items() if k != "state"}
+    return SavedModel(model.eval(), Standardizer(**record["scaler"]), info)

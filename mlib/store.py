@@ -1,0 +1,138 @@
+"""The run store: every training run of every study, reused only when its key matches.
+
+A run lives in a folder of the store (``<store>/<study>/<name...>/``). Its key says what made it:
+the parameters, the digest of the crystals and targets it trained on, and the code versions of the
+featuriser and the model. ``run.json`` (key and result record) is written last and atomically, so a
+folder without it is an unfinished run. A finished run whose key matches is read back; one whose key
+differs is never silently reused or mixed: :class:`RunMismatch` names the folder and what differs.
+
+Every file of a run is written atomically (a temporary file in the same folder, then a rename), so an
+interrupted write leaves the previous version or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RECORD = "run.json"
+
+
+class RunMismatch(RuntimeError):
+    """A run folder holds a run made with another key (parameters, data or code)."""
+
+
+class MissingRun(FileNotFoundError):
+    """A run another notebook needs has not been made yet."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Atomic ``path.write_text(text)``."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=1, default=str))
+
+
+def write_csv(path: Path, frame) -> Path:
+    """Atomic ``frame.to_csv(path, index=False)``."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def save_torch(path: Path, obj: Any) -> Path:
+    """Atomic ``torch.save``."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def canonical(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples as lists, keys as strings), for comparing keys."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def differences(saved: dict, wanted: dict) -> list[str]:
+    """Top-level (and one level down) fields in which two keys differ."""
+    out = []
+    for name in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(name), wanted.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{name}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def check_key(saved: dict, wanted: dict, where: Path) -> None:
+    """Raise :class:`RunMismatch` naming ``where`` and the differing fields unless the keys are equal."""
+    saved, wanted = canonical(saved), canonical(wanted)
+    if saved != wanted:
+        changed = "; ".join(differences(saved, wanted)[:6])
+        raise RunMismatch(
+            f"{where} holds a run made with another key ({changed}). Its results are kept: delete the folder "
+            "to recompute it, or write to another results folder (--out) to keep both."
+        )
+
+
+class Store:
+    """Run folders under one root (``results/<profile>/store`` for the runner)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, *parts: str) -> Path:
+        """The folder of a run (not created)."""
+        return self.root.joinpath(*map(str, parts))
+
+    def finished(self, folder: Path, key: dict) -> dict | None:
+        """The record of the finished run in ``folder`` if its key equals ``key``; None if unfinished.
+
+        A finished run with another key raises :class:`RunMismatch`.
+        """
+        path = Path(folder) / RECORD
+        if not path.exists():
+            return None
+        saved = json.loads(path.read_text())
+        check_key(saved["key"], key, Path(folder))
+        return saved["record"]
+
+    def finish(self, folder: Path, key: dict, record: dict) -> dict:
+        """Mark the run in ``folder`` finished: its key and result record, written last and atomically."""
+        write_json(Path(folder) / RECORD, {"key": canonical(key), "record": canonical(record)})
+        return record
+
+    def record(self, folder: Path, made_by: str) -> dict:
+        """The record of a finished run another notebook needs (``made_by`` names the notebook to run)."""
+        path = Path(folder) / RECORD
+        if not path.exists():
+            raise MissingRun(f"no finished run at {folder}; run {made_by} first (same profile)")
+        return json.loads(path.read_text())["record"]
+
+    def clear(self, folder: Path) -> None:
+        """Remove an unfinished run's files (a finished run is never removed here)."""
+        if (Path(folder) / RECORD).exists():
+            raise RunMismatch(f"{folder} holds a finished run; it is not removed")
+        shutil.rmtree(folder, ignore_errors=True)
