@@ -1,7 +1,7 @@
 # One environment for users and CI: a virtual environment with the exact pins of requirements.lock.
 #   make reproduce            # set up, then run every notebook in the cpu profile -> results/cpu/
 #   make reproduce PROFILE=smoke ARGS="--only 01_data"
-#   make test                 # set up, then run the test suite (what CI runs)
+#   make test                 # set up, then lint (ruff) and run the test suite (what CI runs)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PROFILE ?= cpu
@@ -21,6 +21,8 @@ reproduce: venv
 	$(BIN)/python -m mlib.reproduce --profile $(PROFILE) $(ARGS)
 
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean-venv:

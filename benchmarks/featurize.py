@@ -5,6 +5,7 @@
 Goal (issue 9): all 36,737 crystals in under 5 minutes on 2 cores; cached reload under 30 s.
 Prints the figures and writes them to results/benchmarks/featurize.csv (and .md for the README).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,11 @@ def main() -> None:
         warm = featurize(frame, "mp-cgcnn", workers=args.workers)
         warm_s = time.perf_counter() - start
         assert warm.from_cache and len(warm) == len(cold)
-    rows = [{"step": "read CIF texts from tar", "crystals": len(frame), "seconds": read_s},
-            {"step": f"featurise cold ({args.workers} workers)", "crystals": len(frame), "seconds": cold_s},
-            {"step": "reload from graph cache", "crystals": len(warm), "seconds": warm_s}]
+    rows = [
+        {"step": "read CIF texts from tar", "crystals": len(frame), "seconds": read_s},
+        {"step": f"featurise cold ({args.workers} workers)", "crystals": len(frame), "seconds": cold_s},
+        {"step": "reload from graph cache", "crystals": len(warm), "seconds": warm_s},
+    ]
     table = pd.DataFrame(rows)
     table["crystals/s"] = table["crystals"] / table["seconds"]
     table["skipped"] = [0, len(cold.skips), len(warm.skips)]

@@ -8,6 +8,7 @@ second (Adam steps over pre-built batches, after one warm-up pass), inference cr
 and peak resident memory. Also the time matgl takes to build M3GNet's three-body line graphs for
 the same crystals. Writes results/benchmarks/models.csv (and .md for the README).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,20 @@ MODELS = ("gcn", "sage", "gine", "megnet", "m3gnet")
 
 def load(crystals: int):
     from mlib import datasets
-    from mlib.study.models import common_crystals
     from mlib.models.registry import graph_spec
+    from mlib.study.models import common_crystals
 
-    sets = {kind: datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec(model), workers=os.cpu_count())
-            for kind, model in (("cgcnn", "gcn"), ("matgl", "m3gnet"))}
+    sets = {
+        kind: datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec(model), workers=os.cpu_count())
+        for kind, model in (("cgcnn", "gcn"), ("matgl", "m3gnet"))
+    }
     return common_crystals(sets)
 
 
 def measure(model_name: str, crystals: int, batch: int, passes: int) -> dict:
     """Timings of one model in this process."""
-    from mlib.models.registry import MODELS as REGISTRY, build_model
+    from mlib.models.registry import MODELS as REGISTRY
+    from mlib.models.registry import build_model
     from mlib.training import make_batches, seed_everything
 
     graph_set = load(crystals)[REGISTRY[model_name].graph_kind]
@@ -72,9 +76,15 @@ def measure(model_name: str, crystals: int, batch: int, passes: int) -> dict:
     start = time.perf_counter()
     infer_pass()
     infer_s = time.perf_counter() - start
-    result = {"model": model_name, "crystals": len(graph_set), "parameters": sum(p.numel() for p in model.parameters()),
-              "train crystals/s": len(graph_set) / float(np.median(times)), "inference crystals/s": len(graph_set) / infer_s,
-              "peak MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "data MiB": base}
+    result = {
+        "model": model_name,
+        "crystals": len(graph_set),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train crystals/s": len(graph_set) / float(np.median(times)),
+        "inference crystals/s": len(graph_set) / infer_s,
+        "peak MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "data MiB": base,
+    }
     if model_name == "m3gnet":
         from matgl.graph.compute import compute_pair_vector_and_distance, create_line_graph
 
@@ -102,9 +112,23 @@ def main() -> None:
     load(args.crystals)  # build and cache the graphs once, outside the timed processes
     rows = []
     for name in MODELS:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--crystals", str(args.crystals),
-                              "--batch", str(args.batch), "--passes", str(args.passes)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                name,
+                "--crystals",
+                str(args.crystals),
+                "--batch",
+                str(args.batch),
+                "--passes",
+                str(args.passes),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).assign(batch=args.batch, threads=torch.get_num_threads(), cores=os.cpu_count())
@@ -114,8 +138,10 @@ def main() -> None:
     out = RESULTS_DIR / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "models.csv", index=False)
-    caption = (f"Five models on the same {table['crystals'].iloc[0]:,} mp-cgcnn crystals (first {args.crystals:,}), "
-               f"batch {args.batch}, {os.cpu_count()} cores: speed, peak memory, M3GNet three-body graphs")
+    caption = (
+        f"Five models on the same {table['crystals'].iloc[0]:,} mp-cgcnn crystals (first {args.crystals:,}), "
+        f"batch {args.batch}, {os.cpu_count()} cores: speed, peak memory, M3GNet three-body graphs"
+    )
     (out / "models.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
 
 

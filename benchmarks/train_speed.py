@@ -7,6 +7,7 @@ inference, the peak memory, and the projected time of a 200-epoch run; writes
 results/benchmarks/train_speed.csv (and .md for the README). Goal (issue 3): 200 epochs on the
 thermal-expansion set in under 15 minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ def main() -> None:
     split = split_indices(len(graphs), 0)
     y = graphs.target(THERMAL_TARGET)
     start = time.perf_counter()
-    trainer = Trainer(build_model("cgcnn"), graphs.graphs, y, split, TrainConfig(epochs=1 + args.epochs), "/tmp/mlib-bench")
+    trainer = Trainer(
+        build_model("cgcnn"), graphs.graphs, y, split, TrainConfig(epochs=1 + args.epochs), "/tmp/mlib-bench"
+    )
     batch_s = time.perf_counter() - start
     times = []
     for _ in range(1 + args.epochs):
@@ -52,13 +55,18 @@ def main() -> None:
     val_s = time.perf_counter() - start
     n_train = len(split["train"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = pd.DataFrame([
-        {"measure": "batch graphs once (train + val)", "crystals": n_train + len(split["val"]), "seconds": batch_s},
-        {"measure": "training epoch (median)", "crystals": n_train, "seconds": train_s},
-        {"measure": "inference, all crystals", "crystals": len(graphs), "seconds": infer_s},
-        {"measure": "projected 200 epochs (train + validation)", "crystals": n_train,
-         "seconds": batch_s + 200 * (train_s + val_s)},
-    ])
+    table = pd.DataFrame(
+        [
+            {"measure": "batch graphs once (train + val)", "crystals": n_train + len(split["val"]), "seconds": batch_s},
+            {"measure": "training epoch (median)", "crystals": n_train, "seconds": train_s},
+            {"measure": "inference, all crystals", "crystals": len(graphs), "seconds": infer_s},
+            {
+                "measure": "projected 200 epochs (train + validation)",
+                "crystals": n_train,
+                "seconds": batch_s + 200 * (train_s + val_s),
+            },
+        ]
+    )
     table["crystals/s"] = table["crystals"] / table["seconds"]
     table.loc[3, "crystals/s"] = float("nan")
     table = table.assign(peak_mib=round(peak), threads=torch.get_num_threads(), cores=os.cpu_count())
@@ -67,7 +75,9 @@ def main() -> None:
     out = RESULTS_DIR / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "train_speed.csv", index=False)
-    caption = f"CGCNN speed at the paper's best setting, {graphs.name} ({len(graphs):,} crystals), {os.cpu_count()} cores"
+    caption = (
+        f"CGCNN speed at the paper's best setting, {graphs.name} ({len(graphs):,} crystals), {os.cpu_count()} cores"
+    )
     (out / "train_speed.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n")
 
 

@@ -74,17 +74,43 @@ MODELS: dict[str, ModelEntry] = {
 CGCNN_FRAME = {"hidden": 64, "n_conv": 3, "head_hidden": 128, "n_head": 1}  # the CGCNN paper's best setting
 # MEGNet paper, crystal models: 3 blocks, dense 64-32 input and 64-64-32 conv layers, 100 Gaussian
 # bond features (width 0.5), 16-dim atom embedding, 2-dim state (zeros for crystals), 5 A cutoff.
-MEGNET_DEFAULTS = {"cutoff": 5.0, "dim_node_embedding": 16, "dim_edge_embedding": 100, "dim_state_embedding": 2,
-                   "nblocks": 3, "hidden_layer_sizes_input": (64, 32), "hidden_layer_sizes_conv": (64, 64, 32),
-                   "hidden_layer_sizes_output": (32, 16), "nlayers_set2set": 1, "niters_set2set": 2,
-                   "gauss_width": 0.5, "activation_type": "softplus2"}
+MEGNET_DEFAULTS = {
+    "cutoff": 5.0,
+    "dim_node_embedding": 16,
+    "dim_edge_embedding": 100,
+    "dim_state_embedding": 2,
+    "nblocks": 3,
+    "hidden_layer_sizes_input": (64, 32),
+    "hidden_layer_sizes_conv": (64, 64, 32),
+    "hidden_layer_sizes_output": (32, 16),
+    "nlayers_set2set": 1,
+    "niters_set2set": 2,
+    "gauss_width": 0.5,
+    "activation_type": "softplus2",
+}
 # M3GNet paper: 5 A graph cutoff, 4 A three-body cutoff, max_n = max_l = 3, 3 blocks of 64 units.
-M3GNET_DEFAULTS = {"cutoff": 5.0, "threebody_cutoff": 4.0, "max_n": 3, "max_l": 3, "nblocks": 3, "units": 64,
-                   "dim_node_embedding": 64, "dim_edge_embedding": 64, "rbf_type": "SphericalBessel",
-                   "readout_type": "weighted_atom", "activation_type": "swish"}
+M3GNET_DEFAULTS = {
+    "cutoff": 5.0,
+    "threebody_cutoff": 4.0,
+    "max_n": 3,
+    "max_l": 3,
+    "nblocks": 3,
+    "units": 64,
+    "dim_node_embedding": 64,
+    "dim_edge_embedding": 64,
+    "rbf_type": "SphericalBessel",
+    "readout_type": "weighted_atom",
+    "activation_type": "swish",
+}
 # Default hyperparameters of each model: GCN, GraphSAGE and GINE sit in the CGCNN frame.
-MODEL_DEFAULTS: dict[str, dict] = {"cgcnn": CGCNN_FRAME, "gcn": CGCNN_FRAME, "sage": CGCNN_FRAME, "gine": CGCNN_FRAME,
-                                   "megnet": MEGNET_DEFAULTS, "m3gnet": M3GNET_DEFAULTS}
+MODEL_DEFAULTS: dict[str, dict] = {
+    "cgcnn": CGCNN_FRAME,
+    "gcn": CGCNN_FRAME,
+    "sage": CGCNN_FRAME,
+    "gine": CGCNN_FRAME,
+    "megnet": MEGNET_DEFAULTS,
+    "m3gnet": M3GNET_DEFAULTS,
+}
 
 GRAPH_KINDS: tuple[str, ...] = ("cgcnn", "matgl")
 RADIUS = 8.0  # A, CGCNN's neighbour radius

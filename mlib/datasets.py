@@ -1,8 +1,9 @@
 """The study's data sets as crystal graphs: one call per data set, with counts of every step.
 
-    thermal = load_thermal("aflow")        # AFLOW AGL thermal expansion, AFLOW geometry
-    mp = load_mp("mp-cgcnn", limit=None)   # MP formation energy and band gap
+thermal = load_thermal("aflow")        # AFLOW AGL thermal expansion, AFLOW geometry
+mp = load_mp("mp-cgcnn", limit=None)   # MP formation energy and band gap
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,14 @@ from mlib.data import aflow
 from mlib.data import mp as mpdata
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
-from mlib.data.thermal import (THERMAL_DATASETS, arity_counts, build_thermal, drop_duplicates, index_frame,
-                               mp_formulas, summary_row)
+from mlib.data.thermal import (
+    THERMAL_DATASETS,
+    build_thermal,
+    mp_formulas,
+    summary_row,
+)
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
-
 
 
 @dataclass
@@ -46,8 +50,14 @@ def agl_records(source: str = "auto", strict: bool = False) -> tuple[list[aflow.
     return aflow.load_agl(source, skips), skips
 
 
-def load_thermal(name: str = "aflow", source: str = "auto", spec: GraphSpec = GraphSpec(), workers: int = 1,
-                 strict: bool = False, records: list[aflow.AflowRecord] | None = None) -> ThermalData:
+def load_thermal(
+    name: str = "aflow",
+    source: str = "auto",
+    spec: GraphSpec = GraphSpec(),
+    workers: int = 1,
+    strict: bool = False,
+    records: list[aflow.AflowRecord] | None = None,
+) -> ThermalData:
     """A thermal-expansion data set as graphs (see :data:`THERMAL_DATASETS`)."""
     if name not in THERMAL_DATASETS:
         raise ValueError(f"unknown thermal data set {name!r}; choose from {sorted(THERMAL_DATASETS)}")
@@ -59,15 +69,28 @@ def load_thermal(name: str = "aflow", source: str = "auto", spec: GraphSpec = Gr
     frame, steps = build_thermal(name, records, skips, mp)
     graphs = featurize(frame, name, spec, workers=workers, strict=strict)
     skips.extend(graphs.skips)
-    steps = pd.concat([steps, pd.DataFrame([
-        {"dataset": name, "step": "dropped: no graph", "count": len(graphs.skips), "note": "counted skips"},
-        {"dataset": name, "step": "crystal graphs", "count": len(graphs), "note": "the data set"}])],
-        ignore_index=True)
+    steps = pd.concat(
+        [
+            steps,
+            pd.DataFrame(
+                [
+                    {"dataset": name, "step": "dropped: no graph", "count": len(graphs.skips), "note": "counted skips"},
+                    {"dataset": name, "step": "crystal graphs", "count": len(graphs), "note": "the data set"},
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
     return ThermalData(graphs, steps, skips, frame)
 
 
-def load_mp(name: str = "mp-cgcnn", limit: int | None = None, spec: GraphSpec = GraphSpec(), workers: int = 1,
-            strict: bool = False) -> GraphSet:
+def load_mp(
+    name: str = "mp-cgcnn",
+    limit: int | None = None,
+    spec: GraphSpec = GraphSpec(),
+    workers: int = 1,
+    strict: bool = False,
+) -> GraphSet:
     """MP crystals with formation_energy_per_atom and band_gap as graphs (``limit``: first N only)."""
     loaders = {"mp-cgcnn": mpdata.load_mp_cgcnn, "mp.2018.6.1": mpdata.load_mp_2018}
     if name not in loaders:

@@ -4,6 +4,7 @@ The CGCNN paper's Figure 4 shows a t-SNE map of v_c coloured by the prediction a
 qualitatively; here the claim is measured: the Spearman correlation between distances in v_c space
 and differences in prediction, and the cross-validated R2 of a k-nearest-neighbour regressor on the map.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def split_rows(split_path: Path, ids: list[str], part: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def crystal_vectors(model: nn.Module, graphs: list, rows: np.ndarray, scaler: Standardizer,
-                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def crystal_vectors(
+    model: nn.Module, graphs: list, rows: np.ndarray, scaler: Standardizer, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Pooled crystal vectors v_c and predictions (original units) for ``rows``, in that order."""
     model.eval()
     vectors, preds = [], []
@@ -71,14 +73,24 @@ def distance_spearman(vectors: np.ndarray, values: np.ndarray, max_pairs: int = 
 def knn_r2(points: np.ndarray, values: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> tuple[float, float]:
     """Cross-validated R2 (mean, std) of a k-nearest-neighbour regressor of ``values`` on ``points``."""
     k = min(k, len(points) - -(-len(points) // folds) - 1)  # at most the smallest training fold minus one
-    scores = cross_val_score(KNeighborsRegressor(n_neighbors=k), points, values, scoring="r2",
-                             cv=KFold(folds, shuffle=True, random_state=seed))
+    scores = cross_val_score(
+        KNeighborsRegressor(n_neighbors=k),
+        points,
+        values,
+        scoring="r2",
+        cv=KFold(folds, shuffle=True, random_state=seed),
+    )
     return float(scores.mean()), float(scores.std())
 
 
 def landmarks(frame: pd.DataFrame, n: int = 3) -> pd.DataFrame:
     """Points to label on a map: the n lowest and highest predictions, and negative thermal expansion."""
     order = frame.sort_values("pred")
-    picked = pd.concat([order.head(n).assign(why="lowest predicted"), order.tail(n).assign(why="highest predicted"),
-                        frame[frame["true"] < 0].assign(why="negative thermal expansion")])
+    picked = pd.concat(
+        [
+            order.head(n).assign(why="lowest predicted"),
+            order.tail(n).assign(why="highest predicted"),
+            frame[frame["true"] < 0].assign(why="negative thermal expansion"),
+        ]
+    )
     return picked.drop_duplicates("id")

@@ -10,7 +10,7 @@ date, commit). :func:`load` refuses a file of another format or version with a m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,36 @@ def graph_info(spec: GraphSpec) -> dict[str, Any]:
     return {**asdict(spec), "featurizer_version": FEATURIZER_VERSION, "atom_features": catalogue.ATOM_FEATURES}
 
 
-def save(path: Path, model: nn.Module, *, target: str | None, scaler: Standardizer, spec: GraphSpec,
-         dataset: str, data_digest: str | None, details: dict[str, Any] | None = None) -> Path:
+def save(
+    path: Path,
+    model: nn.Module,
+    *,
+    target: str | None,
+    scaler: Standardizer,
+    spec: GraphSpec,
+    dataset: str,
+    data_digest: str | None,
+    details: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` and its metadata to ``path`` (atomically)."""
     unit = catalogue.TARGETS[target].unit if target in catalogue.TARGETS else None
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": model.name, "hyper": model.hyper,
-              "model_code_version": MODEL_CODE_VERSION, "state": model.state_dict(), "target": target,
-              "unit": unit, "scaler": asdict(scaler), "graph": graph_info(spec), "dataset": dataset,
-              "data_digest": data_digest, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": git_state().get("commit"), "details": store.canonical(details or {})}
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": model.name,
+        "hyper": model.hyper,
+        "model_code_version": MODEL_CODE_VERSION,
+        "state": model.state_dict(),
+        "target": target,
+        "unit": unit,
+        "scaler": asdict(scaler),
+        "graph": graph_info(spec),
+        "dataset": dataset,
+        "data_digest": data_digest,
+        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_state().get("commit"),
+        "details": store.canonical(details or {}),
+    }
     return store.save_torch(Path(path), record)
 
 
@@ -71,14 +92,20 @@ def read(path: Path) -> dict[str, Any]:
     try:
         record = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as exc:  # a truncated or foreign file
-        raise ModelFileError(f"{path} cannot be read as a model file ({type(exc).__name__}: {exc}); "
-                             "it is damaged or not a model file: retrain it or restore a copy") from None
+        raise ModelFileError(
+            f"{path} cannot be read as a model file ({type(exc).__name__}: {exc}); "
+            "it is damaged or not a model file: retrain it or restore a copy"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not an {FORMAT} file (format version 1 files, written before the run "
-                             f"store, lack the graph specification and data digest: retrain the model)")
+        raise ModelFileError(
+            f"{path} is not an {FORMAT} file (format version 1 files, written before the run "
+            f"store, lack the graph specification and data digest: retrain the model)"
+        )
     if record["format_version"] != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has model-file format version {record['format_version']}; this mlib reads "
-                             f"version {FORMAT_VERSION}: use the mlib version that wrote it, or retrain")
+        raise ModelFileError(
+            f"{path} has model-file format version {record['format_version']}; this mlib reads "
+            f"version {FORMAT_VERSION}: use the mlib version that wrote it, or retrain"
+        )
     return record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,17 @@ class Run:
         """A run folder of this notebook in the run store."""
         return self.store.folder(self.notebook, *parts)
 
-    def save_table(self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g",
-                   markdown: bool = True) -> pd.DataFrame:
+    def save_table(
+        self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g", markdown: bool = True
+    ) -> pd.DataFrame:
         """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption."""
         if not caption.strip():
             raise ValueError(f"table {name!r} needs a caption naming its data set and crystal count")
         store.write_csv(self.path(f"{name}.csv"), df)
         if markdown:
-            store.write_text(self.path(f"{name}.md"), f"**{caption}**\n\n{df.to_markdown(index=False, floatfmt=floatfmt)}\n")
+            store.write_text(
+                self.path(f"{name}.md"), f"**{caption}**\n\n{df.to_markdown(index=False, floatfmt=floatfmt)}\n"
+            )
         self._note(f"{name}.csv", caption)
         return df
 
@@ -74,8 +77,9 @@ class Run:
         """Write ``name.png`` from a matplotlib figure, show it inline in a notebook, then close it."""
         import matplotlib.pyplot as plt
 
-        path = store.atomic_write(self.path(f"{name}.png"),
-                                  lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+        path = store.atomic_write(
+            self.path(f"{name}.png"), lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        )
         if in_notebook():
             from IPython.display import Markdown, display
 
@@ -99,7 +103,7 @@ class Run:
             "packages": provenance.package_versions(),
             "environment": provenance.environment(),
             "data_files": provenance.data_files(),
-            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
             "wall_time_s": round(time.time() - self.started, 2),
             "finished": False,  # the runner sets it once the whole notebook ran
             "outputs": self.outputs,

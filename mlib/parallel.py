@@ -4,6 +4,7 @@ Each run is seeded on its own, so the results do not depend on how many workers 
 order. The shared data (graph sets) travel to each worker once, not with every job, as one plain pickle
 (multiprocessing's own pickler would pass every tensor as a file descriptor and run out of them).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -41,8 +42,9 @@ def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], shared: Any, workers: 
         return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run")]
     results: list[Any] = [None] * len(jobs)
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init,
-                             initargs=(pickle.dumps(shared),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init, initargs=(pickle.dumps(shared),)
+    ) as pool:
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}
         for future in track(as_completed(futures), len(jobs), desc, unit="run"):
             results[futures[future]] = future.result()

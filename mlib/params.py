@@ -145,13 +145,17 @@ class SearchSpace(Checked):
     def validate(self) -> None:
         for name, values in self.grid().items():
             if not values or any(v <= 0 for v in values):
-                raise ParameterError(f"search space {name!r} needs a non-empty list of positive numbers, got {values!r}")
+                raise ParameterError(
+                    f"search space {name!r} needs a non-empty list of positive numbers, got {values!r}"
+                )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> SearchSpace:
         unknown = sorted(set(values or {}) - set(C.PAPER_GRID))
         if unknown:
-            raise ParameterError(f"unknown hyperparameter(s) {unknown} in the search space; known: {sorted(C.PAPER_GRID)}")
+            raise ParameterError(
+                f"unknown hyperparameter(s) {unknown} in the search space; known: {sorted(C.PAPER_GRID)}"
+            )
         return cls(**dict(values or {}))
 
     def grid(self) -> dict[str, list]:
@@ -233,8 +237,17 @@ class TrainParams(GraphParams):
         if self.mp_dataset is not None:
             self.one_of("mp_dataset", C.MP_DATASETS, "MP data set")
         self.one_of("mp_target", C.MP_TARGETS, "MP target")
-        self.positive("conv_layers", "hidden", "head_hidden", "batch_size", "epochs", "mp_epochs", "thermal_limit",
-                      "mp_limit", "lr")
+        self.positive(
+            "conv_layers",
+            "hidden",
+            "head_hidden",
+            "batch_size",
+            "epochs",
+            "mp_epochs",
+            "thermal_limit",
+            "mp_limit",
+            "lr",
+        )
         self.non_negative("weight_decay")
 
 
@@ -351,8 +364,16 @@ class FederatedParams(MPStudyParams):
 
     def fed_config(self, algorithm: str = "fedavg", seed: int | None = None) -> FedConfig:
         """The engine's configuration of one run."""
-        return FedConfig(algorithm, self.rounds, self.local_epochs, self.mu, self.lr, self.batch_size, self.bn,
-                         self.seed if seed is None else seed)
+        return FedConfig(
+            algorithm,
+            self.rounds,
+            self.local_epochs,
+            self.mu,
+            self.lr,
+            self.batch_size,
+            self.bn,
+            self.seed if seed is None else seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -395,8 +416,10 @@ def known_hyper(model: str, hyper: Mapping[str, Any]) -> None:
     """Every name in ``hyper`` is a hyperparameter of ``model``."""
     unknown = sorted(set(hyper) - set(C.MODEL_DEFAULTS[model]))
     if unknown:
-        raise ParameterError(f"model_hyper[{model!r}]: unknown hyperparameter(s) {unknown}; "
-                             f"{model} takes {sorted(C.MODEL_DEFAULTS[model])}")
+        raise ParameterError(
+            f"model_hyper[{model!r}]: unknown hyperparameter(s) {unknown}; "
+            f"{model} takes {sorted(C.MODEL_DEFAULTS[model])}"
+        )
 
 
 PARAMS: dict[str, type[NotebookParams]] = {

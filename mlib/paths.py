@@ -1,4 +1,5 @@
 """Where things live: the repository, results, caches and the data mirror."""
+
 from __future__ import annotations
 
 import os

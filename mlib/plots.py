@@ -29,8 +29,12 @@ def target_histogram(values: pd.Series, target: Target, title: str, bins: int = 
     positive = values[values > 0]
     if len(positive) > 1:
         inset = ax.inset_axes([0.5, 0.42, 0.46, 0.5])
-        inset.hist(positive, bins=np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40),
-                   color="tab:orange", alpha=0.85)
+        inset.hist(
+            positive,
+            bins=np.logspace(np.log10(positive.min()), np.log10(positive.max()), 40),
+            color="tab:orange",
+            alpha=0.85,
+        )
         inset.set_xscale("log")
         inset.set_xlabel(target.axis_unit, fontsize=7)
         inset.set_title(f"log scale ({(values <= 0).sum()} non-positive not shown)", fontsize=7)
@@ -41,8 +45,9 @@ def target_histogram(values: pd.Series, target: Target, title: str, bins: int = 
 
 def arity_bars(summary: pd.DataFrame, columns: tuple[str, ...] = ("unary", "binary", "ternary")):
     """Crystals by number of elements, one group of bars per data set."""
-    long = summary.melt(id_vars="dataset", value_vars=[c for c in columns if c in summary], var_name="arity",
-                        value_name="count")
+    long = summary.melt(
+        id_vars="dataset", value_vars=[c for c in columns if c in summary], var_name="arity", value_name="count"
+    )
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     sns.barplot(long, x="arity", y="count", hue="dataset", ax=ax)
     ax.set_ylabel("crystals")
@@ -104,8 +109,9 @@ def learning_curves(history: pd.DataFrame, title: str):
     return fig
 
 
-def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, target: Target,
-                  colour: str = "pred"):
+def embedding_map(
+    frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, target: Target, colour: str = "pred"
+):
     """2-D map of crystal vectors coloured by the predicted ``target`` (2nd-98th percentile range), landmarks labelled.
 
     Labels are staggered around their points so that neighbouring landmarks do not overlap.
@@ -117,9 +123,15 @@ def embedding_map(frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, tit
     fig.colorbar(points, ax=ax, label=target.label("predicted"), extend="both")
     offsets = [(8, 8), (8, -14), (-40, 8), (-40, -14), (14, 0), (-50, 0)]
     for k, row in enumerate(labels.itertuples()):
-        ax.annotate(row.formula, (getattr(row, x), getattr(row, y)), fontsize=7, xytext=offsets[k % len(offsets)],
-                    textcoords="offset points", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.3"},
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8})
+        ax.annotate(
+            row.formula,
+            (getattr(row, x), getattr(row, y)),
+            fontsize=7,
+            xytext=offsets[k % len(offsets)],
+            textcoords="offset points",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.3"},
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.8},
+        )
         ax.scatter(getattr(row, x), getattr(row, y), s=30, facecolor="none", edgecolor="red", linewidth=1)
     ax.scatter([], [], s=30, facecolor="none", edgecolor="red", label="labelled: lowest/highest predicted, negative")
     ax.legend(fontsize=7, loc="lower right")
@@ -154,8 +166,7 @@ def parity_grid(predictions: pd.DataFrame, title: str, split: str = "test"):
     """One parity panel per model (columns) and target (rows): one seed's ``split`` predictions."""
     data = predictions[predictions["split"] == split]
     models, targets = list(dict.fromkeys(data["model"])), list(dict.fromkeys(data["target"]))
-    fig, axes = plt.subplots(len(targets), len(models), figsize=(2.9 * len(models), 2.9 * len(targets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(targets), len(models), figsize=(2.9 * len(models), 2.9 * len(targets)), squeeze=False)
     for i, name in enumerate(targets):
         target = catalogue.target(name)
         for j, model in enumerate(models):
@@ -181,8 +192,13 @@ def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
     for ax, name in zip(axes[0], targets):
         target = catalogue.target(name)
         stats = runs[runs["target"] == name].groupby("model", sort=False)[metric].agg(["mean", "std"]) / target.scale
-        ax.bar([catalogue.model_display(m) for m in stats.index], stats["mean"], yerr=stats["std"].fillna(0),
-               capsize=3, color=sns.color_palette()[:len(stats)])
+        ax.bar(
+            [catalogue.model_display(m) for m in stats.index],
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            capsize=3,
+            color=sns.color_palette()[: len(stats)],
+        )
         ax.set_title(target.display, fontsize=10)
         ax.set_ylabel(f"test {metric.upper()} ({target.axis_unit}), mean ± std over seeds", fontsize=8)
     fig.tight_layout()
@@ -229,8 +245,14 @@ def partition_bars(table: pd.DataFrame, target_name: str, title: str):
     width = 0.8 / len(algorithms)
     for k, algorithm in enumerate(algorithms):
         part = table[table["algorithm"] == algorithm].set_index("partition").reindex(partitions)
-        ax.bar(np.arange(len(partitions)) + k * width, part["MAE mean"] / target.scale, width,
-               yerr=part["MAE std"].fillna(0) / target.scale, capsize=3, label=catalogue.algorithm_display(algorithm))
+        ax.bar(
+            np.arange(len(partitions)) + k * width,
+            part["MAE mean"] / target.scale,
+            width,
+            yerr=part["MAE std"].fillna(0) / target.scale,
+            capsize=3,
+            label=catalogue.algorithm_display(algorithm),
+        )
     ax.set_xticks(np.arange(len(partitions)) + width * (len(algorithms) - 1) / 2, partitions)
     ax.set_xlabel("how the training crystals are dealt to clients")
     ax.set_ylabel(f"test MAE ({target.axis_unit})")
@@ -248,8 +270,9 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
         stats = group.groupby("n_train")["mae"].agg(["mean", "std"]) / target.scale
         style = {"color": "black", "lw": 2} if source == "scratch" else {"ls": "-" if mode == "train" else "--"}
         label = "from scratch" if source == "scratch" else f"pre-trained {source}, encoder {mode}"
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=2, marker="o", ms=3,
-                    label=label, **style)
+        ax.errorbar(
+            stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=2, marker="o", ms=3, label=label, **style
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training crystals N")
     ax.set_ylabel(f"test MAE ({target.axis_unit})")

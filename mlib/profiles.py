@@ -3,6 +3,7 @@
 The profiles live in one readable file, ``mlib/profiles.yaml``. A profile has an ``all`` block
 (parameters shared by every notebook that declares them) and one block per notebook stem.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def names(path: Path = PROFILE_FILE) -> list[str]:
     return list(load(path))
 
 
-def notebook_params(profile: str, notebook: str, overrides: dict[str, Any] | None = None,
-                    path: Path = PROFILE_FILE) -> dict[str, Any]:
+def notebook_params(
+    profile: str, notebook: str, overrides: dict[str, Any] | None = None, path: Path = PROFILE_FILE
+) -> dict[str, Any]:
     """Parameters of ``notebook`` under ``profile``: ``all`` block, notebook block, then overrides.
 
     Overrides apply only where the notebook declares the name; checking that every override is

@@ -1,4 +1,5 @@
 """What produced a result: parameters, seed, code version, package versions, data digests, time."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,22 @@ from pathlib import Path
 
 from mlib.paths import REPO_ROOT
 
-PACKAGES = ("mlib", "torch", "dgl", "pymatgen", "numpy", "pandas", "scikit-learn", "scipy",
-            "matplotlib", "seaborn", "papermill", "matgl", "optuna", "flwr")
+PACKAGES = (
+    "mlib",
+    "torch",
+    "dgl",
+    "pymatgen",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "matgl",
+    "optuna",
+    "flwr",
+)
 
 # Data files read in this process: path -> sha256. Loaders call record_data_file().
 _DATA_FILES: dict[str, str] = {}
@@ -48,10 +63,12 @@ def package_versions() -> dict[str, str]:
 
 def git_state() -> dict[str, str | bool | None]:
     """Commit of the code and whether the code had uncommitted changes (``results/`` is not code)."""
+
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 

@@ -4,6 +4,7 @@ The README marks each table with ``<!-- result: cpu/01_data/agl_index_counts -->
 ``<!-- /result -->``; :func:`update` replaces what is between the markers with the Markdown table the
 run wrote, so no number in the README is typed by hand.
 """
+
 from __future__ import annotations
 
 import re

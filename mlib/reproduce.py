@@ -81,13 +81,16 @@ def check_prerequisites(chosen: list[Path], root: Path) -> None:
     for nb in chosen:
         for needed in catalogue.NOTEBOOKS.get(nb.stem, ()):
             if needed not in before and not finished(root / needed):
-                raise RunnerError(f"{nb.stem} reads the results of {needed}, which has not run in this profile "
-                                  f"({root / needed} is missing): run {needed} first, or add it to --only")
+                raise RunnerError(
+                    f"{nb.stem} reads the results of {needed}, which has not run in this profile "
+                    f"({root / needed} is missing): run {needed} first, or add it to --only"
+                )
         before.add(nb.stem)
 
 
-def plan(profile: str, only: list[str] | None, overrides: dict[str, Any], out: Path,
-         directory: Path = NOTEBOOK_DIR) -> list[tuple[Path, Path, dict[str, Any]]]:
+def plan(
+    profile: str, only: list[str] | None, overrides: dict[str, Any], out: Path, directory: Path = NOTEBOOK_DIR
+) -> list[tuple[Path, Path, dict[str, Any]]]:
     """Check everything and return (notebook, results folder, parameters) for each run."""
     if profile not in profiles.names():
         raise RunnerError(f"unknown profile {profile!r}; choose from {profiles.names()}")
@@ -105,7 +108,9 @@ def plan(profile: str, only: list[str] | None, overrides: dict[str, Any], out: P
     runs = []
     for nb in chosen:
         values = profiles.notebook_params(profile, nb.stem, overrides)
-        values["out_dir"] = os.path.relpath((root / STAGING / nb.stem).resolve(), nb.parent)  # kernel runs in notebooks/
+        values["out_dir"] = os.path.relpath(
+            (root / STAGING / nb.stem).resolve(), nb.parent
+        )  # kernel runs in notebooks/
         values["store_dir"] = os.path.relpath((root / STORE).resolve(), nb.parent)
         P.build(nb.stem, values)  # fail fast on bad values
         runs.append((nb, root / nb.stem, values))
@@ -140,8 +145,16 @@ def execute(nb: Path, results: Path, values: dict[str, Any]) -> float:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     start = time.time()
-    pm.execute_notebook(str(nb), str(staging / nb.name), parameters=values, kernel_name=KERNEL, cwd=str(nb.parent),
-                        progress_bar=sys.stderr.isatty(), log_output=True, stdout_file=None)
+    pm.execute_notebook(
+        str(nb),
+        str(staging / nb.name),
+        parameters=values,
+        kernel_name=KERNEL,
+        cwd=str(nb.parent),
+        progress_bar=sys.stderr.isatty(),
+        log_output=True,
+        stdout_file=None,
+    )
     seconds = time.time() - start
     publish(staging, results, seconds)
     return seconds
@@ -154,8 +167,11 @@ def _value(value: Any) -> str:
 def describe() -> str:
     """Profiles, notebooks, and each parameter's default, per-profile value and meaning."""
     names = profiles.names()
-    lines = [f"profiles: {', '.join(names)} (defined in {profiles.PROFILE_FILE.name}); the runner sets "
-             f"{', '.join(P.RUNNER_OWNED)}", ""]
+    lines = [
+        f"profiles: {', '.join(names)} (defined in {profiles.PROFILE_FILE.name}); the runner sets "
+        f"{', '.join(P.RUNNER_OWNED)}",
+        "",
+    ]
     for nb in notebooks():
         needs = catalogue.NOTEBOOKS.get(nb.stem, ())
         lines.append(f"{nb.stem}" + (f"  (after {', '.join(needs)})" if needs else ""))
@@ -171,12 +187,19 @@ def describe() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlib.reproduce", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlib.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="cpu", help="smoke, cpu (default) or paper")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these notebooks (e.g. 02_train)")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter of every selected notebook that declares it")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter of every selected notebook that declares it",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (default: results/)")
     parser.add_argument("--list", action="store_true", help="list profiles, notebooks and parameters")
     args = parser.parse_args(argv)
@@ -196,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             seconds = execute(nb, results, values)
         except PapermillExecutionError as exc:
-            print(f"error: {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
-                  f"the executed notebook with the traceback is {staging_folder(results) / nb.name}; "
-                  f"{results} and the run store are unchanged", file=sys.stderr)
+            print(
+                f"error: {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                f"the executed notebook with the traceback is {staging_folder(results) / nb.name}; "
+                f"{results} and the run store are unchanged",
+                file=sys.stderr,
+            )
             return 1
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
     if args.out.resolve() == RESULTS_DIR.resolve():

@@ -8,6 +8,7 @@ and retried by the next worker.
 
     python -m mlib.sweep --storage sqlite:///results/sweep.db --study cgcnn-grid --sampler grid --epochs 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,28 +39,51 @@ def storage(url: str, heartbeat: int = 60) -> RDBStorage:
     """Optuna RDB storage with heartbeats: a dead worker's running trial is failed and retried once."""
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
 
 
-def make_study(name: str, url: str, space: SearchSpace, sampler: str = "grid", pruner: str = "none",
-               epochs: int = 200, seed: int = 0, heartbeat: int = 60) -> optuna.Study:
+def make_study(
+    name: str,
+    url: str,
+    space: SearchSpace,
+    sampler: str = "grid",
+    pruner: str = "none",
+    epochs: int = 200,
+    seed: int = 0,
+    heartbeat: int = 60,
+) -> optuna.Study:
     """Create or load a study (maximising validation R)."""
-    samplers = {"grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
-                "tpe": lambda: optuna.samplers.TPESampler(seed=seed)}
-    pruners = {"none": optuna.pruners.NopPruner,
-               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 20), max_resource=epochs),
-               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 20))}
+    samplers = {
+        "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+    }
+    pruners = {
+        "none": optuna.pruners.NopPruner,
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 20), max_resource=epochs),
+        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 20)),
+    }
     if sampler not in samplers:
         raise SweepError(f"unknown sampler {sampler!r}; choose from {sorted(samplers)}")
     if pruner not in pruners:
         raise SweepError(f"unknown pruner {pruner!r}; choose from {sorted(pruners)}")
-    return optuna.create_study(study_name=name, storage=storage(url, heartbeat), direction="maximize",
-                               sampler=samplers[sampler](), pruner=pruners[pruner](), load_if_exists=True)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage(url, heartbeat),
+        direction="maximize",
+        sampler=samplers[sampler](),
+        pruner=pruners[pruner](),
+        load_if_exists=True,
+    )
 
 
 def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace, epochs: int, seed: int):
     """The Optuna objective: train one configuration, report validation MSE per epoch, return val R."""
+
     def run(trial: optuna.Trial) -> float:
         hyper = {name: trial.suggest_categorical(name, values) for name, values in space.grid().items()}
         _skip_if_duplicate(trial, hyper)
@@ -68,9 +92,14 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
         folder = Path(tempfile.mkdtemp(prefix="mlib-trial-"))
         try:
             model = build_model("cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"])
-            trainer = Trainer(model, graphs, y, split,
-                              TrainConfig(epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"], seed=seed),
-                              folder)
+            trainer = Trainer(
+                model,
+                graphs,
+                y,
+                split,
+                TrainConfig(epochs=epochs, batch_size=hyper["batch_size"], lr=hyper["lr"], seed=seed),
+                folder,
+            )
 
             def report(record: dict[str, float]) -> None:
                 trial.set_user_attr("epochs_run", int(record["epoch"]))
@@ -86,6 +115,7 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return metrics["pearson_r"]
+
     return run
 
 
@@ -101,9 +131,18 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """Every trial: parameters, state, validation R (finished trials), best validation MSE, epochs, seconds."""
     complete = optuna.trial.TrialState.COMPLETE
-    rows = [{"trial": t.number, "state": t.state.name, **t.params, "val_r": t.value if t.state == complete else None,
-             "val_mse": t.user_attrs.get("val_mse"), "epochs_run": t.user_attrs.get("epochs_run"),
-             "seconds": t.user_attrs.get("seconds")} for t in study.trials]
+    rows = [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            **t.params,
+            "val_r": t.value if t.state == complete else None,
+            "val_mse": t.user_attrs.get("val_mse"),
+            "epochs_run": t.user_attrs.get("epochs_run"),
+            "seconds": t.user_attrs.get("seconds"),
+        }
+        for t in study.trials
+    ]
     return pd.DataFrame(rows)
 
 
@@ -116,15 +155,38 @@ def cost_summary(trials: pd.DataFrame, space: SearchSpace, epochs: int) -> pd.Da
     done = trials[trials["state"].isin(["COMPLETE", "PRUNED"]) & trials["seconds"].notna()]
     per_epoch = float((done["seconds"] / done["epochs_run"]).mean()) if len(done) else float("nan")
     best = trials["val_r"].max()
-    return pd.DataFrame([
-        {"search": "this search", "trials": len(done), "epochs trained": int(done["epochs_run"].sum()),
-         "cpu_hours": float(done["seconds"].sum()) / 3600, "best val R": best, "measured": True},
-        {"search": "exhaustive grid (projected)", "trials": space.size(), "epochs trained": space.size() * epochs,
-         "cpu_hours": per_epoch * epochs * space.size() / 3600, "best val R": float("nan"), "measured": False}])
+    return pd.DataFrame(
+        [
+            {
+                "search": "this search",
+                "trials": len(done),
+                "epochs trained": int(done["epochs_run"].sum()),
+                "cpu_hours": float(done["seconds"].sum()) / 3600,
+                "best val R": best,
+                "measured": True,
+            },
+            {
+                "search": "exhaustive grid (projected)",
+                "trials": space.size(),
+                "epochs trained": space.size() * epochs,
+                "cpu_hours": per_epoch * epochs * space.size() / 3600,
+                "best val R": float("nan"),
+                "measured": False,
+            },
+        ]
+    )
 
 
-def run_worker(study: optuna.Study, graphs: list, y, space: SearchSpace, epochs: int, seed: int,
-               n_trials: int | None = None, timeout: float | None = None) -> None:
+def run_worker(
+    study: optuna.Study,
+    graphs: list,
+    y,
+    space: SearchSpace,
+    epochs: int,
+    seed: int,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> None:
     """One worker: pull trials from the shared study until the grid ends, the study holds ``n_trials``
     finished trials (complete or pruned, counting those of earlier runs and other workers), or ``timeout``."""
     split = split_indices(len(graphs), seed)
@@ -133,8 +195,9 @@ def run_worker(study: optuna.Study, graphs: list, y, space: SearchSpace, epochs:
     if n_trials is not None and done >= n_trials:
         return
     callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] if n_trials is not None else []
-    study.optimize(objective(graphs, y, split, space, epochs, seed), timeout=timeout, callbacks=callbacks,
-                   catch=(RuntimeError,))
+    study.optimize(
+        objective(graphs, y, split, space, epochs, seed), timeout=timeout, callbacks=callbacks, catch=(RuntimeError,)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,16 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mlib import datasets
 
-    parser = argparse.ArgumentParser(prog="python -m mlib.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlib.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--storage", required=True, help="Optuna RDB URL, e.g. sqlite:///sweep.db or postgresql://...")
     parser.add_argument("--study", required=True)
     parser.add_argument("--sampler", default="grid", choices=catalogue.SAMPLERS)
     parser.add_argument("--pruner", default="none", choices=catalogue.PRUNERS)
     parser.add_argument("--dataset", default="aflow", choices=list(catalogue.THERMAL_DATASETS))
     parser.add_argument("--limit", type=int, default=None, help="first N crystals only (a labelled subset)")
-    parser.add_argument("--space", type=json.loads, default=None,
-                        help='narrow the paper\'s grid (the notebook\'s search_space), e.g. \'{"hidden": [32, 64]}\'')
+    parser.add_argument(
+        "--space",
+        type=json.loads,
+        default=None,
+        help="narrow the paper's grid (the notebook's search_space), e.g. '{\"hidden\": [32, 64]}'",
+    )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold")
     parser.add_argument("--timeout", type=float, default=None, help="seconds")
@@ -160,15 +228,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         space = SearchSpace.from_dict(args.space)
-        study = make_study(args.study, args.storage, space, args.sampler, args.pruner, args.epochs, args.seed,
-                           args.heartbeat)
+        study = make_study(
+            args.study, args.storage, space, args.sampler, args.pruner, args.epochs, args.seed, args.heartbeat
+        )
     except (ParameterError, SweepError) as exc:
         parser.exit(2, f"error: {exc}\n")
     except Exception as exc:  # the storage URL: bad scheme, unreachable server, missing driver
         parser.exit(2, f"error: cannot open the study storage {args.storage!r}: {type(exc).__name__}: {exc}\n")
     graphs = datasets.load_thermal(args.dataset).graphs.first(args.limit)
-    run_worker(study, graphs.graphs, graphs.target(catalogue.THERMAL_TARGET), space, args.epochs, args.seed,
-               args.n_trials, args.timeout)
+    run_worker(
+        study,
+        graphs.graphs,
+        graphs.target(catalogue.THERMAL_TARGET),
+        space,
+        args.epochs,
+        args.seed,
+        args.n_trials,
+        args.timeout,
+    )
     return 0
 
 

@@ -55,18 +55,25 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def split_indices(n: int, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                  min_per_split: int = 1) -> dict[str, np.ndarray]:
+def split_indices(
+    n: int, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), min_per_split: int = 1
+) -> dict[str, np.ndarray]:
     """A seeded random split of ``n`` crystals into train/val/test."""
     if not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
     sizes = [int(round(f * n)) for f in fractions[:2]]
     sizes.append(n - sum(sizes))
     if min(sizes) < min_per_split:
-        raise ValueError(f"{n} crystals are too few for a {fractions} split "
-                         f"(sizes {sizes}; each split needs at least {min_per_split})")
+        raise ValueError(
+            f"{n} crystals are too few for a {fractions} split "
+            f"(sizes {sizes}; each split needs at least {min_per_split})"
+        )
     order = np.random.default_rng(seed).permutation(n)
-    return {"train": order[:sizes[0]], "val": order[sizes[0]:sizes[0] + sizes[1]], "test": order[sizes[0] + sizes[1]:]}
+    return {
+        "train": order[: sizes[0]],
+        "val": order[sizes[0] : sizes[0] + sizes[1]],
+        "test": order[sizes[0] + sizes[1] :],
+    }
 
 
 def split_digest(split: dict[str, np.ndarray]) -> str:
@@ -81,12 +88,19 @@ def save_split(path: Path, ids: list[str], split: dict[str, np.ndarray], seed: i
     store.write_text(path, json.dumps({"seed": seed, **{k: [ids[i] for i in v] for k, v in split.items()}}, indent=1))
 
 
-def make_batches(graphs: list[dgl.DGLGraph], y: torch.Tensor, rows: np.ndarray, batch_size: int,
-                 rng: np.random.Generator | None = None) -> list[tuple[dgl.DGLGraph, torch.Tensor, np.ndarray]]:
+def make_batches(
+    graphs: list[dgl.DGLGraph],
+    y: torch.Tensor,
+    rows: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+) -> list[tuple[dgl.DGLGraph, torch.Tensor, np.ndarray]]:
     """Batched graphs with targets and row numbers; ``rng`` shuffles which crystals share a batch."""
     rows = rng.permutation(rows) if rng is not None else np.asarray(rows)
-    return [(dgl.batch([graphs[i] for i in chunk]), y[chunk], chunk)
-            for chunk in (rows[k:k + batch_size] for k in range(0, len(rows), batch_size))]
+    return [
+        (dgl.batch([graphs[i] for i in chunk]), y[chunk], chunk)
+        for chunk in (rows[k : k + batch_size] for k in range(0, len(rows), batch_size))
+    ]
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -94,9 +108,13 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     err = pred - y
     ss_tot = float(((y - y.mean()) ** 2).sum())
     mse = float((err**2).mean())
-    return {"pearson_r": float(stats.pearsonr(y, pred)[0]) if len(y) > 1 else float("nan"),
-            "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(mse)), "mse": mse,
-            "r2": 1 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan")}
+    return {
+        "pearson_r": float(stats.pearsonr(y, pred)[0]) if len(y) > 1 else float("nan"),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt(mse)),
+        "mse": mse,
+        "r2": 1 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan"),
+    }
 
 
 @torch.no_grad()
@@ -115,8 +133,10 @@ def read_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=False)
     except Exception as exc:  # truncated, zero-length or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}); it is damaged: delete it "
-                              "to start this run over (finished runs elsewhere are not affected)") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}); it is damaged: delete it "
+            "to start this run over (finished runs elsewhere are not affected)"
+        ) from None
 
 
 class Trainer:
@@ -126,9 +146,17 @@ class Trainer:
     checkpoint, and :meth:`resume` refuses a checkpoint with another key.
     """
 
-    def __init__(self, model: nn.Module, graphs: list[dgl.DGLGraph], y: torch.Tensor,
-                 split: dict[str, np.ndarray], config: TrainConfig, out_dir: Path,
-                 fine_tune: FineTune | None = None, key: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        graphs: list[dgl.DGLGraph],
+        y: torch.Tensor,
+        split: dict[str, np.ndarray],
+        config: TrainConfig,
+        out_dir: Path,
+        fine_tune: FineTune | None = None,
+        key: dict | None = None,
+    ) -> None:
         self.model, self.graphs, self.y, self.split, self.config = model, graphs, y, split, config
         self.fine_tune = fine_tune
         self.key = store.canonical(key or {"config": asdict(config)})
@@ -162,9 +190,16 @@ class Trainer:
                 module.eval()  # batch norm keeps the pre-trained statistics
 
     def _state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-                "history": self.history, "best_val": self.best_val, "scaler": asdict(self.scaler),
-                "key": self.key, "torch_rng": torch.get_rng_state()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_val": self.best_val,
+            "scaler": asdict(self.scaler),
+            "key": self.key,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def resume(self) -> bool:
         """Continue from ``last.pt`` if it exists and has this run's key (``config.epochs`` may grow)."""
@@ -175,8 +210,10 @@ class Trainer:
         saved = state.get("key") or {}
         store.check_key(_without_epochs(saved), _without_epochs(self.key), path)
         if state["epoch"] > self.config.epochs:
-            raise RunMismatch(f"{path} has {state['epoch']} epochs, more than the {self.config.epochs} asked for; "
-                              "delete the folder to retrain, or ask for at least as many epochs")
+            raise RunMismatch(
+                f"{path} has {state['epoch']} epochs, more than the {self.config.epochs} asked for; "
+                "delete the folder to retrain, or ask for at least as many epochs"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history, self.best_val = state["epoch"], state["history"], state["best_val"]
@@ -187,15 +224,20 @@ class Trainer:
         """One pass over pre-built batches (training steps if ``train``); mean MSE of the standardised target."""
         self._set_mode(train)
         total, count = 0.0, 0
-        order = np.random.default_rng(self.config.seed + self.epoch).permutation(len(batches)) if train \
+        order = (
+            np.random.default_rng(self.config.seed + self.epoch).permutation(len(batches))
+            if train
             else range(len(batches))
+        )
         for k in order:
             graph, y, _ = batches[k]
             with torch.set_grad_enabled(train):
                 loss = nn.functional.mse_loss(self.model(graph), self.scaler.encode(y))
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {self.epoch + 1}; the last good "
-                                       f"checkpoint is {self.out_dir / 'last.pt'} (try a lower lr)")
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} in epoch {self.epoch + 1}; the last good "
+                    f"checkpoint is {self.out_dir / 'last.pt'} (try a lower lr)"
+                )
             if train:
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -210,7 +252,7 @@ class Trainer:
         ``on_epoch`` sees each epoch's record after its checkpoints are written (a sweep reports to
         its pruner there, and may stop the run by raising).
         """
-        bar = progress(total=self.config.epochs, initial=self.epoch, desc="epochs", disable=not show)
+        bar = progress(self.config.epochs, "epochs", initial=self.epoch, unit="epoch", disable=not show)
         for _ in range(self.epoch, self.config.epochs):
             train_mse = self.run_epoch(self.train_batches, train=True)
             val_mse = self.run_epoch(self.val_batches, train=False)
@@ -259,29 +301,64 @@ class FitResult:
         return self.trainer is None
 
 
-def run_key(model: nn.Module, graph_set: GraphSet, target: str, config: TrainConfig, split: dict[str, np.ndarray],
-            fine_tune: FineTune | None, extra: dict[str, Any] | None) -> dict:
+def run_key(
+    model: nn.Module,
+    graph_set: GraphSet,
+    target: str,
+    config: TrainConfig,
+    split: dict[str, np.ndarray],
+    fine_tune: FineTune | None,
+    extra: dict[str, Any] | None,
+) -> dict:
     """What identifies a training run: model, data digest, split, configuration, code versions."""
-    return store.canonical({
-        "model": {"name": model.name, "hyper": model.hyper, "code_version": MODEL_CODE_VERSION},
-        "data": {"dataset": graph_set.name, "crystals": len(graph_set), "target": target,
-                 "digest": graph_set.data_digest(target)},
-        "graph": model_file.graph_info(graph_set.spec), "split": split_digest(split), "config": asdict(config),
-        "fine_tune": asdict(fine_tune) if fine_tune else None, **(extra or {})})
+    return store.canonical(
+        {
+            "model": {"name": model.name, "hyper": model.hyper, "code_version": MODEL_CODE_VERSION},
+            "data": {
+                "dataset": graph_set.name,
+                "crystals": len(graph_set),
+                "target": target,
+                "digest": graph_set.data_digest(target),
+            },
+            "graph": model_file.graph_info(graph_set.spec),
+            "split": split_digest(split),
+            "config": asdict(config),
+            "fine_tune": asdict(fine_tune) if fine_tune else None,
+            **(extra or {}),
+        }
+    )
 
 
 def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
     """A finished run of the store as a :class:`FitResult` (its model loaded from ``model.pt``)."""
     record = store.Store(folder.parent).record(folder, "the notebook that trains it")
-    return FitResult(pd.read_csv(folder / "history.csv"), record["metrics"], pd.read_csv(folder / "predictions.csv"),
-                     graph_set, folder, model_file.load(folder / "model.pt").model, None, record["seconds"])
+    return FitResult(
+        pd.read_csv(folder / "history.csv"),
+        record["metrics"],
+        pd.read_csv(folder / "predictions.csv"),
+        graph_set,
+        folder,
+        model_file.load(folder / "model.pt").model,
+        None,
+        record["seconds"],
+    )
 
 
-def fit_regressor(build_model: Callable[[], nn.Module], graph_set: GraphSet, target: str, config: TrainConfig,
-                  out_dir: Path, resume: bool = True, formula_column: str = "reduced_formula",
-                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), show: bool = True,
-                  split: dict[str, np.ndarray] | None = None, fine_tune: FineTune | None = None,
-                  key_extra: dict[str, Any] | None = None, reuse: list[Path] | None = None) -> FitResult:
+def fit_regressor(
+    build_model: Callable[[], nn.Module],
+    graph_set: GraphSet,
+    target: str,
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = True,
+    formula_column: str = "reduced_formula",
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    show: bool = True,
+    split: dict[str, np.ndarray] | None = None,
+    fine_tune: FineTune | None = None,
+    key_extra: dict[str, Any] | None = None,
+    reuse: list[Path] | None = None,
+) -> FitResult:
     """One run of the run store: seed, build the model, split, train (resuming if asked), evaluate the best epoch.
 
     The model is built by ``build_model`` after seeding, so its initial weights follow ``config.seed``.
@@ -325,23 +402,48 @@ def fit_regressor(build_model: Callable[[], nn.Module], graph_set: GraphSet, tar
     start = pd.Timestamp.now()
     history = trainer.fit(show)
     trainer.load_best()
-    model_file.save(out_dir / "model.pt", model, target=target, scaler=trainer.scaler, spec=graph_set.spec,
-                    dataset=graph_set.name, data_digest=graph_set.data_digest(target),
-                    details={"config": asdict(config), "fine_tune": asdict(fine_tune) if fine_tune else None,
-                             **(key_extra or {})})
+    model_file.save(
+        out_dir / "model.pt",
+        model,
+        target=target,
+        scaler=trainer.scaler,
+        spec=graph_set.spec,
+        dataset=graph_set.name,
+        data_digest=graph_set.data_digest(target),
+        details={"config": asdict(config), "fine_tune": asdict(fine_tune) if fine_tune else None, **(key_extra or {})},
+    )
     frames, metrics = [], {}
     for part in ("train", "val", "test"):
         part_metrics, pred, rows = trainer.evaluate(part)
         metrics = part_metrics if part == "test" else metrics
         table = graph_set.table.iloc[rows]
-        frames.append(pd.DataFrame({"id": table["id"].to_numpy(), "formula": table[formula_column].to_numpy(),
-                                    "split": part, "true": trainer.y[rows].numpy(), "pred": pred}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": table["id"].to_numpy(),
+                    "formula": table[formula_column].to_numpy(),
+                    "split": part,
+                    "true": trainer.y[rows].numpy(),
+                    "pred": pred,
+                }
+            )
+        )
     predictions = pd.concat(frames, ignore_index=True)
     seconds = (pd.Timestamp.now() - start).total_seconds()
     store.write_csv(out_dir / "history.csv", history)
     store.write_csv(out_dir / "predictions.csv", predictions)
     best_epoch = int(history["val_mse"].idxmin()) + 1
-    runs.finish(out_dir, key, {"metrics": metrics, "epochs": len(history), "best_epoch": best_epoch,
-                               "crystals": len(graph_set), "train": len(split["train"]), "test": len(split["test"]),
-                               "seconds": seconds})
+    runs.finish(
+        out_dir,
+        key,
+        {
+            "metrics": metrics,
+            "epochs": len(history),
+            "best_epoch": best_epoch,
+            "crystals": len(graph_set),
+            "train": len(split["train"]),
+            "test": len(split["test"]),
+            "seconds": seconds,
+        },
+    )
     return FitResult(history, metrics, predictions, graph_set, out_dir, model, trainer, seconds)

@@ -1,4 +1,5 @@
 """Shared fixtures: an isolated cache, a loopback HTTP server with recorded responses, mirror checks."""
+
 from __future__ import annotations
 
 import http.server
@@ -50,7 +51,7 @@ class RecordedServer:
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 cut = server.cut_once.pop(path, None)
-                self.wfile.write(body[start:start + cut] if cut is not None else body[start:])
+                self.wfile.write(body[start : start + cut] if cut is not None else body[start:])
                 if cut is not None:
                     self.close_connection = True
 

@@ -1,4 +1,5 @@
 """A sweep worker on toy data, run as a separate process by tests/test_sweep.py."""
+
 import sys
 
 from mlib import sweep

@@ -1,4 +1,5 @@
 """AFLOW: AFLUX paging against recorded responses, resumable cache, one record format for two sources."""
+
 import json
 
 import numpy as np
@@ -71,13 +72,16 @@ def test_live_and_mirror_formats_give_the_same_structure():
     assert rec_live.species == ["Cl", "Na"]
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"agl_thermal_expansion_300K": None}, "missing agl_thermal_expansion_300K"),
-    ({"agl_thermal_expansion_300K": "nan"}, "non-finite"),
-    ({"compound": "??"}, "unreadable compound"),
-    ({"positions_fractional": [[0, 0, 0]]}, "1 positions for 2 atoms"),
-    ({"species": "K,Cl"}, "disagree with compound"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"agl_thermal_expansion_300K": None}, "missing agl_thermal_expansion_300K"),
+        ({"agl_thermal_expansion_300K": "nan"}, "non-finite"),
+        ({"compound": "??"}, "unreadable compound"),
+        ({"positions_fractional": [[0, 0, 0]]}, "1 positions for 2 atoms"),
+        ({"species": "K,Cl"}, "disagree with compound"),
+    ],
+)
 def test_bad_records_name_the_entry(change, reason):
     raw = {**json.loads((FIXTURES / "aflux_page1.json").read_text())["1 of 3"], **change}
     with pytest.raises(BadEntry, match=reason) as info:

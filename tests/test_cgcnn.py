@@ -1,4 +1,5 @@
 """CGCNN: the convolution against a hand computation, invariances, determinism, checkpoints."""
+
 import dgl
 import numpy as np
 import pytest
@@ -43,16 +44,20 @@ def crystal_graph(structure: Structure) -> dgl.DGLGraph:
 
 
 # A low-symmetry cell: no two neighbours tie at the 12-neighbour cut, so the graph is order-independent.
-DISTORTED = Structure(Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100), ["Sr", "Ti", "O", "O", "O"],
-                      [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]])
+DISTORTED = Structure(
+    Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100),
+    ["Sr", "Ti", "O", "O", "O"],
+    [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]],
+)
 
 
 def test_prediction_is_invariant_to_atom_order():
     torch.manual_seed(0)
     model = CGCNN(hidden=16, n_conv=2).eval()
     order = (4, 2, 0, 3, 1)
-    permuted = Structure(DISTORTED.lattice, [DISTORTED[i].species_string for i in order],
-                         [DISTORTED[i].frac_coords for i in order])
+    permuted = Structure(
+        DISTORTED.lattice, [DISTORTED[i].species_string for i in order], [DISTORTED[i].frac_coords for i in order]
+    )
     a, b = model(crystal_graph(DISTORTED)), model(crystal_graph(permuted))
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert model.embed(crystal_graph(DISTORTED)).shape == (1, 16)
@@ -78,8 +83,14 @@ def toy_data(n: int = 24):
 def train(tmp_path, epochs: int, resume: bool = False):
     seed_everything(0)
     graphs, y = toy_data()
-    trainer = Trainer(CGCNN(hidden=8, n_conv=2), graphs, y, split_indices(len(graphs), 0),
-                      TrainConfig(epochs=epochs, batch_size=4, lr=0.01), tmp_path)
+    trainer = Trainer(
+        CGCNN(hidden=8, n_conv=2),
+        graphs,
+        y,
+        split_indices(len(graphs), 0),
+        TrainConfig(epochs=epochs, batch_size=4, lr=0.01),
+        tmp_path,
+    )
     if resume:
         assert trainer.resume()
     return trainer, trainer.fit(show=False)
@@ -92,19 +103,30 @@ def test_training_is_deterministic(tmp_path):
 
 
 def test_fit_regressor_is_seeded_whatever_the_global_rng_state(tmp_path):
+    import pandas as pd
+
     from mlib.graphs.featurize import GraphSet
     from mlib.graphs.neighbors import GraphSpec
-    import pandas as pd
     from mlib.training import fit_regressor
 
     graphs, y = toy_data()
-    data = GraphSet("toy", graphs, pd.DataFrame({"id": [str(i) for i in range(len(y))], "y": y.numpy(),
-                                                 "reduced_formula": "NaCl"}), GraphSpec())
+    data = GraphSet(
+        "toy",
+        graphs,
+        pd.DataFrame({"id": [str(i) for i in range(len(y))], "y": y.numpy(), "reduced_formula": "NaCl"}),
+        GraphSpec(),
+    )
     histories = []
     for run in range(2):
         torch.rand(run + 1)  # a different global RNG state before each run
-        result = fit_regressor(lambda: CGCNN(hidden=8, n_conv=2), data, "y",
-                               TrainConfig(epochs=2, batch_size=4), tmp_path / str(run), resume=False)
+        result = fit_regressor(
+            lambda: CGCNN(hidden=8, n_conv=2),
+            data,
+            "y",
+            TrainConfig(epochs=2, batch_size=4),
+            tmp_path / str(run),
+            resume=False,
+        )
         histories.append(result.history)
     assert histories[0].equals(histories[1])
 
@@ -129,8 +151,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("kwargs, message", [({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"),
-                                             ({"epochs": -1}, "epochs")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr"), ({"epochs": -1}, "epochs")]
+)
 def test_bad_training_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)

@@ -1,4 +1,5 @@
 """Downloads: caching, resume after an interruption, checksums, and a clear message offline."""
+
 import hashlib
 
 import pytest

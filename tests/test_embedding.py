@@ -1,4 +1,5 @@
 """Crystal embeddings: shapes, mean pooling over atoms, reproducible maps, the landmark picks."""
+
 import dgl
 import numpy as np
 import pandas as pd
@@ -30,7 +31,9 @@ def test_pooling_is_the_mean_over_atoms():
 
 def test_maps_are_reproducible_for_a_seed():
     vectors = np.random.default_rng(0).normal(size=(60, 8))
-    np.testing.assert_array_equal(embedding.reduce(vectors, "tsne", 10, seed=1), embedding.reduce(vectors, "tsne", 10, seed=1))
+    np.testing.assert_array_equal(
+        embedding.reduce(vectors, "tsne", 10, seed=1), embedding.reduce(vectors, "tsne", 10, seed=1)
+    )
     np.testing.assert_allclose(embedding.reduce(vectors, "pca"), embedding.reduce(vectors, "pca"))
 
 
@@ -44,8 +47,12 @@ def test_order_measures_see_structure():
 
 
 def test_landmarks_pick_extremes_and_negative_expansion():
-    frame = pd.DataFrame({"id": list("abcdef"), "formula": list("ABCDEF"), "true": [1, 2, -1, 4, 5, 6],
-                          "pred": [1, 2, 3, 4, 5, 6]})
+    frame = pd.DataFrame(
+        {"id": list("abcdef"), "formula": list("ABCDEF"), "true": [1, 2, -1, 4, 5, 6], "pred": [1, 2, 3, 4, 5, 6]}
+    )
     picked = embedding.landmarks(frame, n=1)
-    assert dict(zip(picked["id"], picked["why"])) == {"a": "lowest predicted", "f": "highest predicted",
-                                                      "c": "negative thermal expansion"}
+    assert dict(zip(picked["id"], picked["why"])) == {
+        "a": "lowest predicted",
+        "f": "highest predicted",
+        "c": "negative thermal expansion",
+    }

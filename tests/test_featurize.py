@@ -1,4 +1,5 @@
 """Crystal graphs: hand-computed neighbours of a simple cubic cell, caching, and each bad-input path."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,14 +37,22 @@ def frame(sources: dict[str, object]) -> pd.DataFrame:
 
 def test_bad_inputs_are_counted_skips_with_reasons():
     good = simple_cubic(3.0).to(fmt="cif")
-    data = frame({"good": good, "broken": "data_x\n_cell_length_a 3\nloop_\n_atom_site_label\nnonsense",
-                  "lonely": simple_cubic(9.0, "Na").to(fmt="cif"),
-                  "no-features": simple_cubic(3.0, "Md").to(fmt="cif")})
+    data = frame(
+        {
+            "good": good,
+            "broken": "data_x\n_cell_length_a 3\nloop_\n_atom_site_label\nnonsense",
+            "lonely": simple_cubic(9.0, "Na").to(fmt="cif"),
+            "no-features": simple_cubic(3.0, "Md").to(fmt="cif"),
+        }
+    )
     graphs = featurize(data, "t", GraphSpec(radius=8.0), cache=False)
     assert graphs.table["id"].tolist() == ["good"]
     kinds = dict(zip(graphs.skips.table()["id"], graphs.skips.table()["kind"]))
-    assert kinds == {"broken": "unparsable CIF", "lonely": "atom without neighbours",
-                     "no-features": "element without features"}
+    assert kinds == {
+        "broken": "unparsable CIF",
+        "lonely": "atom without neighbours",
+        "no-features": "element without features",
+    }
 
 
 def test_crystals_without_a_finite_target_are_counted_skips():

@@ -1,4 +1,5 @@
 """Federated training: partitions, aggregation, FedProx, faults, and Flower against the in-process engine."""
+
 import socket
 import subprocess
 import sys
@@ -14,10 +15,9 @@ from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
 from mlib.federated.client import client_data, local_update, pooled_scaler
 from mlib.federated.partition import PartitionError, anion_elements, partition
 from mlib.federated.simulation import Federation, FederationError
-from mlib.params import FedConfig
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
-from mlib.params import ParameterError, build
+from mlib.params import FedConfig, ParameterError, build
 from mlib.training import seed_everything, split_indices
 
 CATIONS = ["Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr"]
@@ -31,9 +31,14 @@ def salts():
         for j, b in enumerate(ANIONS):
             lattice = 3.0 + 0.12 * i + 0.1 * j
             s = Structure(Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
-            rows.append({"id": f"{a}{b}", "source": {"lattice": s.lattice.matrix, "species": [a, b],
-                                                      "frac_coords": s.frac_coords},
-                         "formula": s.composition.reduced_formula, "y": np.sin(i) + 0.5 * j - 0.3 * lattice})
+            rows.append(
+                {
+                    "id": f"{a}{b}",
+                    "source": {"lattice": s.lattice.matrix, "species": [a, b], "frac_coords": s.frac_coords},
+                    "formula": s.composition.reduced_formula,
+                    "y": np.sin(i) + 0.5 * j - 0.3 * lattice,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -45,8 +50,15 @@ def graph_set():
 def setup(graph_set, clients=3, scheme="iid"):
     split = split_indices(len(graph_set), 0, (0.8, 0.1, 0.1))
     y = graph_set.target("y")
-    shards = partition(split["train"], clients, scheme, 0, chemistry=anion_elements(graph_set.table["formula"]),
-                       target=y.numpy(), alpha=0.3)
+    shards = partition(
+        split["train"],
+        clients,
+        scheme,
+        0,
+        chemistry=anion_elements(graph_set.table["formula"]),
+        target=y.numpy(),
+        alpha=0.3,
+    )
     return split, y, shards
 
 
@@ -70,8 +82,9 @@ def test_dirichlet_skews_the_target_more_than_iid():
     rows = np.arange(len(y))
     spread = {}
     for scheme in ("iid", "dirichlet"):
-        means = [[y[s].mean() for s in partition(rows, 4, scheme, seed, target=y, alpha=0.1) if len(s)]
-                 for seed in range(5)]
+        means = [
+            [y[s].mean() for s in partition(rows, 4, scheme, seed, target=y, alpha=0.1) if len(s)] for seed in range(5)
+        ]
         spread[scheme] = np.mean([np.std(m) for m in means])
     assert spread["dirichlet"] > 5 * spread["iid"]
 
@@ -118,8 +131,14 @@ def test_federation_is_deterministic_and_learns(graph_set):
     split, y, shards = setup(graph_set)
     runs = []
     for _ in range(2):
-        federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
-                                FedConfig("fedprox", rounds=4, local_epochs=2, lr=0.01, batch_size=8))
+        federation = Federation(
+            lambda: build_model("gcn", hidden=16),
+            graph_set.graphs,
+            y,
+            split,
+            shards,
+            FedConfig("fedprox", rounds=4, local_epochs=2, lr=0.01, batch_size=8),
+        )
         runs.append(federation.run(show=False))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["val_mse"].min() < runs[0]["val_mse"].iloc[0]
@@ -137,8 +156,15 @@ def test_faults_are_logged_and_the_round_goes_on(graph_set):
             update.state = {k: v * float("nan") if v.is_floating_point() else v for k, v in update.state.items()}
         return update
 
-    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
-                            FedConfig(rounds=2, local_epochs=1, batch_size=8), update=flaky)
+    federation = Federation(
+        lambda: build_model("gcn", hidden=16),
+        graph_set.graphs,
+        y,
+        split,
+        shards,
+        FedConfig(rounds=2, local_epochs=1, batch_size=8),
+        update=flaky,
+    )
     history = federation.run(show=False)
     log = pd.DataFrame(federation.log)
     assert log.query("client == 3")["status"].tolist() == ["no data"]
@@ -155,16 +181,29 @@ def test_a_round_without_any_usable_update_is_an_error(graph_set):
     def broken(*args):
         raise RuntimeError("disk full")
 
-    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
-                            FedConfig(rounds=1, local_epochs=1), update=broken)
+    federation = Federation(
+        lambda: build_model("gcn", hidden=16),
+        graph_set.graphs,
+        y,
+        split,
+        shards,
+        FedConfig(rounds=1, local_epochs=1),
+        update=broken,
+    )
     with pytest.raises(FederationError, match="round 1: no client update"):
         federation.run(show=False)
 
 
 def test_local_batch_norm_stays_on_the_clients(graph_set):
     split, y, shards = setup(graph_set)
-    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards,
-                            FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"))
+    federation = Federation(
+        lambda: build_model("gcn", hidden=16),
+        graph_set.graphs,
+        y,
+        split,
+        shards,
+        FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"),
+    )
     initial = {k: v.clone() for k, v in federation.global_state.items()}
     federation.run(show=False)
     key = "norms.0.running_mean"
@@ -227,18 +266,64 @@ def test_flower_command_line_server_and_two_sites(tmp_path, graph_set):
 
     frame = salts()
     for k, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
-        rows = [{"id": r.id, "cif": Structure(r.source["lattice"], r.source["species"], r.source["frac_coords"]).to(fmt="cif"),
-                 "y": r.y} for r in part.itertuples()]
+        rows = [
+            {
+                "id": r.id,
+                "cif": Structure(r.source["lattice"], r.source["species"], r.source["frac_coords"]).to(fmt="cif"),
+                "y": r.y,
+            }
+            for r in part.itertuples()
+        ]
         pd.DataFrame(rows).to_csv(tmp_path / f"site{k}.csv", index=False)
     address = f"127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "mlib.federated.flower"]
     hyper = '{"hidden": 16}'
-    server = subprocess.Popen([*cmd, "server", "--address", address, "--clients", "2", "--rounds", "2",
-                               "--local-epochs", "1", "--algorithm", "fedprox", "--hyper", hyper,
-                               "--out", str(tmp_path / "fed.pt")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sites = [subprocess.Popen([*cmd, "client", "--server", address, "--data", str(tmp_path / f"site{k}.csv"),
-                               "--target", "y", "--hyper", hyper, "--batch-size", "8", "--client-id", str(k)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(2)]
+    server = subprocess.Popen(
+        [
+            *cmd,
+            "server",
+            "--address",
+            address,
+            "--clients",
+            "2",
+            "--rounds",
+            "2",
+            "--local-epochs",
+            "1",
+            "--algorithm",
+            "fedprox",
+            "--hyper",
+            hyper,
+            "--out",
+            str(tmp_path / "fed.pt"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    sites = [
+        subprocess.Popen(
+            [
+                *cmd,
+                "client",
+                "--server",
+                address,
+                "--data",
+                str(tmp_path / f"site{k}.csv"),
+                "--target",
+                "y",
+                "--hyper",
+                hyper,
+                "--batch-size",
+                "8",
+                "--client-id",
+                str(k),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for k in range(2)
+    ]
     out, _ = server.communicate(timeout=240)
     assert server.returncode == 0, out[-3000:]
     assert all(site.wait(timeout=60) == 0 for site in sites)

@@ -1,4 +1,5 @@
 """The five models behind one interface: shapes, permutation invariance, overfitting, matgl round trip."""
+
 import dgl
 import numpy as np
 import pandas as pd
@@ -9,31 +10,42 @@ from pymatgen.core import Lattice, Structure
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet, featurize
-from mlib.study.models import common_crystals, summarise
 from mlib.models.registry import MODELS, build_model, defaults, graph_spec
-from mlib.params import ParameterError, build
-from mlib.params import TrainConfig
+from mlib.params import ParameterError, TrainConfig, build
+from mlib.study.models import common_crystals, summarise
 from mlib.training import fit_regressor, seed_everything
 
 FIVE = ["gcn", "sage", "gine", "megnet", "m3gnet"]
 # A low-symmetry cell: no neighbour ties at the 12-neighbour cut, so every graph is order-independent.
-DISTORTED = Structure(Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100), ["Sr", "Ti", "O", "O", "O"],
-                      [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]])
+DISTORTED = Structure(
+    Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100),
+    ["Sr", "Ti", "O", "O", "O"],
+    [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]],
+)
 
 
 def graphs_of(structures: list[Structure], model: str, targets=None) -> GraphSet:
-    frame = pd.DataFrame({"id": [f"c{i}" for i in range(len(structures))],
-                          "source": [{"lattice": s.lattice.matrix, "species": [x.species_string for x in s],
-                                                      "frac_coords": s.frac_coords} for s in structures],
-                          "formula": [s.composition.reduced_formula for s in structures],
-                          "y": targets if targets is not None else np.zeros(len(structures))})
+    frame = pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(len(structures))],
+            "source": [
+                {"lattice": s.lattice.matrix, "species": [x.species_string for x in s], "frac_coords": s.frac_coords}
+                for s in structures
+            ],
+            "formula": [s.composition.reduced_formula for s in structures],
+            "y": targets if targets is not None else np.zeros(len(structures)),
+        }
+    )
     return featurize(frame, "test", graph_spec(model), cache=False)
 
 
 def salts() -> list[Structure]:
     """16 CsCl-type binaries with distinct compositions (a model can tell them apart by atoms alone)."""
-    return [Structure(Lattice.cubic(3.2 + 0.15 * i + 0.1 * j), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
-            for i, a in enumerate(["Li", "Na", "K", "Rb"]) for j, b in enumerate(["F", "Cl", "Br", "I"])]
+    return [
+        Structure(Lattice.cubic(3.2 + 0.15 * i + 0.1 * j), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        for i, a in enumerate(["Li", "Na", "K", "Rb"])
+        for j, b in enumerate(["F", "Cl", "Br", "I"])
+    ]
 
 
 @pytest.mark.parametrize("name", FIVE)
@@ -53,8 +65,9 @@ def test_prediction_is_invariant_to_atom_order(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
     order = (4, 2, 0, 3, 1)
-    permuted = Structure(DISTORTED.lattice, [DISTORTED[i].species_string for i in order],
-                         [DISTORTED[i].frac_coords for i in order])
+    permuted = Structure(
+        DISTORTED.lattice, [DISTORTED[i].species_string for i in order], [DISTORTED[i].frac_coords for i in order]
+    )
     a, b = (model(g) for g in graphs_of([DISTORTED, permuted], name).graphs)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -85,8 +98,16 @@ def test_matgl_wrapper_round_trip(tmp_path, name):
     structures = salts()
     graph_set = graphs_of(structures, name, targets=np.linspace(-1, 1, 16))
     hyper = {"nblocks": 1}
-    result = fit_regressor(lambda: build_model(name, **hyper), graph_set, "y", TrainConfig(epochs=2, batch_size=8),
-                           tmp_path, formula_column="formula", fractions=(0.5, 0.25, 0.25), show=False)
+    result = fit_regressor(
+        lambda: build_model(name, **hyper),
+        graph_set,
+        "y",
+        TrainConfig(epochs=2, batch_size=8),
+        tmp_path,
+        formula_column="formula",
+        fractions=(0.5, 0.25, 0.25),
+        show=False,
+    )
     saved = model_file.load(tmp_path / "model.pt")
     loaded = saved.model
     assert saved.info["name"] == name and saved.info["hyper"]["nblocks"] == 1 and saved.spec == graph_set.spec
@@ -134,8 +155,19 @@ def test_common_crystals_keeps_shared_ids_and_counts_the_rest():
 
 
 def test_summary_is_mean_and_std_over_seeds():
-    runs = pd.DataFrame({"model": "gcn", "target": "band_gap", "seed": [0, 1, 2], "test": 10,
-                         "mse": [1.0, 2.0, 3.0], "rmse": 1.0, "mae": [0.1, 0.2, 0.3], "r2": 0.5, "seconds": 60})
+    runs = pd.DataFrame(
+        {
+            "model": "gcn",
+            "target": "band_gap",
+            "seed": [0, 1, 2],
+            "test": 10,
+            "mse": [1.0, 2.0, 3.0],
+            "rmse": 1.0,
+            "mae": [0.1, 0.2, 0.3],
+            "r2": 0.5,
+            "seconds": 60,
+        }
+    )
     row = summarise(runs).iloc[0]
     assert row["seeds"] == 3 and row["MAE"] == "0.2 ± 0.1" and row["MSE"] == "2 ± 1"
 
@@ -152,8 +184,9 @@ def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
     sets = {"cgcnn": graphs_of(salts(), "gcn", targets=np.linspace(-1, 1, 16))}
     sets["cgcnn"].table["formula"] = [s.composition.reduced_formula for s in salts()]
     config = TrainConfig(epochs=2, batch_size=4)
-    runs = {w: train_models(["gcn", "sage"], ["y"], [0, 1], sets, config, tmp_path / f"w{w}", workers=w)[0]
-            for w in (1, 2)}
+    runs = {
+        w: train_models(["gcn", "sage"], ["y"], [0, 1], sets, config, tmp_path / f"w{w}", workers=w)[0] for w in (1, 2)
+    }
     torch.set_num_threads(threads[0])
     dgl_utils.set_num_threads(threads[1])
     columns = ["model", "seed", "mse", "mae", "r2", "best_epoch"]

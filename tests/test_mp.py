@@ -1,4 +1,5 @@
 """Materials Project: the figshare mp.2018.6.1 loader against recorded responses, and the mirror set."""
+
 import gzip
 import hashlib
 import json
@@ -16,19 +17,35 @@ def tiny_mp_file() -> bytes:
     """Three entries in the mp.2018.6.1 format (CIF strings), one without a structure."""
     nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
-    rows = [{"material_id": "mp-22862", "structure": nacl.to(fmt="cif"), "formation_energy_per_atom": -2.1,
-             "band_gap": 5.0},
-            {"material_id": "mp-149", "structure": si.to(fmt="cif"), "formation_energy_per_atom": 0.0,
-             "band_gap": 0.61},
-            {"material_id": "mp-0", "structure": None, "formation_energy_per_atom": 1.0, "band_gap": 0.0}]
+    rows = [
+        {
+            "material_id": "mp-22862",
+            "structure": nacl.to(fmt="cif"),
+            "formation_energy_per_atom": -2.1,
+            "band_gap": 5.0,
+        },
+        {"material_id": "mp-149", "structure": si.to(fmt="cif"), "formation_energy_per_atom": 0.0, "band_gap": 0.61},
+        {"material_id": "mp-0", "structure": None, "formation_energy_per_atom": 1.0, "band_gap": 0.0},
+    ]
     return gzip.compress(json.dumps(rows).encode())
 
 
 def article(server, body: bytes, md5: str | None = None) -> bytes:
     """A figshare article record, in the API's format, listing the file."""
-    return json.dumps({"id": mp.FIGSHARE_ARTICLE, "files": [
-        {"id": mp.FIGSHARE_FILE, "name": "mp.2018.6.1.json.gz", "size": len(body),
-         "download_url": server.url("/files/15087992"), "computed_md5": md5 or hashlib.md5(body).hexdigest()}]}).encode()
+    return json.dumps(
+        {
+            "id": mp.FIGSHARE_ARTICLE,
+            "files": [
+                {
+                    "id": mp.FIGSHARE_FILE,
+                    "name": "mp.2018.6.1.json.gz",
+                    "size": len(body),
+                    "download_url": server.url("/files/15087992"),
+                    "computed_md5": md5 or hashlib.md5(body).hexdigest(),
+                }
+            ],
+        }
+    ).encode()
 
 
 def test_download_checks_md5_and_reads_entries(server, tmp_path, monkeypatch):

@@ -1,49 +1,92 @@
-"""Every notebook runs end to end in the smoke profile, into a temporary folder."""
+"""Every notebook runs end to end in the smoke profile, into a temporary folder; its values are checked too."""
+
 import json
 
+import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
-from mlib import reproduce
+from mlib import catalogue, model_file, reproduce
+from mlib.training import regression_metrics
 from tests.conftest import needs_mirror
+
+
+def images(path) -> int:
+    """PNG figures shown inline in an executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def stderr(path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    return [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+
+
+def recomputed(predictions: pd.DataFrame) -> dict[str, float]:
+    test = predictions[predictions["split"] == "test"]
+    return regression_metrics(test["true"].to_numpy(), test["pred"].to_numpy())
 
 
 @needs_mirror
 @pytest.mark.notebooks
 def test_smoke_profile_runs_every_notebook(tmp_path):
     assert reproduce.main(["--profile", "smoke", "--out", str(tmp_path)]) == 0
+    root = tmp_path / "smoke"
+    assert not (root / reproduce.STAGING).exists() or not any((root / reproduce.STAGING).iterdir())
     for nb in reproduce.notebooks():
-        out = tmp_path / "smoke" / nb.stem
-        assert (out / nb.name).exists()
+        out = root / nb.stem
         record = json.loads((out / "provenance.json").read_text())
-        assert record["profile"] == "smoke" and record["notebook"] == nb.stem
-        assert record["git"]["commit"] and record["packages"]["torch"].startswith("2.13")
+        assert record["profile"] == "smoke" and record["notebook"] == nb.stem and record["finished"] is True
+        assert record["code"]["commit"] and record["packages"]["torch"].startswith("2.13")
         assert record["data_files"], "data digests recorded"
+        pngs = [o["file"] for o in record["outputs"] if o["file"].endswith(".png")]
+        assert images(out / nb.name) == len(pngs) > 0, "every saved figure is shown inline"
+        assert stderr(out / nb.name) == [], "no warnings or progress-bar noise"
         for output in record["outputs"]:
             assert (out / output["file"]).stat().st_size > 0, output
-    data = tmp_path / "smoke" / "01_data"
-    assert {"agl_index_counts.csv", "thermal_steps.csv", "target_histogram.png", "graph_summary.csv",
-            "atom_feature_agreement.csv"} <= {p.name for p in data.iterdir()}
-    train = tmp_path / "smoke" / "02_train"
-    assert {"thermal_parity.png", "thermal_learning_curves.png", "thermal_metrics.csv", "thermal_predictions.csv",
-            "mp_metrics.csv"} <= {p.name for p in train.iterdir()}
-    assert (train / "thermal" / "model.pt").exists() and (train / "thermal" / "split.json").exists()
-    sweep = tmp_path / "smoke" / "03_sweep"
-    assert {"trials.csv", "top10.csv", "best_config.csv", "cost.csv", "val_r_by_param.png",
-            "heatmap_hidden_lr.png"} <= {p.name for p in sweep.iterdir()}
-    embed = tmp_path / "smoke" / "04_embed"
-    assert {"embeddings.csv", "tsne_map.png", "pca_map.png", "embedding_quality.csv"} <= {p.name for p in embed.iterdir()}
-    models = tmp_path / "smoke" / "04b_models"
-    assert {"metrics.csv", "runs.csv", "parity.png", "mae_bars.png", "predictions_m3gnet.csv",
-            "predictions_gcn.csv"} <= {p.name for p in models.iterdir()}
-    runs = __import__("pandas").read_csv(models / "runs.csv")
+
+    train = root / "02_train"
+    thermal = pd.read_csv(train / "thermal_metrics.csv").iloc[0]
+    again = recomputed(pd.read_csv(train / "thermal_predictions.csv"))
+    assert thermal["mae"] == pytest.approx(again["mae"]) and thermal["pearson_r"] == pytest.approx(again["pearson_r"])
+    saved = model_file.load(root / "store" / "02_train" / "thermal" / "aflow" / "model.pt")
+    assert saved.info["target"] == catalogue.THERMAL_TARGET and saved.info["unit"] == "1/K"
+    assert saved.spec.radius == 8.0 and saved.info["data_digest"]
+
+    sweep = pd.read_csv(root / "03_sweep" / "trials.csv")
+    assert len(sweep[sweep["state"].isin(["COMPLETE", "PRUNED"])]) == 4  # n_trials of the smoke profile
+
+    embed = pd.read_csv(root / "04_embed" / "embeddings.csv")
+    test_ids = json.loads((root / "store" / "02_train" / "thermal" / "aflow" / "split.json").read_text())["test"]
+    assert sorted(embed["id"]) == sorted(test_ids)
+
+    runs = pd.read_csv(root / "04b_models" / "runs.csv")
     assert len(runs) == 5 * 2 * 2 and runs["mae"].notna().all()  # 5 models x 2 targets x 2 seeds
-    federated = tmp_path / "smoke" / "05_federated"
-    assert {"table1.csv", "vs_paper.csv", "convergence.png", "partitions.csv", "partitions.png", "clients.csv",
-            "faults.csv"} <= {p.name for p in federated.iterdir()}
-    table1 = __import__("pandas").read_csv(federated / "table1.csv")
+    for row in runs.itertuples():
+        folder = root / "store" / "04b_models" / row.model / row.target / f"seed{row.seed}"
+        assert row.mae == pytest.approx(recomputed(pd.read_csv(folder / "predictions.csv"))["mae"])
+
+    table1 = pd.read_csv(root / "05_federated" / "table1.csv")
     assert len(table1) == 5 * 2 * 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
-    transfer = tmp_path / "smoke" / "06_transfer"
-    assert {"learning_curve.csv", "learning_curve.png", "pretraining_gain.csv"} <= {p.name for p in transfer.iterdir()}
+    assert set(table1["unit"]) == {"eV/atom", "eV"}
+    federated = pd.read_csv(root / "05_federated" / "federated_runs.csv")
+    for row in federated.itertuples():
+        folder = (
+            root / "store" / "05_federated" / row.partition / row.algorithm / row.model / row.target / f"seed{row.seed}"
+        )
+        test = pd.read_csv(folder / "predictions.csv")
+        assert row.mae == pytest.approx(np.abs(test["pred"] - test["true"]).mean(), rel=1e-5)
+
+    curve = pd.read_csv(root / "06_transfer" / "runs.csv")
+    assert set(curve["source"]) == {
+        "scratch",
+        "fedavg-formation_energy_per_atom",
+        "fedavg-band_gap",
+        "central-formation_energy_per_atom",
+        "central-band_gap",
+    }
+    assert (curve.groupby(["source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
 
 
 @needs_mirror

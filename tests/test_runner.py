@@ -1,4 +1,5 @@
 """The runner and the parameter schemas: fail fast, with messages that name the problem."""
+
 from pathlib import Path
 
 import nbformat
@@ -9,31 +10,37 @@ from mlib.paths import NOTEBOOK_DIR
 
 
 def test_plan_resolves_profile_overrides_and_out_dir(tmp_path):
-    (nb, out_dir, values), = reproduce.plan("smoke", ["01"], {"radius": 6.0}, tmp_path)
+    ((nb, out_dir, values),) = reproduce.plan("smoke", ["01"], {"radius": 6.0}, tmp_path)
     assert nb.stem == "01_data" and out_dir == tmp_path / "smoke" / "01_data"
     assert values["radius"] == 6.0 and values["profile"] == "smoke" and values["mp_limit"] == 300
 
 
-@pytest.mark.parametrize("args, message", [
-    (("nope", None, {}), "unknown profile 'nope'"),
-    (("smoke", ["99_missing"], {}), "unknown notebook '99_missing'"),
-    (("smoke", None, {"raduis": 6.0}), r"unknown parameter\(s\) \['raduis'\]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("nope", None, {}), "unknown profile 'nope'"),
+        (("smoke", ["99_missing"], {}), "unknown notebook '99_missing'"),
+        (("smoke", None, {"raduis": 6.0}), r"unknown parameter\(s\) \['raduis'\]"),
+    ],
+)
 def test_plan_rejects_unknown_names(tmp_path, args, message):
     with pytest.raises(reproduce.RunnerError, match=message):
         reproduce.plan(*args, tmp_path)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"radius": -1.0}, "radius must be > 0"),
-    ({"workers": "two"}, "expected int"),
-    ({"thermal_datasets": ["aflw"]}, "unknown thermal data set"),
-    ({"aflow_source": "web"}, "unknown aflow_source"),
-    ({"dataset": "icsd"}, "unknown data set 'icsd'"),
-    ({"batch_size": 0}, "batch_size must be > 0"),
-    ({"lr": 0.0}, "lr must be > 0"),
-    ({"mp_target": "bulk_modulus"}, "unknown MP target"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"radius": -1.0}, "radius must be > 0"),
+        ({"workers": "two"}, "expected int"),
+        ({"thermal_datasets": ["aflw"]}, "unknown thermal data set"),
+        ({"aflow_source": "web"}, "unknown aflow_source"),
+        ({"dataset": "icsd"}, "unknown data set 'icsd'"),
+        ({"batch_size": 0}, "batch_size must be > 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"mp_target": "bulk_modulus"}, "unknown MP target"),
+    ],
+)
 def test_bad_values_fail_before_any_notebook_runs(tmp_path, override, message):
     with pytest.raises(params.ParameterError, match=message):
         reproduce.plan("smoke", None, override, tmp_path)
@@ -48,7 +55,12 @@ def test_main_exits_2_with_a_clear_message(capsys):
 
 def test_overrides_are_read_as_yaml():
     assert reproduce.parse_overrides(["a=1", "b=0.5", "c=null", "d=[x, y]", "e=true"]) == {
-        "a": 1, "b": 0.5, "c": None, "d": ["x", "y"], "e": True}
+        "a": 1,
+        "b": 0.5,
+        "c": None,
+        "d": ["x", "y"],
+        "e": True,
+    }
     with pytest.raises(reproduce.RunnerError):
         reproduce.parse_overrides(["novalue"])
 
@@ -66,8 +78,9 @@ def test_committed_notebooks_are_clean_and_declare_their_schema(path: Path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one papermill parameters cell"
-    declared = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
-                if "=" in line and not line.startswith("#")}
+    declared = {
+        line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line and not line.startswith("#")
+    }
     assert declared == params.names(path.stem)
     assert f'params.check("{path.stem}", globals())' in "".join(c.source for c in code)
 

@@ -1,4 +1,5 @@
 """Sweeps: search-space checks, two workers sharing one SQLite study, resume after a killed worker."""
+
 import subprocess
 import sys
 import time
@@ -15,8 +16,12 @@ TrialState = optuna.trial.TrialState
 
 
 def start_worker(url: str, epochs: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", url, str(epochs)], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.sweep_worker", url, str(epochs)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def completed(url: str) -> list[tuple]:
@@ -24,10 +29,16 @@ def completed(url: str) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.COMPLETE,))]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"hidden": []}, "non-empty"), ({"lr": [0.0]}, "positive"), ({"conv_layers": [2.5]}, r"expected list\[int\]"),
-    ({"dropout": [0.1]}, "unknown hyperparameter"), ({"lr": [float("nan")]}, "finite"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"hidden": []}, "non-empty"),
+        ({"lr": [0.0]}, "positive"),
+        ({"conv_layers": [2.5]}, r"expected list\[int\]"),
+        ({"dropout": [0.1]}, "unknown hyperparameter"),
+        ({"lr": [float("nan")]}, "finite"),
+    ],
+)
 def test_bad_search_space_is_named(values, message):
     with pytest.raises(ParameterError, match=message):
         SearchSpace.from_dict(values)

@@ -1,4 +1,5 @@
 """Thermal-expansion data sets: arity counts, dedup, and the AFLOW x MP join."""
+
 import numpy as np
 import pandas as pd
 from pymatgen.core import Lattice, Structure
@@ -25,29 +26,42 @@ SI = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]
 
 
 def mp_frame() -> pd.DataFrame:
-    return pd.DataFrame({"material_id": ["mp-22862", "mp-22851", "mp-149"],
-                         "cif": [cif(ROCKSALT), cif(CSCL_NACL), cif(SI)],
-                         "formation_energy_per_atom": [-2.1, -1.9, 0.0], "band_gap": [5.0, 4.0, 0.6]})
+    return pd.DataFrame(
+        {
+            "material_id": ["mp-22862", "mp-22851", "mp-149"],
+            "cif": [cif(ROCKSALT), cif(CSCL_NACL), cif(SI)],
+            "formation_energy_per_atom": [-2.1, -1.9, 0.0],
+            "band_gap": [5.0, 4.0, 0.6],
+        }
+    )
 
 
 def test_join_picks_polymorph_by_space_group_and_counts_misses():
-    labels = records_frame([record("a1", "Cl1Na1", ("Cl", "Na"), (1, 1), 221, 1e-4, geometry=False),
-                            record("a2", "Si2", ("Si",), (2,), 227, 1e-5, geometry=False),
-                            record("a3", "K1", ("K",), (1,), 229, 2e-4, geometry=False),
-                            record("a4", "Cl1Na1", ("Cl", "Na"), (1, 1), 62, 1e-4, geometry=False)]).drop(columns="source")
+    labels = records_frame(
+        [
+            record("a1", "Cl1Na1", ("Cl", "Na"), (1, 1), 221, 1e-4, geometry=False),
+            record("a2", "Si2", ("Si",), (2,), 227, 1e-5, geometry=False),
+            record("a3", "K1", ("K",), (1,), 229, 2e-4, geometry=False),
+            record("a4", "Cl1Na1", ("Cl", "Na"), (1, 1), 62, 1e-4, geometry=False),
+        ]
+    ).drop(columns="source")
     skips = Skips()
     joined, counts = join_mp(labels, mp_frame(), skips)
     assert dict(zip(joined["id"], joined["mp_id"])) == {"a1": "mp-22851", "a2": "mp-149"}
     assert counts == {"formula in MP": 3, "single MP polymorph": 1, "polymorph chosen by space group": 1}
     assert dict(zip(skips.table()["id"], skips.table()["kind"])) == {
-        "a3": "formula not in mp-cgcnn", "a4": "no MP polymorph in AFLOW's space group"}
+        "a3": "formula not in mp-cgcnn",
+        "a4": "no MP polymorph in AFLOW's space group",
+    }
     assert joined["source"].str.contains("_cell_length_a").all()
 
 
 def test_build_counts_every_step():
-    records = [record("g1", "Cl1Na1", ("Cl", "Na"), (1, 1), 225, 1e-4),
-               record("g2", "Cl1Na1", ("Cl", "Na"), (1, 1), 225, 1.1e-4),  # duplicate of g1
-               record("n1", "Si2", ("Si",), (2,), 227, 1e-5, geometry=False)]
+    records = [
+        record("g1", "Cl1Na1", ("Cl", "Na"), (1, 1), 225, 1e-4),
+        record("g2", "Cl1Na1", ("Cl", "Na"), (1, 1), 225, 1.1e-4),  # duplicate of g1
+        record("n1", "Si2", ("Si",), (2,), 227, 1e-5, geometry=False),
+    ]
     skips = Skips()
     data, steps = build_thermal("aflow", records, skips)
     counts = dict(zip(steps["step"], steps["count"]))
@@ -58,8 +72,13 @@ def test_build_counts_every_step():
 
 
 def test_dedup_and_arity():
-    frame = pd.DataFrame({"spacegroup": [225, 225, 221, 227], "reduced_formula": ["NaCl", "NaCl", "NaCl", "Si"],
-                          "nspecies": [2, 2, 2, 1]})
+    frame = pd.DataFrame(
+        {
+            "spacegroup": [225, 225, 221, 227],
+            "reduced_formula": ["NaCl", "NaCl", "NaCl", "Si"],
+            "nspecies": [2, 2, 2, 1],
+        }
+    )
     assert len(drop_duplicates(frame)) == 3
     assert arity_counts(frame["nspecies"]) == {"unary": 1, "binary": 3}
 

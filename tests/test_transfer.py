@@ -1,4 +1,5 @@
 """Fine-tuning a pre-trained encoder: weights load, a frozen encoder stays put, splits, the verdict."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,11 +8,15 @@ from pymatgen.core import Lattice, Structure
 
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
-from mlib.params import ParameterError, build
-from mlib.params import FineTune, TrainConfig
+from mlib.params import FineTune, ParameterError, TrainConfig, build
+from mlib.study.transfer import (
+    EncoderMismatch,
+    head_keys,
+    load_encoder,
+    transfer_split,
+    where_pretraining_stops_helping,
+)
 from mlib.training import fit_regressor
-from mlib.study.transfer import (EncoderMismatch, head_keys, load_encoder, transfer_split,
-                           where_pretraining_stops_helping)
 
 
 def graph_set(model: str, n: int = 24):
@@ -19,8 +24,14 @@ def graph_set(model: str, n: int = 24):
     for k in range(n):
         a, b = ["Li", "Na", "K", "Rb"][k % 4], ["F", "Cl", "Br", "I", "O", "S"][k % 6]
         s = Structure(Lattice.cubic(3.0 + 0.05 * k), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
-        rows.append({"id": f"c{k}", "source": {"lattice": s.lattice.matrix, "species": [a, b], "frac_coords": s.frac_coords},
-                     "reduced_formula": s.composition.reduced_formula, "y": np.sin(k) + 0.1 * k})
+        rows.append(
+            {
+                "id": f"c{k}",
+                "source": {"lattice": s.lattice.matrix, "species": [a, b], "frac_coords": s.frac_coords},
+                "reduced_formula": s.composition.reduced_formula,
+                "y": np.sin(k) + 0.1 * k,
+            }
+        )
     return featurize(pd.DataFrame(rows), "salts", graph_spec(model), cache=False)
 
 
@@ -29,8 +40,14 @@ def pretrained(request, tmp_path_factory):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
     hyper = {"hidden": 16} if name == "gcn" else {"nblocks": 1}
-    fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=2, batch_size=8), folder,
-                  show=False)
+    fit_regressor(
+        lambda: build_model(name, **hyper),
+        graph_set(name),
+        "y",
+        TrainConfig(epochs=2, batch_size=8),
+        folder,
+        show=False,
+    )
     return name, hyper, folder / "model.pt"
 
 
@@ -57,8 +74,15 @@ def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
         return model
 
     saved = torch.load(path, weights_only=False)["state"]
-    result = fit_regressor(build, graph_set(name), "y", TrainConfig(epochs=3, batch_size=8, lr=0.01), tmp_path,
-                           show=False, fine_tune=FineTune("frozen"))
+    result = fit_regressor(
+        build,
+        graph_set(name),
+        "y",
+        TrainConfig(epochs=3, batch_size=8, lr=0.01),
+        tmp_path,
+        show=False,
+        fine_tune=FineTune("frozen"),
+    )
     model = result.trainer.model
     heads = head_keys(model)
     state = model.state_dict()
@@ -71,8 +95,15 @@ def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
 
 def test_training_the_encoder_uses_the_scaled_learning_rate(pretrained, tmp_path):
     name, hyper, path = pretrained
-    result = fit_regressor(lambda: build_model(name, **hyper), graph_set(name), "y", TrainConfig(epochs=1, lr=0.01),
-                           tmp_path, show=False, fine_tune=FineTune("train", 0.1))
+    result = fit_regressor(
+        lambda: build_model(name, **hyper),
+        graph_set(name),
+        "y",
+        TrainConfig(epochs=1, lr=0.01),
+        tmp_path,
+        show=False,
+        fine_tune=FineTune("train", 0.1),
+    )
     assert [g["lr"] for g in result.trainer.optimizer.param_groups] == [0.01, pytest.approx(0.001)]
 
 
@@ -96,9 +127,11 @@ def test_every_size_shares_the_test_split():
 def test_verdict_on_where_pretraining_stops_helping():
     rows = []
     for n, scratch, helped, useless in ((50, 1.0, 0.6, 1.1), (200, 0.8, 0.7, 0.9), (1000, 0.5, 0.55, 0.6)):
-        rows += [{"source": "scratch", "mode": "scratch", "n_train": n, "mae": scratch},
-                 {"source": "fed", "mode": "train", "n_train": n, "mae": helped},
-                 {"source": "central", "mode": "frozen", "n_train": n, "mae": useless}]
+        rows += [
+            {"source": "scratch", "mode": "scratch", "n_train": n, "mae": scratch},
+            {"source": "fed", "mode": "train", "n_train": n, "mae": helped},
+            {"source": "central", "mode": "frozen", "n_train": n, "mae": useless},
+        ]
     verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
     assert verdict.loc["fed", "stops helping from"] == "N = 1000"
     assert verdict.loc["fed", "at N"] == 50 and verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.4)
@@ -107,9 +140,12 @@ def test_verdict_on_where_pretraining_stops_helping():
 
 
 def test_a_gain_inside_seed_noise_does_not_count():
-    rows = [{"source": source, "mode": mode, "n_train": n, "mae": mae + spread}
-            for n in (50, 500) for spread in (-0.2, 0.0, 0.2)
-            for source, mode, mae in (("scratch", "scratch", 1.0), ("fed", "train", 0.95 if n == 50 else 0.5))]
+    rows = [
+        {"source": source, "mode": mode, "n_train": n, "mae": mae + spread}
+        for n in (50, 500)
+        for spread in (-0.2, 0.0, 0.2)
+        for source, mode, mae in (("scratch", "scratch", 1.0), ("fed", "train", 0.95 if n == 50 else 0.5))
+    ]
     verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
     assert verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.5)
     assert verdict.loc["fed", "helps beyond noise at N"] == "500"

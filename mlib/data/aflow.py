@@ -5,6 +5,7 @@ Both sources yield AFLOW's own field names; :func:`parse_record` turns either in
 Geometry comes from ``lattice_matrix`` (mirror) or AFLOW's ``geometry`` (a, b, c, alpha, beta,
 gamma; live), with ``positions_fractional`` ordered like the elements of ``compound``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from mlib.data import mirror
 from mlib.data.download import fetch_json
 from mlib.data.errors import BadEntry
-from mlib.data import mirror
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
@@ -28,8 +29,19 @@ from mlib.progress import progress
 
 AFLUX_URL = "https://aflow.org/API/aflux/"
 TARGET = "agl_thermal_expansion_300K"
-AGL_FIELDS = ("auid", "aurl", "compound", "species", "composition", "natoms", "nspecies",
-              "spacegroup_relax", "geometry", "positions_fractional", TARGET)
+AGL_FIELDS = (
+    "auid",
+    "aurl",
+    "compound",
+    "species",
+    "composition",
+    "natoms",
+    "nspecies",
+    "spacegroup_relax",
+    "geometry",
+    "positions_fractional",
+    TARGET,
+)
 MIRROR_RECORDS = "aflow-agl/aflow-agl-records.jsonl"
 MIRROR_INDEX = "aflow-agl/aflow-agl-index/auid_tc.json"
 
@@ -147,6 +159,7 @@ def parse_records(raws: Iterable[dict[str, Any]], skips: Skips) -> list[AflowRec
 
 # -- sources -------------------------------------------------------------------------------
 
+
 def aflux_entries(response: Any) -> list[dict[str, Any]]:
     """Entries of one AFLUX response: a list, or AFLOW's ``{"i of N": {...}}`` mapping."""
     if isinstance(response, list):
@@ -172,8 +185,13 @@ def aflux_url(page: int, per_page: int, base: str = AFLUX_URL, fields: Iterable[
     return f"{base}?{','.join(selects)},$paging({page},{per_page}),format(json)"
 
 
-def fetch_agl_live(per_page: int = 1000, max_pages: int | None = None, cache: Path | None = None,
-                   base: str = AFLUX_URL, fetcher: Callable[..., Any] = fetch_json) -> list[dict[str, Any]]:
+def fetch_agl_live(
+    per_page: int = 1000,
+    max_pages: int | None = None,
+    cache: Path | None = None,
+    base: str = AFLUX_URL,
+    fetcher: Callable[..., Any] = fetch_json,
+) -> list[dict[str, Any]]:
     """Every AGL entry from AFLUX, page by page, each page cached on disk.
 
     An interrupted download resumes at the first page not in the cache; a corrupt cached page is
@@ -224,4 +242,3 @@ def load_agl(source: str = "auto", skips: Skips | None = None) -> list[AflowReco
     """AGL records from the mirror or live AFLUX (see :func:`resolve_source`), parsed by the same code."""
     raws = {"mirror": read_mirror_records, "live": fetch_agl_live}[resolve_source(source)]()
     return parse_records(raws, skips if skips is not None else Skips())
-

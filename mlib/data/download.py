@@ -1,4 +1,5 @@
 """HTTP downloads with retries, back-off, resumable ``.part`` files and checksums."""
+
 from __future__ import annotations
 
 import http.client
@@ -8,14 +9,14 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
-from mlib.provenance import file_digest
 from mlib.data.errors import ChecksumError, DataUnavailable
 from mlib.data.mirror import HOW_TO
 from mlib.progress import progress
+from mlib.provenance import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,15 @@ def _checksum_ok(path: Path, checksum: tuple[str, str] | None) -> bool:
     return checksum is None or file_digest(path, checksum[0]) == checksum[1].lower()
 
 
-def fetch(url: str, dest: Path, checksum: tuple[str, str] | None = None, retries: int = 5,
-          backoff: float = 1.0, timeout: float = 60.0, desc: str | None = None) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    checksum: tuple[str, str] | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    desc: str | None = None,
+) -> Path:
     """Download ``url`` to ``dest`` unless a verified copy is already there.
 
     ``checksum`` is ``(algorithm, hexdigest)``, e.g. ``("md5", "...")``. A cached file whose digest
@@ -67,8 +75,10 @@ def fetch(url: str, dest: Path, checksum: tuple[str, str] | None = None, retries
         return dest
     if isinstance(last_error, ChecksumError):
         raise last_error
-    raise DataUnavailable(f"could not download {url} after {retries + 1} attempts ({last_error}). "
-                          f"Without network access use a local mirror: {HOW_TO}") from last_error
+    raise DataUnavailable(
+        f"could not download {url} after {retries + 1} attempts ({last_error}). "
+        f"Without network access use a local mirror: {HOW_TO}"
+    ) from last_error
 
 
 def _download(url: str, part: Path, timeout: float, desc: str) -> None:
@@ -81,8 +91,10 @@ def _download(url: str, part: Path, timeout: float, desc: str) -> None:
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        with open(part, "ab" if offset else "wb") as fh, \
-                closing(progress(total, desc, initial=offset, unit="B")) as bar:
+        with (
+            open(part, "ab" if offset else "wb") as fh,
+            closing(progress(total, desc, initial=offset, unit="B")) as bar,
+        ):
             while block := response.read(1 << 16):
                 fh.write(block)
                 bar.update(len(block))

@@ -1,4 +1,5 @@
 """Errors of the data layer, each naming what went wrong and where."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """The local data mirror (``$MLIB_DATA_MIRROR``): files verified against its ``SHA256SUMS``."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -8,8 +9,10 @@ from mlib import provenance
 from mlib.data.errors import ChecksumError, DataUnavailable
 from mlib.paths import MIRROR_ENV, mirror_root
 
-HOW_TO = (f"Set {MIRROR_ENV} to a folder laid out like the study's data mirror "
-          f"(mp-cgcnn/, aflow-agl/, cgcnn-sample/ and SHA256SUMS), e.g. `export {MIRROR_ENV}=../shared/data`.")
+HOW_TO = (
+    f"Set {MIRROR_ENV} to a folder laid out like the study's data mirror "
+    f"(mp-cgcnn/, aflow-agl/, cgcnn-sample/ and SHA256SUMS), e.g. `export {MIRROR_ENV}=../shared/data`."
+)
 
 
 def require_root() -> Path:
@@ -38,7 +41,9 @@ def _published_digests(root: Path) -> dict[str, str]:
 def _verified(path: Path, size: int, mtime: float, expected: str | None) -> str:
     digest = provenance.file_digest(path)
     if expected is not None and digest != expected:
-        raise ChecksumError(f"{path}: sha256 {digest} does not match SHA256SUMS ({expected}); the mirror copy is damaged")
+        raise ChecksumError(
+            f"{path}: sha256 {digest} does not match SHA256SUMS ({expected}); the mirror copy is damaged"
+        )
     return digest
 
 

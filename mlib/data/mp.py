@@ -3,6 +3,7 @@
 Both are returned as frames of material id, CIF text (parsed later, in parallel, by the featuriser)
 and the targets formation_energy_per_atom and band_gap.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -20,7 +21,6 @@ from mlib.data.errors import BadEntry
 from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
-from mlib.progress import track
 
 FIGSHARE_ARTICLE = 7451351
 FIGSHARE_FILE = 15087992
@@ -33,8 +33,11 @@ def load_mp_cgcnn(limit: int | None = None) -> pd.DataFrame:
     Returns a frame with ``material_id``, ``cif`` and the targets, in the mirror's index order;
     ``limit`` keeps the first ``limit`` crystals (a labelled subset).
     """
-    props = pd.read_csv(mirror_file("mp-cgcnn/id_prop.csv"), header=None,
-                        names=["idx", *MP_TARGETS, "efermi", "cell_volume", "total_magnetization"])
+    props = pd.read_csv(
+        mirror_file("mp-cgcnn/id_prop.csv"),
+        header=None,
+        names=["idx", *MP_TARGETS, "efermi", "cell_volume", "total_magnetization"],
+    )
     ids = pd.read_csv(mirror_file("mp-cgcnn/material_id_hash.csv"), header=None, names=["idx", "material_id"])
     frame = props.merge(ids, on="idx", how="left", validate="one_to_one").sort_values("idx")
     if limit is not None:
@@ -69,8 +72,12 @@ def download_mp_2018(folder: Path | None = None) -> Path:
     folder = folder or cache_dir("figshare")
     article = fetch_json(FIGSHARE_API, folder / f"article_{FIGSHARE_ARTICLE}.json")
     info = figshare_file_info(article)
-    path = fetch(info["download_url"], folder / info.get("name", "mp.2018.6.1.json"),
-                 checksum=("md5", info["computed_md5"]), desc="mp.2018.6.1")
+    path = fetch(
+        info["download_url"],
+        folder / info.get("name", "mp.2018.6.1.json"),
+        checksum=("md5", info["computed_md5"]),
+        desc="mp.2018.6.1",
+    )
     provenance.record_data_file(path, provenance.file_digest(path))
     return path
 
@@ -92,8 +99,7 @@ def read_mp_2018(path: Path, skips: Skips | None = None) -> pd.DataFrame:
         if not raw.get("structure"):
             skips.add(BadEntry(mid, "no structure", "parse"))
             continue
-        rows.append({"material_id": mid, "cif": raw["structure"],
-                     **{t: _float_or_nan(raw.get(t)) for t in MP_TARGETS}})
+        rows.append({"material_id": mid, "cif": raw["structure"], **{t: _float_or_nan(raw.get(t)) for t in MP_TARGETS}})
     return pd.DataFrame(rows, columns=["material_id", "cif", *MP_TARGETS])
 
 

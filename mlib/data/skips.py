@@ -1,4 +1,5 @@
 """Counting and reporting entries that a step could not use: nothing disappears silently."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ class Skips:
             raise entry
         self.records.append(entry)
 
-    def extend(self, other: "Skips") -> None:
+    def extend(self, other: Skips) -> None:
         for entry in other.records:
             self.add(entry)
 
@@ -33,8 +34,10 @@ class Skips:
 
     def table(self) -> pd.DataFrame:
         """One row per skipped entry."""
-        return pd.DataFrame([{"id": e.entry_id, "stage": e.stage, "kind": e.kind, "reason": e.reason}
-                             for e in self.records], columns=["id", "stage", "kind", "reason"])
+        return pd.DataFrame(
+            [{"id": e.entry_id, "stage": e.stage, "kind": e.kind, "reason": e.reason} for e in self.records],
+            columns=["id", "stage", "kind", "reason"],
+        )
 
     def summary(self) -> pd.DataFrame:
         """Counts by stage and kind of reason, with one example id."""

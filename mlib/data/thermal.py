@@ -8,6 +8,7 @@
 Each builder returns the data set as a frame (``id``, ``source`` structure, ``target``, metadata)
 and a table of steps with counts, so every entry that is dropped is counted with its reason.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,9 +51,13 @@ def drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
 
 def target_stats(values: pd.Series) -> dict[str, float]:
     """Minimum, maximum, mean, median and the number of negative values of a target."""
-    return {"min": float(values.min()), "max": float(values.max()),
-            "mean": float(values.mean()), "median": float(values.median()),
-            "negative": int((values < 0).sum())}
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "median": float(values.median()),
+        "negative": int((values < 0).sum()),
+    }
 
 
 def index_frame(entries: list[dict]) -> pd.DataFrame:
@@ -68,19 +73,30 @@ def records_frame(records: list[AflowRecord]) -> pd.DataFrame:
     """Parsed AGL records as a frame: one row each, structures as lattice/species/coords dicts."""
     rows = []
     for r in records:
-        rows.append({"id": r.auid, "compound": r.compound, "reduced_formula": reduced_formula(r.compound),
-                     "nspecies": r.nspecies, "spacegroup": r.spacegroup, TARGET: r.target,
-                     "structure_source": "aflow" if r.has_geometry else None,
-                     "source": {"lattice": r.lattice, "species": r.species, "frac_coords": r.frac_coords}
-                     if r.has_geometry else None})
+        rows.append(
+            {
+                "id": r.auid,
+                "compound": r.compound,
+                "reduced_formula": reduced_formula(r.compound),
+                "nspecies": r.nspecies,
+                "spacegroup": r.spacegroup,
+                TARGET: r.target,
+                "structure_source": "aflow" if r.has_geometry else None,
+                "source": {"lattice": r.lattice, "species": r.species, "frac_coords": r.frac_coords}
+                if r.has_geometry
+                else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def mp_formulas(mp: pd.DataFrame) -> pd.Series:
     """Reduced formula of each MP CIF, read from its ``_chemical_formula_sum`` line."""
+
     def formula(cif: str) -> str | None:
         match = _FORMULA_SUM.search(cif)
         return reduced_formula(match.group(1)) if match else None
+
     return mp["cif"].map(formula)
 
 
@@ -110,8 +126,11 @@ def join_mp(labels: pd.DataFrame, mp: pd.DataFrame, skips: Skips) -> tuple[pd.Da
     for label in track(labels.itertuples(index=False), len(labels), "join AFLOW x MP", unit="entry"):
         candidates = by_formula.get(label.reduced_formula)
         if candidates is None:
-            skips.add(BadEntry(label.id, f"formula {label.reduced_formula} not in mp-cgcnn", "join",
-                               "formula not in mp-cgcnn"))
+            skips.add(
+                BadEntry(
+                    label.id, f"formula {label.reduced_formula} not in mp-cgcnn", "join", "formula not in mp-cgcnn"
+                )
+            )
             continue
         counts["formula in MP"] += 1
         if len(candidates) == 1:
@@ -121,26 +140,36 @@ def join_mp(labels: pd.DataFrame, mp: pd.DataFrame, skips: Skips) -> tuple[pd.Da
             groups = candidates["cif"].map(spacegroup_of)
             matching = candidates[groups == label.spacegroup]
             if matching.empty:
-                skips.add(BadEntry(label.id, f"{len(candidates)} MP polymorphs of {label.reduced_formula}, "
-                                             f"none in AFLOW's space group {label.spacegroup}", "join",
-                                   "no MP polymorph in AFLOW's space group"))
+                skips.add(
+                    BadEntry(
+                        label.id,
+                        f"{len(candidates)} MP polymorphs of {label.reduced_formula}, "
+                        f"none in AFLOW's space group {label.spacegroup}",
+                        "join",
+                        "no MP polymorph in AFLOW's space group",
+                    )
+                )
                 continue
             chosen = matching.sort_values("formation_energy_per_atom").iloc[0]
             counts["polymorph chosen by space group"] += 1
-        rows.append({**label._asdict(), "structure_source": "mp-join", "mp_id": chosen["material_id"],
-                     "source": chosen["cif"]})
+        rows.append(
+            {**label._asdict(), "structure_source": "mp-join", "mp_id": chosen["material_id"], "source": chosen["cif"]}
+        )
     return pd.DataFrame(rows, columns=[*labels.columns, "mp_id", "source"]), counts
 
 
-def build_thermal(name: str, records: list[AflowRecord], skips: Skips,
-                  mp: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_thermal(
+    name: str, records: list[AflowRecord], skips: Skips, mp: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A thermal-expansion data set (see module doc) and its steps table (step, count, note)."""
     if name not in THERMAL_DATASETS:
         raise ValueError(f"unknown thermal data set {name!r}; choose from {sorted(THERMAL_DATASETS)}")
     frame = records_frame(records)
     has_geometry = frame["source"].notna()
-    steps = [("AGL labels (parsed, finite target)", len(frame), ""),
-             ("with AFLOW geometry", int(has_geometry.sum()), "")]
+    steps = [
+        ("AGL labels (parsed, finite target)", len(frame), ""),
+        ("with AFLOW geometry", int(has_geometry.sum()), ""),
+    ]
     parts = [frame[has_geometry]]
     missing = frame[~has_geometry].drop(columns=["source"])
     if name == "aflow":
@@ -151,15 +180,19 @@ def build_thermal(name: str, records: list[AflowRecord], skips: Skips,
         if mp is None:
             raise ValueError("aflow+mp-join needs the mp-cgcnn frame")
         joined, counts = join_mp(missing, mp, skips)
-        steps += [("without AFLOW geometry", len(missing), "to join with MP"),
-                  *((k, v, "") for k, v in counts.items()),
-                  ("joined MP structures", len(joined), "cross-database join"),
-                  ("dropped: no MP match", len(missing) - len(joined), "counted skips")]
+        steps += [
+            ("without AFLOW geometry", len(missing), "to join with MP"),
+            *((k, v, "") for k, v in counts.items()),
+            ("joined MP structures", len(joined), "cross-database join"),
+            ("dropped: no MP match", len(missing) - len(joined), "counted skips"),
+        ]
         parts.append(joined)
     data = pd.concat(parts, ignore_index=True)
     deduped = drop_duplicates(data)
-    steps += [("before dedup (space group, reduced formula)", len(data), ""),
-              ("after dedup", len(deduped), f"{len(data) - len(deduped)} duplicates removed")]
+    steps += [
+        ("before dedup (space group, reduced formula)", len(data), ""),
+        ("after dedup", len(deduped), f"{len(data) - len(deduped)} duplicates removed"),
+    ]
     table = pd.DataFrame(steps, columns=["step", "count", "note"])
     table.insert(0, "dataset", name)
     return deduped, table
@@ -167,6 +200,4 @@ def build_thermal(name: str, records: list[AflowRecord], skips: Skips,
 
 def summary_row(name: str, frame: pd.DataFrame) -> dict[str, object]:
     """Counts by arity and target statistics of a data set, one table row."""
-    return {"dataset": name, "crystals": len(frame), **arity_counts(frame["nspecies"]),
-            **target_stats(frame[TARGET])}
-
+    return {"dataset": name, "crystals": len(frame), **arity_counts(frame["nspecies"]), **target_stats(frame[TARGET])}

@@ -4,6 +4,7 @@ Batch norm (``bn``): ``average`` treats batch-norm weights and running statistic
 weight; ``local`` keeps them on the clients (FedBN, Li et al. 2021): each client trains with its own,
 and the server's copy used for evaluation is their sample-weighted average, never sent back.
 """
+
 from __future__ import annotations
 
 import torch

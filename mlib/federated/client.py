@@ -2,6 +2,7 @@
 crystals, send back the weights and its sample count (FedAvg, McMahan et al. 2017). With ``mu > 0``
 the local loss carries FedProx's proximal term mu/2 ||w - w_global||^2 (Li et al. 2020).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,10 +37,18 @@ class ClientUpdate:
     loss: float
 
 
-def client_data(graphs: list, y: torch.Tensor, shards: list[np.ndarray], batch_size: int, seed: int) -> list[ClientData]:
+def client_data(
+    graphs: list, y: torch.Tensor, shards: list[np.ndarray], batch_size: int, seed: int
+) -> list[ClientData]:
     """Each client's batches (which crystals share a batch is seeded per client)."""
-    return [ClientData(c, make_batches(graphs, y, shard, batch_size, np.random.default_rng([seed, c])) if len(shard) else [],
-                       len(shard)) for c, shard in enumerate(shards)]
+    return [
+        ClientData(
+            c,
+            make_batches(graphs, y, shard, batch_size, np.random.default_rng([seed, c])) if len(shard) else [],
+            len(shard),
+        )
+        for c, shard in enumerate(shards)
+    ]
 
 
 def pooled_scaler(stats: list[tuple[int, float, float]]) -> Standardizer:
@@ -52,8 +61,17 @@ def pooled_scaler(stats: list[tuple[int, float, float]]) -> Standardizer:
     return Standardizer(mean, var**0.5 if var > 0 else 1.0)
 
 
-def local_update(model: nn.Module, global_state: dict[str, torch.Tensor], data: ClientData, scaler: Standardizer,
-                 epochs: int, lr: float, mu: float = 0.0, seed: int = 0, round_: int = 1) -> ClientUpdate:
+def local_update(
+    model: nn.Module,
+    global_state: dict[str, torch.Tensor],
+    data: ClientData,
+    scaler: Standardizer,
+    epochs: int,
+    lr: float,
+    mu: float = 0.0,
+    seed: int = 0,
+    round_: int = 1,
+) -> ClientUpdate:
     """Train ``model`` from ``global_state`` for ``epochs`` on ``data``; Adam starts fresh every round."""
     model.load_state_dict(global_state)
     model.train()
@@ -87,4 +105,6 @@ def from_arrays(arrays: list[np.ndarray], template: dict[str, torch.Tensor]) -> 
     """Arrays back into a state dict shaped and typed like ``template``."""
     if len(arrays) != len(template):
         raise ValueError(f"expected {len(template)} arrays, got {len(arrays)}")
-    return {k: torch.as_tensor(np.asarray(a)).reshape(v.shape).to(v.dtype) for (k, v), a in zip(template.items(), arrays)}
+    return {
+        k: torch.as_tensor(np.asarray(a)).reshape(v.shape).to(v.dtype) for (k, v), a in zip(template.items(), arrays)
+    }

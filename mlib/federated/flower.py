@@ -12,6 +12,7 @@ Start a server, then one client per site (see the README):
     python -m mlib.federated.flower server --address 0.0.0.0:8080 --clients 5 --model gcn --rounds 20 --out fed.pt
     python -m mlib.federated.flower client --server HOST:8080 --model gcn --data site.csv --target band_gap
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import flwr
-import numpy as np
 import torch
 
 from mlib.federated import sites
@@ -55,20 +55,35 @@ class SiteClient(flwr.client.NumPyClient):
     def fit(self, parameters, config):
         state = from_arrays(parameters, self.model.state_dict())
         scaler = Standardizer(float(config["target_mean"]), float(config["target_std"]))
-        update = local_update(self.model, state, self.data, scaler, int(config["local_epochs"]), float(config["lr"]),
-                              float(config.get("proximal_mu", 0.0)), int(config["seed"]), int(config["server_round"]))
+        update = local_update(
+            self.model,
+            state,
+            self.data,
+            scaler,
+            int(config["local_epochs"]),
+            float(config["lr"]),
+            float(config.get("proximal_mu", 0.0)),
+            int(config["seed"]),
+            int(config["server_round"]),
+        )
         return to_arrays(update.state), update.n, {"loss": update.loss}
 
     def evaluate(self, parameters, config):
         return 0.0, 0, {}  # evaluation happens where a held-out set lives (the server's evaluate_fn)
 
 
-def serve(address: str, config: FedConfig, initial_state: dict[str, torch.Tensor], n_clients: int,
-          evaluate_fn: Callable | None = None) -> SiteStrategy:
+def serve(
+    address: str,
+    config: FedConfig,
+    initial_state: dict[str, torch.Tensor],
+    n_clients: int,
+    evaluate_fn: Callable | None = None,
+) -> SiteStrategy:
     """Run the server until ``config.rounds`` are done (blocks; call from the main thread). Returns the strategy."""
     strategy = SiteStrategy(config, to_arrays(initial_state), n_clients, evaluate_fn)
-    flwr.server.start_server(server_address=address, config=flwr.server.ServerConfig(num_rounds=config.rounds),
-                             strategy=strategy)
+    flwr.server.start_server(
+        server_address=address, config=flwr.server.ServerConfig(num_rounds=config.rounds), strategy=strategy
+    )
     return strategy
 
 
@@ -99,9 +114,16 @@ def run_server(args: argparse.Namespace) -> None:
     model = build_model(args.model, **args.hyper)
     strategy = serve(args.address, config, model.state_dict(), args.clients)
     model.load_state_dict(from_arrays(strategy.latest, model.state_dict()))
-    save_model(args.out, model, target=None, scaler=strategy.scaler, spec=sites.spec(args), dataset="federated sites",
-               data_digest=None, details={"config": config.as_dict(), "clients": args.clients,
-                                          "rejected": strategy.rejected})
+    save_model(
+        args.out,
+        model,
+        target=None,
+        scaler=strategy.scaler,
+        spec=sites.spec(args),
+        dataset="federated sites",
+        data_digest=None,
+        details={"config": config.as_dict(), "clients": args.clients, "rejected": strategy.rejected},
+    )
     log.info("final model written to %s", args.out)
 
 
@@ -114,8 +136,11 @@ def run_client(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlib.federated.flower", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlib.federated.flower",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sites.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -9,6 +9,7 @@
   each bin's crystals are shared among clients in proportions drawn from Dirichlet(``alpha``);
   small ``alpha`` means each client sees a narrow range of the target.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,14 +18,20 @@ import pandas as pd
 from mlib.catalogue import PARTITIONS
 
 
-
 class PartitionError(ValueError):
     """A partition cannot be made as asked."""
 
 
-def partition(rows: np.ndarray, n_clients: int, scheme: str = "iid", seed: int = 0,
-              chemistry: pd.Series | None = None, target: np.ndarray | None = None, alpha: float = 0.5,
-              bins: int = 10) -> list[np.ndarray]:
+def partition(
+    rows: np.ndarray,
+    n_clients: int,
+    scheme: str = "iid",
+    seed: int = 0,
+    chemistry: pd.Series | None = None,
+    target: np.ndarray | None = None,
+    alpha: float = 0.5,
+    bins: int = 10,
+) -> list[np.ndarray]:
     """Disjoint shards of ``rows`` (row numbers of the training crystals), one per client.
 
     ``chemistry`` (group labels, see :func:`anion_elements`) and ``target`` are indexed by row number (needed by ``chemistry`` and ``dirichlet``).
@@ -71,6 +78,7 @@ def anion_elements(formulas: pd.Series) -> pd.Series:
     def anion(formula: str) -> str:
         elements = Composition(formula).elements
         return max(elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
+
     return formulas.map(anion)
 
 
@@ -79,10 +87,16 @@ def describe(shards: list[np.ndarray], target: np.ndarray, chemistry: pd.Series 
     rows = []
     for client, shard in enumerate(shards):
         values = np.asarray(target)[shard]
-        rows.append({"client": client, "crystals": len(shard),
-                     "target mean": float(values.mean()) if len(shard) else float("nan"),
-                     "target std": float(values.std()) if len(shard) else float("nan"),
-                     "chemistry groups": ", ".join(pd.Series(np.asarray(chemistry)[shard]).value_counts().index[:4])
-                     + (" ..." if pd.Series(np.asarray(chemistry)[shard]).nunique() > 4 else "")
-                     if chemistry is not None else ""})
+        rows.append(
+            {
+                "client": client,
+                "crystals": len(shard),
+                "target mean": float(values.mean()) if len(shard) else float("nan"),
+                "target std": float(values.std()) if len(shard) else float("nan"),
+                "chemistry groups": ", ".join(pd.Series(np.asarray(chemistry)[shard]).value_counts().index[:4])
+                + (" ..." if pd.Series(np.asarray(chemistry)[shard]).nunique() > 4 else "")
+                if chemistry is not None
+                else "",
+            }
+        )
     return pd.DataFrame(rows)

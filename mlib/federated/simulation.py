@@ -6,6 +6,7 @@ completes with the others, and an update with NaN or infinite weights is rejecte
 global model is evaluated on the validation and test splits after every round; the round with the
 lowest validation loss is the result.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,9 +39,16 @@ UpdateFn = Callable[..., ClientUpdate]
 class Federation:
     """Clients holding ``shards`` of the training split train ``build_model()`` together."""
 
-    def __init__(self, build_model: Callable[[], nn.Module], graphs: list, y: torch.Tensor,
-                 split: dict[str, np.ndarray], shards: list[np.ndarray], config: FedConfig,
-                 update: UpdateFn = local_update) -> None:
+    def __init__(
+        self,
+        build_model: Callable[[], nn.Module],
+        graphs: list,
+        y: torch.Tensor,
+        split: dict[str, np.ndarray],
+        shards: list[np.ndarray],
+        config: FedConfig,
+        update: UpdateFn = local_update,
+    ) -> None:
         seed_everything(config.seed)
         self.model, self.config, self.update = build_model(), config, update
         self.graphs, self.y, self.split = graphs, y, split
@@ -58,9 +66,12 @@ class Federation:
             if c.n == 0:
                 self._note(0, c.client, "no data", 0, "client holds no crystals; it sits every round out")
 
-    def _note(self, round_: int, client: int, status: str, n: int, reason: str = "", loss: float = float("nan")) -> None:
-        self.log.append({"round": round_, "client": client, "status": status, "crystals": n, "loss": loss,
-                         "reason": reason})
+    def _note(
+        self, round_: int, client: int, status: str, n: int, reason: str = "", loss: float = float("nan")
+    ) -> None:
+        self.log.append(
+            {"round": round_, "client": client, "status": status, "crystals": n, "loss": loss, "reason": reason}
+        )
         if status != "ok":
             log.warning("round %d, client %d: %s %s", round_, client, status, reason)
 
@@ -76,9 +87,17 @@ class Federation:
             if data.n == 0:
                 continue
             try:
-                upd = self.update(self.model, self._start_state(data.client), data, self.scaler,
-                                  self.config.local_epochs, self.config.lr, self.config.proximal_mu,
-                                  self.config.seed, round_)
+                upd = self.update(
+                    self.model,
+                    self._start_state(data.client),
+                    data,
+                    self.scaler,
+                    self.config.local_epochs,
+                    self.config.lr,
+                    self.config.proximal_mu,
+                    self.config.seed,
+                    round_,
+                )
             except Exception as exc:  # a failing site must not stop the federation
                 self._note(round_, data.client, "failed", data.n, f"{type(exc).__name__}: {exc}")
                 continue
@@ -106,11 +125,15 @@ class Federation:
     def _evaluate(self, round_: int, merged: dict, n_accepted: int) -> None:
         self.model.load_state_dict(self.evaluation_state())
         val_pred, val_rows = predict(self.model, self.val_batches, self.scaler)
-        val_mse = float(np.mean((self.scaler.encode(torch.from_numpy(val_pred)) -
-                                 self.scaler.encode(self.y[val_rows])).numpy() ** 2))
+        val_mse = float(
+            np.mean(
+                (self.scaler.encode(torch.from_numpy(val_pred)) - self.scaler.encode(self.y[val_rows])).numpy() ** 2
+            )
+        )
         test = self.evaluate("test")
-        self.history.append({"round": round_, "val_mse": val_mse, "test_mae": test["mae"], "test_r2": test["r2"],
-                             "clients": n_accepted})
+        self.history.append(
+            {"round": round_, "val_mse": val_mse, "test_mae": test["mae"], "test_r2": test["r2"], "clients": n_accepted}
+        )
         if val_mse < self.best[0]:
             self.best = (val_mse, round_, copy.deepcopy(self.evaluation_state()))
 
@@ -138,6 +161,10 @@ class Federation:
 
     def summary(self) -> dict:
         """Config, best round and the test metrics of the loaded weights."""
-        return {**asdict(self.config), "best_round": self.best[1], **self.evaluate("test"),
-                "failed": sum(r["status"] == "failed" for r in self.log),
-                "rejected": sum(r["status"] == "rejected" for r in self.log)}
+        return {
+            **asdict(self.config),
+            "best_round": self.best[1],
+            **self.evaluate("test"),
+            "failed": sum(r["status"] == "failed" for r in self.log),
+            "rejected": sum(r["status"] == "rejected" for r in self.log),
+        }

@@ -6,6 +6,7 @@ federation with the study's data, its shard of a data set's training split (``--
 study's model file format (:mod:`mlib.model_file`), so 06_transfer and 04_embed read them like any
 trained model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     client.add_argument("--batch-size", type=int, default=64)
     for sub in (server, client):
         sub.add_argument("--model", default="gcn")
-        sub.add_argument("--hyper", type=json.loads, default={}, help='model hyperparameters as JSON, e.g. \'{"hidden": 32}\'')
+        sub.add_argument(
+            "--hyper", type=json.loads, default={}, help="model hyperparameters as JSON, e.g. '{\"hidden\": 32}'"
+        )
         sub.add_argument("--seed", type=int, default=0)
 
 
@@ -67,6 +70,7 @@ def site_graphs(args: argparse.Namespace) -> tuple[GraphSet, np.ndarray]:
     graph_set = datasets.load_mp(args.dataset, limit=args.limit, spec=spec(args)).with_finite(args.target)
     y = graph_set.target(args.target).numpy()
     train = split_indices(len(graph_set), args.seed, MP_SPLIT)["train"]
-    shards = partition(train, args.clients, args.partition, args.seed,
-                       chemistry=anion_elements(graph_set.table["formula"]), target=y)
+    shards = partition(
+        train, args.clients, args.partition, args.seed, chemistry=anion_elements(graph_set.table["formula"]), target=y
+    )
     return graph_set, shards[args.client_id]

@@ -25,12 +25,21 @@ class SiteStrategy(FedProx):
     ``latest``.
     """
 
-    def __init__(self, config: FedConfig, initial: list[np.ndarray], n_clients: int,
-                 evaluate_fn: Callable | None = None) -> None:
-        super().__init__(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n_clients, min_evaluate_clients=0,
-                         min_available_clients=n_clients, on_fit_config_fn=self.fit_config, accept_failures=True,
-                         fit_metrics_aggregation_fn=self.loss_mean, evaluate_fn=evaluate_fn,
-                         proximal_mu=config.proximal_mu)
+    def __init__(
+        self, config: FedConfig, initial: list[np.ndarray], n_clients: int, evaluate_fn: Callable | None = None
+    ) -> None:
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=n_clients,
+            min_evaluate_clients=0,
+            min_available_clients=n_clients,
+            on_fit_config_fn=self.fit_config,
+            accept_failures=True,
+            fit_metrics_aggregation_fn=self.loss_mean,
+            evaluate_fn=evaluate_fn,
+            proximal_mu=config.proximal_mu,
+        )
         self.config, self.n_clients = config, n_clients
         self.latest: list[np.ndarray] = initial
         self.scaler: Standardizer | None = None
@@ -38,15 +47,23 @@ class SiteStrategy(FedProx):
 
     def initialize_parameters(self, client_manager):
         client_manager.wait_for(self.n_clients)
-        props = [proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=None).properties
-                 for proxy in client_manager.all().values()]
+        props = [
+            proxy.get_properties(GetPropertiesIns(config={}), timeout=None, group_id=None).properties
+            for proxy in client_manager.all().values()
+        ]
         self.scaler = pooled_scaler([(int(p["n"]), float(p["sum"]), float(p["sumsq"])) for p in props])
         return ndarrays_to_parameters(self.latest)
 
     def fit_config(self, server_round: int) -> dict:
         """What every site needs for a round: the round, target scaling, local epochs, learning rate, seed."""
-        return {"server_round": server_round, "target_mean": self.scaler.mean, "target_std": self.scaler.std,
-                "local_epochs": self.config.local_epochs, "lr": self.config.lr, "seed": self.config.seed}
+        return {
+            "server_round": server_round,
+            "target_mean": self.scaler.mean,
+            "target_std": self.scaler.std,
+            "local_epochs": self.config.local_epochs,
+            "lr": self.config.lr,
+            "seed": self.config.seed,
+        }
 
     @staticmethod
     def loss_mean(metrics: list[tuple[int, dict]]) -> dict:

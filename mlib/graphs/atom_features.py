@@ -7,6 +7,7 @@ atomic volume 10 (log scale). Continuous properties are cut into 10 equal bins o
 ``BIN_RANGES``: the ranges that best reproduce the reference's binning (calibrated once against
 ``atom_init.json``); the values themselves are pymatgen's. A missing value leaves its block zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,18 +19,24 @@ import numpy as np
 from mlib.catalogue import MAX_Z  # elements with features: Z = 1..MAX_Z
 
 BLOCKS: tuple[tuple[str, int], ...] = (
-    ("group", 19), ("period", 7), ("electronegativity", 10), ("covalent_radius", 10),
-    ("valence_electrons", 12), ("first_ionization_energy", 10), ("electron_affinity", 10),
-    ("block", 4), ("atomic_volume", 10),
+    ("group", 19),
+    ("period", 7),
+    ("electronegativity", 10),
+    ("covalent_radius", 10),
+    ("valence_electrons", 12),
+    ("first_ionization_energy", 10),
+    ("electron_affinity", 10),
+    ("block", 4),
+    ("atomic_volume", 10),
 )
 N_FEATURES = sum(n for _, n in BLOCKS)  # 92
 # (low, high, log scale) of each binned property; values outside are put in the end bins.
 BIN_RANGES: dict[str, tuple[float, float, bool]] = {
-    "electronegativity": (0.54, 3.95, False),        # Pauling
-    "covalent_radius": (0.0, 2.95, False),           # A
+    "electronegativity": (0.54, 3.95, False),  # Pauling
+    "covalent_radius": (0.0, 2.95, False),  # A
     "first_ionization_energy": (3.69, 26.86, True),  # eV
-    "electron_affinity": (-3.16, 3.72, False),       # eV
-    "atomic_volume": (4.39, 73.6, True),             # molar volume, cm^3/mol
+    "electron_affinity": (-3.16, 3.72, False),  # eV
+    "atomic_volume": (4.39, 73.6, True),  # molar volume, cm^3/mol
 }
 BLOCK_LETTERS = "spdf"
 
@@ -121,9 +128,23 @@ def agreement_with_reference(reference: dict[str, list[float]]) -> list[dict[str
     zs = [int(z) for z in reference if 1 <= int(z) <= MAX_Z]
     for name, sl in block_slices().items():
         same = sum(np.array_equal(table[z, sl], np.asarray(reference[str(z)], dtype=np.float32)[sl]) for z in zs)
-        rows.append({"property": name, "width": sl.stop - sl.start, "elements": len(zs),
-                     "agree": same, "agreement": same / len(zs)})
+        rows.append(
+            {
+                "property": name,
+                "width": sl.stop - sl.start,
+                "elements": len(zs),
+                "agree": same,
+                "agreement": same / len(zs),
+            }
+        )
     whole = sum(np.array_equal(table[z], np.asarray(reference[str(z)], dtype=np.float32)) for z in zs)
-    rows.append({"property": "all 92 features", "width": N_FEATURES, "elements": len(zs),
-                 "agree": whole, "agreement": whole / len(zs)})
+    rows.append(
+        {
+            "property": "all 92 features",
+            "width": N_FEATURES,
+            "elements": len(zs),
+            "agree": whole,
+            "agreement": whole / len(zs),
+        }
+    )
     return rows

@@ -4,6 +4,7 @@ The cache key is a digest of the input entries (ids and structures), the graph p
 the featuriser version, so a changed data file or radius builds new graphs and an unchanged one
 loads them back. Entries that cannot become graphs are counted skips with their id and reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,9 +79,15 @@ class GraphSet:
 
     def subset(self, rows: np.ndarray | list[int] | range, name: str | None = None) -> GraphSet:
         rows = list(rows)
-        return GraphSet(name or self.name, [self.graphs[i] for i in rows],
-                        self.table.iloc[rows].reset_index(drop=True), self.spec, self.skips, self.from_cache,
-                        self.source_digest)
+        return GraphSet(
+            name or self.name,
+            [self.graphs[i] for i in rows],
+            self.table.iloc[rows].reset_index(drop=True),
+            self.spec,
+            self.skips,
+            self.from_cache,
+            self.source_digest,
+        )
 
 
 def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
@@ -89,8 +96,7 @@ def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
     ``cgcnn`` kind: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i). ``matgl`` kind: node ``z``,
     ``node_type`` and ``pos``; edge ``pbc_offset`` and ``pbc_offshift`` (what matgl's models read).
     """
-    graph = dgl.graph((torch.from_numpy(arrays["src"]), torch.from_numpy(arrays["dst"])),
-                      num_nodes=len(arrays["z"]))
+    graph = dgl.graph((torch.from_numpy(arrays["src"]), torch.from_numpy(arrays["dst"])), num_nodes=len(arrays["z"]))
     graph.ndata["z"] = torch.from_numpy(arrays["z"])
     if "node_type" in arrays:
         graph.ndata["node_type"] = torch.from_numpy(arrays["node_type"])
@@ -105,8 +111,11 @@ def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
 
 def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.DataFrame) -> str:
     """Digest of what a graph set is built from: entries, their table, graph parameters, featuriser version."""
-    h = hashlib.sha256(json.dumps({"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z,
-                                   "columns": list(table.columns)}).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            {"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z, "columns": list(table.columns)}
+        ).encode()
+    )
     h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     for entry_id, source in zip(ids, sources):
         h.update(str(entry_id).encode())
@@ -120,8 +129,16 @@ def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.
     return h.hexdigest()
 
 
-def featurize(frame: pd.DataFrame, name: str, spec: GraphSpec = GraphSpec(), source: str = "source",
-              id_column: str = "id", workers: int = 1, strict: bool = False, cache: bool = True) -> GraphSet:
+def featurize(
+    frame: pd.DataFrame,
+    name: str,
+    spec: GraphSpec = GraphSpec(),
+    source: str = "source",
+    id_column: str = "id",
+    workers: int = 1,
+    strict: bool = False,
+    cache: bool = True,
+) -> GraphSet:
     """Graphs for every row of ``frame`` (``source``: CIF text or a lattice/species/coords dict).
 
     The other columns (targets, formula, ...) become the graph set's table. With ``cache`` the

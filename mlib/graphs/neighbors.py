@@ -8,6 +8,7 @@
   pair within ``radius``, with the Cartesian positions and periodic offsets its models read
   (``node_type``, ``pos``, ``pbc_offset``, ``pbc_offshift``). ``max_neighbors`` is not used.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -78,12 +79,20 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     centers, neighbors, images, dist = centers[keep], neighbors[keep], images[keep], dist[keep]
     lonely = np.setdiff1d(np.arange(len(z)), centers)
     if len(lonely):
-        raise NeighborError("atom without neighbours", f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
-                            f"within {spec.radius} A ({len(lonely)} such atoms)")
+        raise NeighborError(
+            "atom without neighbours",
+            f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
+            f"within {spec.radius} A ({len(lonely)} such atoms)",
+        )
     cart = structure.cart_coords
     vec = cart[neighbors] + images @ structure.lattice.matrix - cart[centers]
-    return {"z": z, "src": neighbors.astype(np.int64), "dst": centers.astype(np.int64),
-            "dist": dist.astype(np.float32), "vec": vec.astype(np.float32)}
+    return {
+        "z": z,
+        "src": neighbors.astype(np.int64),
+        "dst": centers.astype(np.int64),
+        "dist": dist.astype(np.float32),
+        "vec": vec.astype(np.float32),
+    }
 
 
 def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
@@ -101,12 +110,20 @@ def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     src, dst = (t.numpy().astype(np.int64) for t in graph.edges())
     lonely = np.setdiff1d(np.arange(len(z)), src)
     if len(lonely):
-        raise NeighborError("atom without neighbours", f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
-                            f"within {spec.radius} A ({len(lonely)} such atoms)")
-    return {"z": z, "node_type": graph.ndata["node_type"].numpy().astype(np.int64), "src": src, "dst": dst,
-            "pos": (graph.ndata["frac_coords"] @ lattice[0]).numpy().astype(np.float32),
-            "offset": graph.edata["pbc_offset"].numpy().astype(np.float32),
-            "offshift": (graph.edata["pbc_offset"] @ lattice[0]).numpy().astype(np.float32)}
+        raise NeighborError(
+            "atom without neighbours",
+            f"atom {int(lonely[0])} ({structure[int(lonely[0])].specie}) has no neighbour "
+            f"within {spec.radius} A ({len(lonely)} such atoms)",
+        )
+    return {
+        "z": z,
+        "node_type": graph.ndata["node_type"].numpy().astype(np.int64),
+        "src": src,
+        "dst": dst,
+        "pos": (graph.ndata["frac_coords"] @ lattice[0]).numpy().astype(np.float32),
+        "offset": graph.edata["pbc_offset"].numpy().astype(np.float32),
+        "offshift": (graph.edata["pbc_offset"] @ lattice[0]).numpy().astype(np.float32),
+    }
 
 
 Failure = tuple[str, str]  # (kind, detail)
@@ -124,6 +141,8 @@ def featurize_one(item: tuple[str, Any], spec: GraphSpec, max_z: int) -> tuple[s
         return entry_id, ("malformed record", f"{type(exc).__name__}: {exc}")
     bad = arrays["z"][(arrays["z"] < 1) | (arrays["z"] > max_z)]
     if len(bad):
-        return entry_id, ("element without features",
-                          f"element Z={int(bad[0])} has no atom-feature data (supported: Z=1..{max_z})")
+        return entry_id, (
+            "element without features",
+            f"element Z={int(bad[0])} has no atom-feature data (supported: Z=1..{max_z})",
+        )
     return entry_id, arrays

@@ -11,6 +11,7 @@ Convolution (their Eq. 5), with batch norm as in the reference implementation:
 u_(i,j)k is the Gaussian expansion of the bond distance; the crystal vector v_c is the mean of the
 atom vectors after the last convolution; an MLP head maps v_c to the property.
 """
+
 from __future__ import annotations
 
 import dgl
@@ -81,8 +82,14 @@ class CGCNN(PooledRegressor):
 
     name = "cgcnn"
 
-    def __init__(self, hidden: int = 64, n_conv: int = 3, head_hidden: int = 128, n_head: int = 1,
-                 gaussian: GaussianDistance | None = None) -> None:
+    def __init__(
+        self,
+        hidden: int = 64,
+        n_conv: int = 3,
+        head_hidden: int = 128,
+        n_head: int = 1,
+        gaussian: GaussianDistance | None = None,
+    ) -> None:
         super().__init__(hidden, head_hidden, n_head)
         self.hyper = {"hidden": hidden, "n_conv": n_conv, "head_hidden": head_hidden, "n_head": n_head}
         self.gaussian = gaussian or GaussianDistance()

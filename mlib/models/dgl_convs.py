@@ -12,6 +12,7 @@ norm, like CGCNN's: v' = softplus(v + BN(conv(v))).
   (``dgl.nn.GINEConv``: sum_j ReLU(v_j + e_ij) with e_ij the Gaussian-expanded distance mapped to
   ``hidden``, then an MLP).
 """
+
 from __future__ import annotations
 
 import dgl
@@ -29,8 +30,9 @@ CONVS = ("gcn", "sage", "gine")
 class DGLConvNet(PooledRegressor):
     """A crystal regressor whose convolutions are ``dgl.nn`` layers (``conv`` in gcn, sage, gine)."""
 
-    def __init__(self, conv: str = "gcn", hidden: int = 64, n_conv: int = 3, head_hidden: int = 128,
-                 n_head: int = 1) -> None:
+    def __init__(
+        self, conv: str = "gcn", hidden: int = 64, n_conv: int = 3, head_hidden: int = 128, n_head: int = 1
+    ) -> None:
         if conv not in CONVS:
             raise ValueError(f"unknown convolution {conv!r}; choose from {CONVS}")
         super().__init__(hidden, head_hidden, n_head)

@@ -1,4 +1,5 @@
 """What the study's DGL models share after their convolutions: mean pooling and the CGCNN MLP head."""
+
 from __future__ import annotations
 
 import dgl

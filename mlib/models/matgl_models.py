@@ -11,7 +11,10 @@ graph and return one value per crystal; ``embed(graph)`` returns what enters the
 (MEGNet: the Set2Set node and edge vectors and the state; M3GNet: the weighted atom readout).
 Weights are trained from scratch: nothing is downloaded.
 """
+
 from __future__ import annotations
+
+import warnings
 
 import dgl
 import torch
@@ -22,6 +25,9 @@ from torch import nn
 from mlib.catalogue import MODEL_DEFAULTS
 
 ELEMENTS: tuple[str, ...] = tuple(DEFAULT_ELEMENTS)  # fixed, so graphs and weights agree across data sets
+
+# matgl 1.0.0 builds its spherical Bessel roots with torch.tensor(tensor), which warns on every M3GNet built.
+warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning, module="matgl")
 
 MEGNET_DEFAULTS = MODEL_DEFAULTS["megnet"]
 M3GNET_DEFAULTS = MODEL_DEFAULTS["m3gnet"]

@@ -4,6 +4,7 @@ Every model takes a batched DGL graph and returns one value per crystal; ``embed
 the crystal vectors. ``graph_spec(name)`` says which graphs a model reads (``cgcnn`` graphs: 12
 nearest neighbours within 8 A; ``matgl`` graphs: every pair within the model's cutoff).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,6 +39,7 @@ def _dgl(conv: str) -> Callable[..., nn.Module]:
         from mlib.models.dgl_convs import DGLConvNet
 
         return DGLConvNet(conv, **hyper)
+
     return build
 
 
@@ -46,6 +48,7 @@ def _matgl(name: str) -> Callable[..., nn.Module]:
         from mlib.models import matgl_models
 
         return getattr(matgl_models, name)(**hyper)
+
     return build
 
 
@@ -58,8 +61,13 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "m3gnet": _matgl("m3gnet"),
 }
 MODELS: dict[str, ModelInfo] = {
-    name: ModelInfo(build, catalogue.MODEL_DEFAULTS[name], catalogue.MODELS[name].graph_kind,
-                    catalogue.MODELS[name].library, catalogue.MODELS[name].reference)
+    name: ModelInfo(
+        build,
+        catalogue.MODEL_DEFAULTS[name],
+        catalogue.MODELS[name].graph_kind,
+        catalogue.MODELS[name].library,
+        catalogue.MODELS[name].reference,
+    )
     for name, build in _BUILDERS.items()
 }
 
@@ -89,8 +97,18 @@ def graph_spec(name: str, **hyper) -> GraphSpec:
 
 def model_table(names: list[str] | None = None) -> pd.DataFrame:
     """Name, implementation, graph kind, paper and default hyperparameters of each model."""
-    return pd.DataFrame([{"model": n, "implementation": MODELS[n].library, "graphs": MODELS[n].graph_kind,
-                          "reference": MODELS[n].reference, "defaults": defaults(n)} for n in names or MODELS])
+    return pd.DataFrame(
+        [
+            {
+                "model": n,
+                "implementation": MODELS[n].library,
+                "graphs": MODELS[n].graph_kind,
+                "reference": MODELS[n].reference,
+                "defaults": defaults(n),
+            }
+            for n in names or MODELS
+        ]
+    )
 
 
 def _info(name: str) -> ModelInfo:

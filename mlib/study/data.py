@@ -23,16 +23,23 @@ def spec(P: DataParams) -> GraphSpec:
 def agl_index_table() -> pd.DataFrame:
     """The study's AGL auids by arity and after dedup, beside the paper's counts."""
     index = index_frame(aflow.read_mirror_index())
-    row = {"dataset": f"AGL index (mirror, {len(index):,} auids of the study)", "entries": len(index),
-           **arity_counts(index["nspecies"]), "after dedup": len(drop_duplicates(index))}
+    row = {
+        "dataset": f"AGL index (mirror, {len(index):,} auids of the study)",
+        "entries": len(index),
+        **arity_counts(index["nspecies"]),
+        "after dedup": len(drop_duplicates(index)),
+    }
     return pd.DataFrame([row, published.AGL_DATASET])
 
 
 def agl_index(run: Run) -> pd.DataFrame:
     """:func:`agl_index_table`, saved."""
     table = agl_index_table()
-    return run.save_table(table, "agl_index_counts", f"AFLOW AGL index (mirror, {table.loc[0, 'entries']:,} entries) "
-                          "by arity and after dedup, beside the paper")
+    return run.save_table(
+        table,
+        "agl_index_counts",
+        f"AFLOW AGL index (mirror, {table.loc[0, 'entries']:,} entries) by arity and after dedup, beside the paper",
+    )
 
 
 def labels(P: DataParams, run: Run) -> tuple[list, str]:
@@ -41,27 +48,34 @@ def labels(P: DataParams, run: Run) -> tuple[list, str]:
     records, parse_skips = datasets.agl_records(source, P.strict)
     values = pd.Series([r.target for r in records], name=THERMAL_TARGET)
     where = f"AGL records ({source}, {len(records):,} entries)"
-    stats = pd.DataFrame([{"dataset": where, **target_stats(values), "skipped": len(parse_skips)},
-                          published.AGL_TARGET_STATS])
+    stats = pd.DataFrame(
+        [{"dataset": where, **target_stats(values), "skipped": len(parse_skips)}, published.AGL_TARGET_STATS]
+    )
     run.save_table(stats, "target_stats", f"Thermal expansion at 300 K (1/K): {where} vs the paper")
-    fig = plots.target_histogram(values, catalogue.target(THERMAL_TARGET), f"AFLOW AGL, {len(records):,} entries ({source})")
+    fig = plots.target_histogram(
+        values, catalogue.target(THERMAL_TARGET), f"AFLOW AGL, {len(records):,} entries ({source})"
+    )
     run.save_figure(fig, "target_histogram", f"Thermal expansion of {len(records):,} AGL entries, log-scale inset")
     return records, source
 
 
 def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[str, datasets.ThermalData]:
     """Each thermal-expansion data set as crystal graphs: steps, arity, skipped entries by reason."""
-    thermal = {name: datasets.load_thermal(name, source, spec(P), P.workers, P.strict, records)
-               for name in P.thermal_datasets}
+    thermal = {
+        name: datasets.load_thermal(name, source, spec(P), P.workers, P.strict, records) for name in P.thermal_datasets
+    }
     steps = pd.concat([t.steps for t in thermal.values()], ignore_index=True)
     run.save_table(steps, "thermal_steps", "Thermal-expansion data sets, step by step (entries kept at each step)")
     run.save_figure(plots.count_steps(steps), "thermal_steps", "Entries kept at each step of each thermal data set")
     summary = pd.DataFrame([t.summary() for t in thermal.values()])
     run.save_table(summary, "thermal_datasets", "Thermal-expansion data sets used for training (crystal graphs)")
-    run.save_figure(plots.arity_bars(summary), "thermal_arity", "Crystals by number of elements in each thermal data set")
+    run.save_figure(
+        plots.arity_bars(summary), "thermal_arity", "Crystals by number of elements in each thermal data set"
+    )
     skipped = pd.concat([t.skips.table().assign(dataset=name) for name, t in thermal.items()], ignore_index=True)
-    run.save_table(skipped, "skipped_entries", f"Every skipped entry with its reason ({len(skipped):,} rows)",
-                   markdown=False)
+    run.save_table(
+        skipped, "skipped_entries", f"Every skipped entry with its reason ({len(skipped):,} rows)", markdown=False
+    )
     reasons = pd.concat([t.skips.summary().assign(dataset=name) for name, t in thermal.items()], ignore_index=True)
     run.save_table(reasons, "skip_reasons", "Skipped entries by stage and reason, per thermal data set")
     return thermal
@@ -71,17 +85,26 @@ def graph_row(graphs: GraphSet) -> dict[str, float | int | str]:
     """Size of a graph set: crystals, atoms and edges per crystal, neighbours per atom."""
     atoms = pd.Series([g.num_nodes() for g in graphs.graphs])
     edges = pd.Series([g.num_edges() for g in graphs.graphs])
-    return {"dataset": graphs.name, "crystals": len(graphs), "skipped": len(graphs.skips),
-            "atoms/crystal (mean)": atoms.mean(), "atoms/crystal (max)": int(atoms.max()),
-            "edges/atom (mean)": edges.sum() / atoms.sum(), "from cache": graphs.from_cache}
+    return {
+        "dataset": graphs.name,
+        "crystals": len(graphs),
+        "skipped": len(graphs.skips),
+        "atoms/crystal (mean)": atoms.mean(),
+        "atoms/crystal (max)": int(atoms.max()),
+        "edges/atom (mean)": edges.sum() / atoms.sum(),
+        "from cache": graphs.from_cache,
+    }
 
 
 def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) -> pd.DataFrame:
     """The MP crystals as graphs, the size of every graph set, and histograms of the MP targets."""
     mp = datasets.load_mp("mp-cgcnn", P.mp_limit, spec(P), P.workers, P.strict)
     table = pd.DataFrame([graph_row(t.graphs) for t in thermal.values()] + [graph_row(mp)])
-    run.save_table(table, "graph_summary", f"Crystal graphs ({P.radius:g} A, {P.max_neighbors} nearest neighbours) "
-                   "of every data set")
+    run.save_table(
+        table,
+        "graph_summary",
+        f"Crystal graphs ({P.radius:g} A, {P.max_neighbors} nearest neighbours) of every data set",
+    )
     for name in catalogue.MP_TARGETS:
         fig = plots.target_histogram(mp.table[name], catalogue.target(name), f"{mp.label}")
         run.save_figure(fig, f"mp_{name}", f"{catalogue.target(name).display} of {mp.label}")
@@ -91,8 +114,12 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
 def atom_features(run: Run) -> pd.DataFrame:
     """Per property, the fraction of elements whose one-hot bin matches the reference ``atom_init.json``."""
     agreement = pd.DataFrame(agreement_with_reference(datasets.reference_atom_init()))
-    run.save_table(agreement, "atom_feature_agreement", "Atom features (pymatgen) vs reference atom_init.json, "
-                   f"elements 1-{catalogue.MAX_Z}")
-    run.save_figure(plots.agreement_bars(agreement), "atom_feature_agreement",
-                    "Agreement of atom features with atom_init.json")
+    run.save_table(
+        agreement,
+        "atom_feature_agreement",
+        f"Atom features (pymatgen) vs reference atom_init.json, elements 1-{catalogue.MAX_Z}",
+    )
+    run.save_figure(
+        plots.agreement_bars(agreement), "atom_feature_agreement", "Agreement of atom features with atom_init.json"
+    )
     return agreement

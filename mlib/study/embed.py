@@ -28,9 +28,14 @@ def crystal_vectors(P: EmbedParams) -> tuple[pd.DataFrame, np.ndarray, str]:
     ids = graphs.table["id"].astype(str).tolist()
     rows = embedding.split_rows(path.with_name("split.json"), ids, P.crystals)
     vectors, pred = embedding.crystal_vectors(saved.model, graphs.graphs, rows, saved.scaler)
-    frame = pd.DataFrame({"id": graphs.table["id"].iloc[rows].to_numpy(),
-                          "formula": graphs.table["reduced_formula"].iloc[rows].to_numpy(),
-                          "true": graphs.table[THERMAL_TARGET].iloc[rows].to_numpy(), "pred": pred})
+    frame = pd.DataFrame(
+        {
+            "id": graphs.table["id"].iloc[rows].to_numpy(),
+            "formula": graphs.table["reduced_formula"].iloc[rows].to_numpy(),
+            "true": graphs.table[THERMAL_TARGET].iloc[rows].to_numpy(),
+            "pred": pred,
+        }
+    )
     return frame, vectors, f"{graphs.name}, {P.crystals} crystals ({len(rows):,})"
 
 
@@ -42,8 +47,14 @@ def maps(P: EmbedParams, run: Run, frame: pd.DataFrame, vectors: np.ndarray, whe
     landmarks = embedding.landmarks(frame, P.n_labels)
     run.save_table(frame, "embeddings", f"Crystal vectors in 2-D (t-SNE, PCA): {where}", markdown=False)
     for method, name in (("tsne", "t-SNE"), ("pca", "PCA")):
-        fig = plots.embedding_map(frame, landmarks, f"{method}_x", f"{method}_y",
-                                  f"{name} of CGCNN crystal vectors, {where}", catalogue.target(THERMAL_TARGET))
+        fig = plots.embedding_map(
+            frame,
+            landmarks,
+            f"{method}_x",
+            f"{method}_y",
+            f"{name} of CGCNN crystal vectors, {where}",
+            catalogue.target(THERMAL_TARGET),
+        )
         run.save_figure(fig, f"{method}_map", f"{name} map of v_c coloured by predicted thermal expansion, {where}")
     return landmarks[["formula", "why", "true", "pred"]]
 
@@ -52,13 +63,19 @@ def quality(P: EmbedParams, run: Run, frame: pd.DataFrame, vectors: np.ndarray, 
     """How well the vectors and maps order the predicted property: Spearman rho and kNN R2."""
     pred = frame["pred"].to_numpy()
     knn = f"kNN R2 of predicted value (k={P.knn_k}, 5-fold CV)"
-    rows = [{"measure": "Spearman rho: v_c distance vs difference of predicted values",
-             "space": f"v_c ({vectors.shape[1]}-dim)", "value": embedding.distance_spearman(vectors, pred, seed=P.seed),
-             "std": float("nan")}]
+    rows = [
+        {
+            "measure": "Spearman rho: v_c distance vs difference of predicted values",
+            "space": f"v_c ({vectors.shape[1]}-dim)",
+            "value": embedding.distance_spearman(vectors, pred, seed=P.seed),
+            "std": float("nan"),
+        }
+    ]
     for method in ("tsne", "pca"):
         mean, std = embedding.knn_r2(frame[[f"{method}_x", f"{method}_y"]].to_numpy(), pred, P.knn_k, seed=P.seed)
         rows.append({"measure": knn, "space": f"{method} map", "value": mean, "std": std})
     mean, std = embedding.knn_r2(vectors, pred, P.knn_k, seed=P.seed)
     rows.append({"measure": knn, "space": "v_c (full)", "value": mean, "std": std})
-    return run.save_table(pd.DataFrame(rows), "embedding_quality",
-                          f"How the crystal vectors order predicted thermal expansion: {where}")
+    return run.save_table(
+        pd.DataFrame(rows), "embedding_quality", f"How the crystal vectors order predicted thermal expansion: {where}"
+    )

@@ -38,25 +38,46 @@ def run_folder(store_root: Path, scheme: str, algorithm: str, model: str, target
     return Path(store_root) / NOTEBOOK / scheme / algorithm / model / target / f"seed{seed}"
 
 
-def shards_for(graph_set: GraphSet, target: str, seed: int, scheme: str, clients: int,
-               alpha: float) -> tuple[dict, list]:
+def shards_for(
+    graph_set: GraphSet, target: str, seed: int, scheme: str, clients: int, alpha: float
+) -> tuple[dict, list]:
     """The seeded 8:1:1 split and the partition of its training crystals among ``clients``."""
     split = split_indices(len(graph_set), seed, MP_SPLIT)
     chemistry = anion_elements(graph_set.table["formula"]) if scheme == "chemistry" else None
-    shards = partition(split["train"], clients, scheme, seed, chemistry=chemistry,
-                       target=graph_set.target(target).numpy(), alpha=alpha)
+    shards = partition(
+        split["train"], clients, scheme, seed, chemistry=chemistry, target=graph_set.target(target).numpy(), alpha=alpha
+    )
     return split, shards
 
 
-def run_federated(model: str, hyper: dict, graph_set: GraphSet, target: str, config: FedConfig, scheme: str,
-                  clients: int, alpha: float, store_root: Path) -> tuple[dict, pd.DataFrame]:
+def run_federated(
+    model: str,
+    hyper: dict,
+    graph_set: GraphSet,
+    target: str,
+    config: FedConfig,
+    scheme: str,
+    clients: int,
+    alpha: float,
+    store_root: Path,
+) -> tuple[dict, pd.DataFrame]:
     """One federated run (or the store's finished run with the same key): a summary row and the per-round history."""
     folder = run_folder(store_root, scheme, config.algorithm, model, target, config.seed)
     graph_set = graph_set.with_finite(target)
-    key = {"model": {"name": model, "hyper": hyper, "code_version": MODEL_CODE_VERSION}, "config": asdict(config),
-           "clients": clients, "partition": scheme, "alpha": alpha,
-           "data": {"dataset": graph_set.name, "crystals": len(graph_set), "target": target,
-                    "digest": graph_set.data_digest(target)}, "graph": model_file.graph_info(graph_set.spec)}
+    key = {
+        "model": {"name": model, "hyper": hyper, "code_version": MODEL_CODE_VERSION},
+        "config": asdict(config),
+        "clients": clients,
+        "partition": scheme,
+        "alpha": alpha,
+        "data": {
+            "dataset": graph_set.name,
+            "crystals": len(graph_set),
+            "target": target,
+            "digest": graph_set.data_digest(target),
+        },
+        "graph": model_file.graph_info(graph_set.spec),
+    }
     runs = store.Store(store_root)
     record = runs.finished(folder, key)
     if record is not None:
@@ -64,17 +85,37 @@ def run_federated(model: str, hyper: dict, graph_set: GraphSet, target: str, con
     runs.clear(folder)
     split, shards = shards_for(graph_set, target, config.seed, scheme, clients, alpha)
     start = time.perf_counter()
-    federation = Federation(lambda: build_model(model, **hyper), graph_set.graphs, graph_set.target(target), split,
-                            shards, config)
+    federation = Federation(
+        lambda: build_model(model, **hyper), graph_set.graphs, graph_set.target(target), split, shards, config
+    )
     history = federation.run(show=False)
     summary = federation.summary()
-    model_file.save(folder / "model.pt", federation.model, target=target, scaler=federation.scaler,
-                    spec=graph_set.spec, dataset=graph_set.name, data_digest=graph_set.data_digest(target),
-                    details={"config": asdict(config), "clients": clients, "partition": scheme, "alpha": alpha})
-    row = {"model": model, "target": target, "algorithm": config.algorithm, "partition": scheme, "seed": config.seed,
-           "clients": clients, "crystals": len(graph_set), "test": len(split["test"]),
-           **{m: summary[m] for m in METRICS}, "pearson_r": summary["pearson_r"], "best_round": summary["best_round"],
-           "failed": summary["failed"], "rejected": summary["rejected"], "seconds": time.perf_counter() - start}
+    model_file.save(
+        folder / "model.pt",
+        federation.model,
+        target=target,
+        scaler=federation.scaler,
+        spec=graph_set.spec,
+        dataset=graph_set.name,
+        data_digest=graph_set.data_digest(target),
+        details={"config": asdict(config), "clients": clients, "partition": scheme, "alpha": alpha},
+    )
+    row = {
+        "model": model,
+        "target": target,
+        "algorithm": config.algorithm,
+        "partition": scheme,
+        "seed": config.seed,
+        "clients": clients,
+        "crystals": len(graph_set),
+        "test": len(split["test"]),
+        **{m: summary[m] for m in METRICS},
+        "pearson_r": summary["pearson_r"],
+        "best_round": summary["best_round"],
+        "failed": summary["failed"],
+        "rejected": summary["rejected"],
+        "seconds": time.perf_counter() - start,
+    }
     store.write_csv(folder / "history.csv", history)
     store.write_csv(folder / "rounds.csv", pd.DataFrame(federation.log))
     store.write_csv(folder / "clients.csv", describe(shards, graph_set.target(target).numpy()))
@@ -85,47 +126,104 @@ def run_federated(model: str, hyper: dict, graph_set: GraphSet, target: str, con
     return row, history
 
 
-def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: FedConfig, scheme: str,
-                   clients: int, alpha: float, store_root: Path) -> tuple[dict, pd.DataFrame]:
-    return run_federated(model, hyper, sets[MODELS[model].graph_kind], target, config, scheme, clients, alpha,
-                         store_root)
+def _federated_job(
+    sets: dict[str, GraphSet],
+    model: str,
+    hyper: dict,
+    target: str,
+    config: FedConfig,
+    scheme: str,
+    clients: int,
+    alpha: float,
+    store_root: Path,
+) -> tuple[dict, pd.DataFrame]:
+    return run_federated(
+        model, hyper, sets[MODELS[model].graph_kind], target, config, scheme, clients, alpha, store_root
+    )
 
 
-def _central_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig,
-                 store_root: Path) -> dict:
+def _central_job(
+    sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
+) -> dict:
     graph_set = sets[MODELS[model].graph_kind]
     shared = central_study.run_folder(store_root, model, target, config.seed)
     folder = Path(store_root) / NOTEBOOK / "central" / model / target / f"seed{config.seed}"
-    result = fit_regressor(lambda: build_model(model, **hyper), graph_set, target, config, folder,
-                           formula_column="formula", fractions=MP_SPLIT, show=False, reuse=[shared])
-    return {"model": model, "target": target, "seed": config.seed, "algorithm": "central",
-            "crystals": len(result.data), **{m: result.metrics[m] for m in METRICS}, "seconds": result.seconds}
+    result = fit_regressor(
+        lambda: build_model(model, **hyper),
+        graph_set,
+        target,
+        config,
+        folder,
+        formula_column="formula",
+        fractions=MP_SPLIT,
+        show=False,
+        reuse=[shared],
+    )
+    return {
+        "model": model,
+        "target": target,
+        "seed": config.seed,
+        "algorithm": "central",
+        "crystals": len(result.data),
+        **{m: result.metrics[m] for m in METRICS},
+        "seconds": result.seconds,
+    }
 
 
-def run_study(models: list[str], targets: list[str], algorithms: list[str], seeds: list[int], scheme: str,
-              sets: dict[str, GraphSet], base: FedConfig, clients: int, alpha: float, store_root: Path,
-              hyper: dict[str, dict] | None = None, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_study(
+    models: list[str],
+    targets: list[str],
+    algorithms: list[str],
+    seeds: list[int],
+    scheme: str,
+    sets: dict[str, GraphSet],
+    base: FedConfig,
+    clients: int,
+    alpha: float,
+    store_root: Path,
+    hyper: dict[str, dict] | None = None,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories.
 
     ``workers`` runs that many federations at once in separate processes (one thread each: the same
     results as one by one on one thread).
     """
     hyper = hyper or {}
-    jobs = [(m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(store_root))
-            for t in targets for s in seeds for a in algorithms for m in models]
+    jobs = [
+        (m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(store_root))
+        for t in targets
+        for s in seeds
+        for a in algorithms
+        for m in models
+    ]
     done = run_jobs(_federated_job, jobs, sets, workers, desc=f"federated runs ({scheme})")
-    histories = [history.assign(model=job[0], target=job[2], algorithm=job[3].algorithm, seed=job[3].seed,
-                                partition=scheme) for job, (_, history) in zip(jobs, done)]
+    histories = [
+        history.assign(model=job[0], target=job[2], algorithm=job[3].algorithm, seed=job[3].seed, partition=scheme)
+        for job, (_, history) in zip(jobs, done)
+    ]
     return pd.DataFrame([row for row, _ in done]), pd.concat(histories, ignore_index=True)
 
 
-def run_central(models: list[str], targets: list[str], seeds: list[int], sets: dict[str, GraphSet], base: FedConfig,
-                store_root: Path, hyper: dict[str, dict] | None = None, workers: int = 1) -> pd.DataFrame:
+def run_central(
+    models: list[str],
+    targets: list[str],
+    seeds: list[int],
+    sets: dict[str, GraphSet],
+    base: FedConfig,
+    store_root: Path,
+    hyper: dict[str, dict] | None = None,
+    workers: int = 1,
+) -> pd.DataFrame:
     """The central baseline: all training crystals on one machine for rounds x local epochs epochs."""
     hyper = hyper or {}
     config = TrainConfig(epochs=base.rounds * base.local_epochs, batch_size=base.batch_size, lr=base.lr)
-    jobs = [(m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
-            for t in targets for s in seeds for m in models]
+    jobs = [
+        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
+        for t in targets
+        for s in seeds
+        for m in models
+    ]
     return pd.DataFrame(run_jobs(_central_job, jobs, sets, workers, desc="central runs"))
 
 
@@ -134,19 +232,27 @@ def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (target, model, algorithm), group in federated.groupby(["target", "model", "algorithm"], sort=False):
         base = central[(central["target"] == target) & (central["model"] == model)]
-        rows.append({"target": catalogue.target(target).display, "unit": catalogue.target(target).unit,
-                     "model": catalogue.model_display(model), "algorithm": catalogue.algorithm_display(algorithm),
-                     "seeds": len(group), **{m.upper() if m != "r2" else "R2": mean_std(group[m]) for m in METRICS},
-                     "central MAE": mean_std(base["mae"]) if len(base) else "",
-                     "central R2": mean_std(base["r2"]) if len(base) else ""})
+        rows.append(
+            {
+                "target": catalogue.target(target).display,
+                "unit": catalogue.target(target).unit,
+                "model": catalogue.model_display(model),
+                "algorithm": catalogue.algorithm_display(algorithm),
+                "seeds": len(group),
+                **{m.upper() if m != "r2" else "R2": mean_std(group[m]) for m in METRICS},
+                "central MAE": mean_std(base["mae"]) if len(base) else "",
+                "central R2": mean_std(base["r2"]) if len(base) else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def beside_paper(federated: pd.DataFrame) -> pd.DataFrame:
     """This study's mean MAE and R2 next to the figures the federated paper reports."""
     ours = federated.groupby(["target", "model", "algorithm"], as_index=False)[["mae", "r2"]].mean()
-    return pd.DataFrame(published.FEDERATED_TABLE1).merge(ours, on=["target", "model", "algorithm"], how="left",
-                                                          suffixes=(" (paper)", " (this study)"))
+    return pd.DataFrame(published.FEDERATED_TABLE1).merge(
+        ours, on=["target", "model", "algorithm"], how="left", suffixes=(" (paper)", " (this study)")
+    )
 
 
 def partition_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -155,8 +261,9 @@ def partition_table(runs: pd.DataFrame) -> pd.DataFrame:
     return stats.reset_index().rename(columns={"mean": "MAE mean", "std": "MAE std", "count": "seeds"})
 
 
-def partitions_overview(graph_set: GraphSet, target: str, seed: int, schemes: list[str], clients: int,
-                        alpha: float) -> pd.DataFrame:
+def partitions_overview(
+    graph_set: GraphSet, target: str, seed: int, schemes: list[str], clients: int, alpha: float
+) -> pd.DataFrame:
     """Each client's crystals, target mean and chemistry under every partition (one seed)."""
     frames = []
     chemistry = anion_elements(graph_set.table["formula"])
@@ -170,21 +277,27 @@ def partitions_overview(graph_set: GraphSet, target: str, seed: int, schemes: li
 def round_log(store_root: Path) -> pd.DataFrame:
     """Every client status that was not ``ok`` in any run (failures, rejections, clients with no data)."""
     root = Path(store_root) / NOTEBOOK
-    frames = [pd.read_csv(path).assign(run=str(path.parent.relative_to(root)))
-              for path in sorted(root.glob("*/*/*/*/seed*/rounds.csv"))]
+    frames = [
+        pd.read_csv(path).assign(run=str(path.parent.relative_to(root)))
+        for path in sorted(root.glob("*/*/*/*/seed*/rounds.csv"))
+    ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["status"])
     return table[table["status"] != "ok"].reset_index(drop=True)
 
 
 def prepare(P: FederatedParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     """The graph sets (shared with 04b_models) and what each client holds under each partition."""
-    sets = central_study.load_graph_sets(P.dataset, P.limit, sorted({*P.models, P.compare_model}), P.workers,
-                                         P.model_hyper)
+    sets = central_study.load_graph_sets(
+        P.dataset, P.limit, sorted({*P.models, P.compare_model}), P.workers, P.model_hyper
+    )
     first = next(iter(sets.values()))
     where = f"{first.label} (8:1:1 split), {P.clients} clients"
     overview = partitions_overview(first, P.compare_target, P.seeds[0], P.compare_partitions, P.clients, P.alpha)
-    run.save_table(overview, "clients", f"What each client holds under each partition (seed {P.seeds[0]}, "
-                   f"{P.compare_target}): {where}")
+    run.save_table(
+        overview,
+        "clients",
+        f"What each client holds under each partition (seed {P.seeds[0]}, {P.compare_target}): {where}",
+    )
     return sets, where
 
 
@@ -192,34 +305,79 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     """Table 1 (every model x algorithm x target), the central baseline, convergence, faults, the paper beside."""
     base = P.fed_config()
     store_root = Path(P.store_dir)
-    fed, history = run_study(P.models, P.targets, P.algorithms, P.seeds, P.partition, sets, base, P.clients,
-                             P.alpha, store_root, P.model_hyper, P.workers)
+    fed, history = run_study(
+        P.models,
+        P.targets,
+        P.algorithms,
+        P.seeds,
+        P.partition,
+        sets,
+        base,
+        P.clients,
+        P.alpha,
+        store_root,
+        P.model_hyper,
+        P.workers,
+    )
     central = run_central(P.models, P.targets, P.seeds, sets, base, store_root, P.model_hyper, P.workers)
     epochs = P.rounds * P.local_epochs
     run.save_table(fed, "federated_runs", f"Every federated run ({P.partition} partition): {where}", markdown=False)
     run.save_table(central, "central_runs", f"Central baseline runs ({epochs} epochs): {where}", markdown=False)
     run.save_table(history, "rounds", f"Test MAE of the global model per round: {where}", markdown=False)
-    table = run.save_table(table1(fed, central), "table1", f"Table 1: test metrics, mean ± std over seeds {P.seeds}, "
-                           f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
-                           f"{epochs} epochs): {where}")
-    run.save_table(beside_paper(fed), "vs_paper", "Mean test MAE and R2 beside the federated paper's (paper: full "
-                   f"mp.2018.6.1; {published.FEDERATED_PAPER}): {where}")
-    run.save_figure(plots.convergence(history, central, where), "convergence",
-                    f"Test MAE per round (mean over seeds; dashed: central baseline), {where}")
-    run.save_table(round_log(store_root), "faults", f"Client failures, rejections and clients without data in any "
-                   f"run: {where}")
+    table = run.save_table(
+        table1(fed, central),
+        "table1",
+        f"Table 1: test metrics, mean ± std over seeds {P.seeds}, "
+        f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
+        f"{epochs} epochs): {where}",
+    )
+    run.save_table(
+        beside_paper(fed),
+        "vs_paper",
+        "Mean test MAE and R2 beside the federated paper's (paper: full "
+        f"mp.2018.6.1; {published.FEDERATED_PAPER}): {where}",
+    )
+    run.save_figure(
+        plots.convergence(history, central, where),
+        "convergence",
+        f"Test MAE per round (mean over seeds; dashed: central baseline), {where}",
+    )
+    run.save_table(
+        round_log(store_root), "faults", f"Client failures, rejections and clients without data in any run: {where}"
+    )
     return table
 
 
 def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: str) -> pd.DataFrame:
     """One model and target federated under every partition: what non-IID data costs, FedAvg against FedProx."""
-    runs = [run_study([P.compare_model], [P.compare_target], P.algorithms, P.seeds, scheme, sets, P.fed_config(),
-                      P.clients, P.alpha, Path(P.store_dir), P.model_hyper, P.workers)[0]
-            for scheme in P.compare_partitions]
+    runs = [
+        run_study(
+            [P.compare_model],
+            [P.compare_target],
+            P.algorithms,
+            P.seeds,
+            scheme,
+            sets,
+            P.fed_config(),
+            P.clients,
+            P.alpha,
+            Path(P.store_dir),
+            P.model_hyper,
+            P.workers,
+        )[0]
+        for scheme in P.compare_partitions
+    ]
     comparison = partition_table(pd.concat(runs, ignore_index=True))
     what = f"{catalogue.model_display(P.compare_model)}, {catalogue.target(P.compare_target).display}"
-    run.save_table(comparison, "partitions", f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by "
-                   f"partition (dirichlet alpha {P.alpha}), {where}")
-    run.save_figure(plots.partition_bars(comparison, P.compare_target, f"{what}: {where}"), "partitions",
-                    f"Test MAE by partition and algorithm, {where}")
+    run.save_table(
+        comparison,
+        "partitions",
+        f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by "
+        f"partition (dirichlet alpha {P.alpha}), {where}",
+    )
+    run.save_figure(
+        plots.partition_bars(comparison, P.compare_target, f"{what}: {where}"),
+        "partitions",
+        f"Test MAE by partition and algorithm, {where}",
+    )
     return comparison

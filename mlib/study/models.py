@@ -44,14 +44,16 @@ def common_crystals(sets: dict[str, GraphSet]) -> dict[str, GraphSet]:
         for other, other_set in sets.items():
             for record in other_set.skips.records if other != kind else ():
                 if record.entry_id in present:
-                    kept.skips.add(BadEntry(record.entry_id, f"no {other} graph: {record.reason}", "graph",
-                                            f"no {other} graph"))
+                    kept.skips.add(
+                        BadEntry(record.entry_id, f"no {other} graph: {record.reason}", "graph", f"no {other} graph")
+                    )
         out[kind] = kept
     return out
 
 
-def load_graph_sets(dataset: str, limit: int | None, models: list[str], workers: int = 1,
-                    hyper: dict[str, dict] | None = None) -> dict[str, GraphSet]:
+def load_graph_sets(
+    dataset: str, limit: int | None, models: list[str], workers: int = 1, hyper: dict[str, dict] | None = None
+) -> dict[str, GraphSet]:
     """The graphs every model in ``models`` reads, restricted to the crystals all of them share."""
     hyper = hyper or {}
     specs = {}
@@ -59,8 +61,10 @@ def load_graph_sets(dataset: str, limit: int | None, models: list[str], workers:
         build_model(model, **hyper.get(model, {}))  # unknown hyperparameters fail here, before any graph is built
         spec = graph_spec(model, **hyper.get(model, {}))
         if specs.setdefault(spec.kind, spec) != spec:
-            raise ValueError(f"{model} needs {spec}, another model of the study {specs[spec.kind]}; "
-                             "give models of one graph kind the same cutoff")
+            raise ValueError(
+                f"{model} needs {spec}, another model of the study {specs[spec.kind]}; "
+                "give models of one graph kind the same cutoff"
+            )
     sets = {kind: datasets.load_mp(dataset, limit=limit, spec=spec, workers=workers) for kind, spec in specs.items()}
     return common_crystals(sets)
 
@@ -70,28 +74,52 @@ def run_folder(store_root: Path, model: str, target: str, seed: int) -> Path:
     return Path(store_root) / NOTEBOOK / model / target / f"seed{seed}"
 
 
-def train_one(model: str, hyper: dict, graph_set: GraphSet, target: str, config: TrainConfig,
-              store_root: Path) -> tuple[dict, pd.DataFrame]:
+def train_one(
+    model: str, hyper: dict, graph_set: GraphSet, target: str, config: TrainConfig, store_root: Path
+) -> tuple[dict, pd.DataFrame]:
     """One central run (or the finished run of the store with the same key): a result row and its predictions."""
-    result = fit_regressor(lambda: build_model(model, **hyper), graph_set, target, config,
-                           run_folder(store_root, model, target, config.seed), formula_column="formula",
-                           fractions=MP_SPLIT, show=False)
+    result = fit_regressor(
+        lambda: build_model(model, **hyper),
+        graph_set,
+        target,
+        config,
+        run_folder(store_root, model, target, config.seed),
+        formula_column="formula",
+        fractions=MP_SPLIT,
+        show=False,
+    )
     test = result.predictions[result.predictions["split"] == "test"]
-    row = {"model": model, "target": target, "seed": config.seed, "crystals": len(result.data),
-           "train": int((result.predictions["split"] == "train").sum()), "test": len(test),
-           **{m: result.metrics[m] for m in (*METRICS, "pearson_r")}, "epochs": len(result.history),
-           "best_epoch": int(result.history["val_mse"].idxmin()) + 1, "seconds": result.seconds}
+    row = {
+        "model": model,
+        "target": target,
+        "seed": config.seed,
+        "crystals": len(result.data),
+        "train": int((result.predictions["split"] == "train").sum()),
+        "test": len(test),
+        **{m: result.metrics[m] for m in (*METRICS, "pearson_r")},
+        "epochs": len(result.history),
+        "best_epoch": int(result.history["val_mse"].idxmin()) + 1,
+        "seconds": result.seconds,
+    }
     return row, result.predictions.assign(model=model, target=target, seed=config.seed)
 
 
-def _train_job(sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig,
-               store_root: Path) -> tuple[dict, pd.DataFrame]:
+def _train_job(
+    sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
+) -> tuple[dict, pd.DataFrame]:
     return train_one(model, hyper, sets[MODELS[model].graph_kind], target, config, store_root)
 
 
-def train_models(models: list[str], targets: list[str], seeds: list[int], sets: dict[str, GraphSet],
-                 config: TrainConfig, store_root: Path, hyper: dict[str, dict] | None = None,
-                 workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def train_models(
+    models: list[str],
+    targets: list[str],
+    seeds: list[int],
+    sets: dict[str, GraphSet],
+    config: TrainConfig,
+    store_root: Path,
+    hyper: dict[str, dict] | None = None,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, seed): one row of test metrics each, and all predictions.
 
     ``sets`` maps a graph kind (``cgcnn``, ``matgl``) to the graph set of that kind; ``hyper`` maps a
@@ -100,8 +128,12 @@ def train_models(models: list[str], targets: list[str], seeds: list[int], sets: 
     results as one by one on one thread).
     """
     hyper = hyper or {}
-    jobs = [(m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
-            for t in targets for s in seeds for m in models]
+    jobs = [
+        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
+        for t in targets
+        for s in seeds
+        for m in models
+    ]
     done = run_jobs(_train_job, jobs, sets, workers, desc="runs")
     return pd.DataFrame([row for row, _ in done]), pd.concat([pred for _, pred in done], ignore_index=True)
 
@@ -110,8 +142,13 @@ def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Data
     """Mean ± std over seeds of each metric, one row per model and target (with units and seed count)."""
     rows = []
     for (model, target), group in runs.groupby(["model", "target"], sort=False):
-        row = {"model": catalogue.model_display(model), "target": catalogue.target(target).display,
-               "unit": catalogue.target(target).unit, "seeds": len(group), "test crystals": int(group["test"].iloc[0])}
+        row = {
+            "model": catalogue.model_display(model),
+            "target": catalogue.target(target).display,
+            "unit": catalogue.target(target).unit,
+            "seeds": len(group),
+            "test crystals": int(group["test"].iloc[0]),
+        }
         for metric in metrics:
             row[metric.upper() if metric != "r2" else "R2"] = mean_std(group[metric])
         row["seconds/run"] = round(float(group["seconds"].mean()))
@@ -124,23 +161,35 @@ def prepare(P: ModelsParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     sets = load_graph_sets(P.dataset, P.limit, P.models, P.workers, P.model_hyper)
     first = next(iter(sets.values()))
     where = f"{first.label} (8:1:1 split)"
-    run.save_table(model_table(P.models), "models",
-                   f"Models and their default hyperparameters; overrides: {P.model_hyper or 'none'}")
-    run.save_table(first.skips.summary(), "skips", f"Crystals of {first.name} left out (no graph for some model), "
-                   "counted by reason")
+    run.save_table(
+        model_table(P.models),
+        "models",
+        f"Models and their default hyperparameters; overrides: {P.model_hyper or 'none'}",
+    )
+    run.save_table(
+        first.skips.summary(),
+        "skips",
+        f"Crystals of {first.name} left out (no graph for some model), counted by reason",
+    )
     return sets, where
 
 
 def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every model x target x seed; tables of runs, predictions and the mean ± std summary."""
     config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=P.seed)
-    runs, predictions = train_models(P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper,
-                                     P.workers)
-    run.save_table(runs, "runs", f"Test metrics of every run ({P.epochs} epochs, batch {P.batch_size}, lr {P.lr}): "
-                   f"{where}", markdown=False)
+    runs, predictions = train_models(
+        P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper, P.workers
+    )
+    run.save_table(
+        runs,
+        "runs",
+        f"Test metrics of every run ({P.epochs} epochs, batch {P.batch_size}, lr {P.lr}): {where}",
+        markdown=False,
+    )
     for name, part in predictions.groupby("model", sort=False):
-        run.save_table(part, f"predictions_{name}", f"{name}: predictions of every split, target and seed, {where}",
-                       markdown=False)
+        run.save_table(
+            part, f"predictions_{name}", f"{name}: predictions of every split, target and seed, {where}", markdown=False
+        )
     run.save_table(summarise(runs), "metrics", f"Centralised test metrics, mean ± std over seeds {P.seeds}: {where}")
     return runs, predictions
 
@@ -148,6 +197,9 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
 def figures(P: ModelsParams, run: Run, runs: pd.DataFrame, predictions: pd.DataFrame, where: str) -> None:
     """Parity plots (first seed) and test MAE by model."""
     first_seed = predictions[predictions["seed"] == P.seeds[0]]
-    run.save_figure(plots.parity_grid(first_seed, f"Test split, seed {P.seeds[0]}: {where}"), "parity",
-                    f"Predicted against true on the test split (seed {P.seeds[0]}), {where}")
+    run.save_figure(
+        plots.parity_grid(first_seed, f"Test split, seed {P.seeds[0]}: {where}"),
+        "parity",
+        f"Predicted against true on the test split (seed {P.seeds[0]}), {where}",
+    )
     run.save_figure(plots.metric_bars(runs, "mae"), "mae_bars", f"Test MAE, mean ± std over seeds {P.seeds}, {where}")

@@ -44,14 +44,26 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     space = P.space()
     study = sweep.make_study(P.study_name, storage_url(P), space, P.sampler, P.pruner, P.epochs, P.seed)
     print(f"{space.size()} configurations; {len(study.trials)} trials already in the study", flush=True)
-    sweep.run_worker(study, graph_set.graphs, graph_set.target(THERMAL_TARGET), space, P.epochs, P.seed, P.n_trials,
-                     P.timeout_min * 60 if P.timeout_min else None)
+    sweep.run_worker(
+        study,
+        graph_set.graphs,
+        graph_set.target(THERMAL_TARGET),
+        space,
+        P.epochs,
+        P.seed,
+        P.n_trials,
+        P.timeout_min * 60 if P.timeout_min else None,
+    )
     trials = sweep.trials_table(study)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
     finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
     run.save_table(finished.head(10), "top10", f"Top 10 configurations by validation R: {where}")
-    best = pd.DataFrame([{"run": "this sweep", **study.best_params, "val_r": study.best_value},
-                         {"run": "paper", **published.CGCNN_THERMAL_BEST}])
+    best = pd.DataFrame(
+        [
+            {"run": "this sweep", **study.best_params, "val_r": study.best_value},
+            {"run": "paper", **published.CGCNN_THERMAL_BEST},
+        ]
+    )
     run.save_table(best, "best_config", f"Best configuration, beside the paper's: {where}")
     return trials
 
@@ -60,8 +72,16 @@ def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.Da
     """Validation R against each hyperparameter, the hidden x lr heat map, and the cost against the full grid."""
     space = P.space()
     finished = trials[trials["state"] == "COMPLETE"]
-    run.save_figure(plots.sweep_scatter(trials.dropna(subset=["val_r"]), list(space.grid())), "val_r_by_param",
-                    f"Validation R of every trial against each hyperparameter, {where}")
-    run.save_figure(plots.sweep_heatmap(finished), "heatmap_hidden_lr", f"Best validation R by hidden size and lr, {where}")
-    return run.save_table(sweep.cost_summary(trials, space, P.epochs), "cost",
-                          f"CPU-hours of this search vs the exhaustive grid (projected), {where}")
+    run.save_figure(
+        plots.sweep_scatter(trials.dropna(subset=["val_r"]), list(space.grid())),
+        "val_r_by_param",
+        f"Validation R of every trial against each hyperparameter, {where}",
+    )
+    run.save_figure(
+        plots.sweep_heatmap(finished), "heatmap_hidden_lr", f"Best validation R by hidden size and lr, {where}"
+    )
+    return run.save_table(
+        sweep.cost_summary(trials, space, P.epochs),
+        "cost",
+        f"CPU-hours of this search vs the exhaustive grid (projected), {where}",
+    )

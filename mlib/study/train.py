@@ -42,19 +42,34 @@ def report(run: Run, result: FitResult, target: str, name: str, paper: dict) -> 
     where = f"{graphs.label} (test {len(test):,})"
     info = catalogue.target(target)
     no_target = sum(entry.stage == "target" for entry in graphs.skips.records)
-    metrics = pd.DataFrame([{"run": "this study", "dataset": where, **result.metrics, "epochs": len(result.history),
-                             "skipped (no finite target)": no_target}, {"run": "paper", **paper}])
+    metrics = pd.DataFrame(
+        [
+            {
+                "run": "this study",
+                "dataset": where,
+                **result.metrics,
+                "epochs": len(result.history),
+                "skipped (no finite target)": no_target,
+            },
+            {"run": "paper", **paper},
+        ]
+    )
     run.save_table(metrics, f"{name}_metrics", f"CGCNN test metrics, {info.display} ({info.unit}): {where}")
-    run.save_table(result.predictions, f"{name}_predictions", f"Predictions, {info.display} ({info.unit}): {where}",
-                   markdown=False)
+    run.save_table(
+        result.predictions, f"{name}_predictions", f"Predictions, {info.display} ({info.unit}): {where}", markdown=False
+    )
     run.save_table(result.history, f"{name}_history", f"Learning curves, {info.display}: {where}", markdown=False)
     r, paper_r = result.metrics["pearson_r"], paper.get("pearson_r")
     beside = f" (paper: {paper_r:.4f})" if paper_r is not None else ""
-    fig = plots.parity(test["true"].to_numpy(), test["pred"].to_numpy(), info,
-                       f"CGCNN, {where}\ntest R = {r:.4f}{beside}")
+    fig = plots.parity(
+        test["true"].to_numpy(), test["pred"].to_numpy(), info, f"CGCNN, {where}\ntest R = {r:.4f}{beside}"
+    )
     run.save_figure(fig, f"{name}_parity", f"Test parity plot, {info.display}, {where}")
-    run.save_figure(plots.learning_curves(result.history, f"CGCNN, {where}"), f"{name}_learning_curves",
-                    f"Train and validation MSE per epoch, {info.display}, {where}")
+    run.save_figure(
+        plots.learning_curves(result.history, f"CGCNN, {where}"),
+        f"{name}_learning_curves",
+        f"Train and validation MSE per epoch, {info.display}, {where}",
+    )
     return metrics
 
 
@@ -62,8 +77,9 @@ def thermal(P: TrainParams, run: Run) -> pd.DataFrame:
     """CGCNN on the thermal-expansion set at the notebook's setting, beside the paper's test R."""
     spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
     graphs = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs.first(P.thermal_limit)
-    result = fit_regressor(_model(P), graphs, THERMAL_TARGET, _config(P, P.epochs), run.runs("thermal", P.dataset),
-                           resume=P.resume)
+    result = fit_regressor(
+        _model(P), graphs, THERMAL_TARGET, _config(P, P.epochs), run.runs("thermal", P.dataset), resume=P.resume
+    )
     return report(run, result, THERMAL_TARGET, "thermal", published.CGCNN_THERMAL)
 
 
@@ -73,8 +89,14 @@ def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
         return None
     spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
     mp = datasets.load_mp(P.mp_dataset, P.mp_limit, spec, P.workers)
-    result = fit_regressor(_model(P), mp, P.mp_target, _config(P, P.mp_epochs), run.runs("mp", P.mp_dataset, P.mp_target),
-                           resume=P.resume,
-                           formula_column="formula")
+    result = fit_regressor(
+        _model(P),
+        mp,
+        P.mp_target,
+        _config(P, P.mp_epochs),
+        run.runs("mp", P.mp_dataset, P.mp_target),
+        resume=P.resume,
+        formula_column="formula",
+    )
     paper = published.CGCNN_MP_FORMATION_ENERGY if P.mp_target == "formation_energy_per_atom" else {}
     return report(run, result, P.mp_target, "mp", paper)

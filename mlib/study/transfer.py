@@ -61,13 +61,26 @@ def transfer_split(n_total: int, n_train: int | None, seed: int, split_seed: int
         return full
     rng = np.random.default_rng(seed)
     n_val = min(len(full["val"]), max(10, n_train // 3))
-    return {"train": np.sort(rng.choice(full["train"], n_train, replace=False)),
-            "val": np.sort(rng.choice(full["val"], n_val, replace=False)), "test": full["test"]}
+    return {
+        "train": np.sort(rng.choice(full["train"], n_train, replace=False)),
+        "val": np.sort(rng.choice(full["val"], n_val, replace=False)),
+        "test": full["test"],
+    }
 
 
-def fine_tune_run(model: str, hyper: dict, graph_set: GraphSet, target: str, n_train: int | None, seed: int,
-                  encoder: str | None, fine_tune: FineTune | None, config: TrainConfig, store_root: Path,
-                  source: str) -> dict:
+def fine_tune_run(
+    model: str,
+    hyper: dict,
+    graph_set: GraphSet,
+    target: str,
+    n_train: int | None,
+    seed: int,
+    encoder: str | None,
+    fine_tune: FineTune | None,
+    config: TrainConfig,
+    store_root: Path,
+    source: str,
+) -> dict:
     """One point of the learning curve (or the store's finished run with the same key)."""
     mode = fine_tune.encoder if fine_tune else "scratch"
     folder = Path(store_root) / NOTEBOOK / source / mode / f"n{n_train or 'all'}" / f"seed{seed}"
@@ -82,27 +95,60 @@ def fine_tune_run(model: str, hyper: dict, graph_set: GraphSet, target: str, n_t
         return net
 
     extra = {"encoder": {"file": encoder, "sha256": provenance.file_digest(path)} if path else None}
-    result = fit_regressor(build, graph_set, target, replace(config, seed=seed), folder, resume=False, show=False,
-                           split=split, fine_tune=fine_tune, key_extra=extra)
-    return {"source": source, "mode": mode, "n_train": len(split["train"]), "n": n_train or "all", "seed": seed,
-            "test": len(split["test"]), **{k: result.metrics[k] for k in ("mae", "rmse", "r2", "pearson_r")},
-            "epochs": len(result.history), "seconds": result.seconds}
+    result = fit_regressor(
+        build,
+        graph_set,
+        target,
+        replace(config, seed=seed),
+        folder,
+        resume=False,
+        show=False,
+        split=split,
+        fine_tune=fine_tune,
+        key_extra=extra,
+    )
+    return {
+        "source": source,
+        "mode": mode,
+        "n_train": len(split["train"]),
+        "n": n_train or "all",
+        "seed": seed,
+        "test": len(split["test"]),
+        **{k: result.metrics[k] for k in ("mae", "rmse", "r2", "pearson_r")},
+        "epochs": len(result.history),
+        "seconds": result.seconds,
+    }
 
 
 def _job(graph_set: GraphSet, *args) -> dict:
     return fine_tune_run(*args[:2], graph_set, *args[2:])
 
 
-def learning_curves(model: str, hyper: dict, graph_set: GraphSet, target: str, sizes: list[int | None],
-                    seeds: list[int], encoders: dict[str, str], modes: list[FineTune], config: TrainConfig,
-                    store_root: Path, workers: int = 1) -> pd.DataFrame:
+def learning_curves(
+    model: str,
+    hyper: dict,
+    graph_set: GraphSet,
+    target: str,
+    sizes: list[int | None],
+    seeds: list[int],
+    encoders: dict[str, str],
+    modes: list[FineTune],
+    config: TrainConfig,
+    store_root: Path,
+    workers: int = 1,
+) -> pd.DataFrame:
     """Test metrics for every N, seed and source: ``scratch`` plus each pre-trained encoder x fine-tune mode.
 
     ``encoders`` maps a source label (``fedavg-band_gap``) to a model file, relative to the store.
     """
     jobs = [(model, hyper, target, n, s, None, None, config, Path(store_root), "scratch") for n in sizes for s in seeds]
-    jobs += [(model, hyper, target, n, s, path, mode, config, Path(store_root), source)
-             for source, path in encoders.items() for mode in modes for n in sizes for s in seeds]
+    jobs += [
+        (model, hyper, target, n, s, path, mode, config, Path(store_root), source)
+        for source, path in encoders.items()
+        for mode in modes
+        for n in sizes
+        for s in seeds
+    ]
     return pd.DataFrame(run_jobs(_job, jobs, graph_set, workers, desc="fine-tuning runs"))
 
 
@@ -111,8 +157,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     unit = catalogue.target(THERMAL_TARGET).unit
     rows = []
     for (source, mode, n), group in runs.groupby(["source", "mode", "n_train"], sort=False):
-        rows.append({"source": source, "mode": mode, "N": n, "seeds": len(group), f"MAE ({unit})": mean_std(group["mae"]),
-                     "Pearson R": mean_std(group["pearson_r"])})
+        rows.append(
+            {
+                "source": source,
+                "mode": mode,
+                "N": n,
+                "seeds": len(group),
+                f"MAE ({unit})": mean_std(group["mae"]),
+                "Pearson R": mean_std(group["pearson_r"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -140,10 +194,16 @@ def where_pretraining_stops_helping(runs: pd.DataFrame, margin: float = 0.0) -> 
             verdict = f"still helps at N = {int(gain.index[-1])}"
         else:
             verdict = f"N = {int(gain.index[helps.to_numpy().nonzero()[0][-1] + 1])}"
-        rows.append({"source": source, "mode": mode, "best relative MAE gain": float(gain.max()),
-                     "at N": int(gain.idxmax()),
-                     "helps beyond noise at N": ", ".join(str(int(n)) for n in gain.index[helps]) or "none",
-                     "stops helping from": verdict})
+        rows.append(
+            {
+                "source": source,
+                "mode": mode,
+                "best relative MAE gain": float(gain.max()),
+                "at N": int(gain.idxmax()),
+                "helps beyond noise at N": ", ".join(str(int(n)) for n in gain.index[helps]) or "none",
+                "stops helping from": verdict,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -168,8 +228,9 @@ def encoders(P: TransferParams) -> dict[str, str]:
 
 def prepare(P: TransferParams) -> tuple[GraphSet, dict[str, str], str]:
     """The thermal graphs the model reads, the pre-trained encoders, and the caption fragment."""
-    graphs = datasets.load_thermal(P.dataset, spec=graph_spec(P.model, **(P.model_hyper or {})),
-                                   workers=P.workers).graphs.first(P.thermal_limit)
+    graphs = datasets.load_thermal(
+        P.dataset, spec=graph_spec(P.model, **(P.model_hyper or {})), workers=P.workers
+    ).graphs.first(P.thermal_limit)
     return graphs, encoders(P), f"{catalogue.model_display(P.model)} on {graphs.label}"
 
 
@@ -177,17 +238,35 @@ def curves(P: TransferParams, run: Run, graphs: GraphSet, sources: dict[str, str
     """Every fine-tuning run; the learning-curve table and figure."""
     config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr)
     modes = [FineTune(mode, P.encoder_lr_scale) for mode in P.modes]
-    runs = learning_curves(P.model, P.model_hyper or {}, graphs, THERMAL_TARGET, P.sizes, P.seeds, sources, modes,
-                           config, Path(P.store_dir), P.workers)
+    runs = learning_curves(
+        P.model,
+        P.model_hyper or {},
+        graphs,
+        THERMAL_TARGET,
+        P.sizes,
+        P.seeds,
+        sources,
+        modes,
+        config,
+        Path(P.store_dir),
+        P.workers,
+    )
     run.save_table(runs, "runs", f"Every fine-tuning run: {where}", markdown=False)
-    run.save_table(summarise(runs), "learning_curve", f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) "
-                   f"by N: {where}")
-    run.save_figure(plots.transfer_curves(runs, THERMAL_TARGET, where), "learning_curve",
-                    f"Test MAE against the number of training crystals, {where}")
+    run.save_table(
+        summarise(runs), "learning_curve", f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N: {where}"
+    )
+    run.save_figure(
+        plots.transfer_curves(runs, THERMAL_TARGET, where),
+        "learning_curve",
+        f"Test MAE against the number of training crystals, {where}",
+    )
     return runs
 
 
 def verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
     """Where pre-training helps beyond seed noise, by how much, and where it stops."""
-    return run.save_table(where_pretraining_stops_helping(runs), "pretraining_gain",
-                          f"Relative MAE gain over scratch and the N where it ends: {where}")
+    return run.save_table(
+        where_pretraining_stops_helping(runs),
+        "pretraining_gain",
+        f"Relative MAE gain over scratch and the N where it ends: {where}",
+    )

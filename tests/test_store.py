@@ -1,0 +1,163 @@
+"""The run store, model files and staged notebook results: reuse only on a matching key, atomic writes,
+clear errors for other keys, damaged checkpoints and other file formats, nothing half old, half new."""
+
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from papermill.exceptions import PapermillExecutionError
+
+from mlib import model_file, reproduce, store
+from mlib.graphs.featurize import GraphSet
+from mlib.graphs.neighbors import GraphSpec
+from mlib.models.registry import build_model
+from mlib.params import TrainConfig
+from mlib.training import CheckpointError, fit_regressor
+from tests.test_cgcnn import toy_data
+
+
+def toy_set(shift: float = 0.0, name: str = "toy") -> GraphSet:
+    graphs, y = toy_data()
+    table = pd.DataFrame({"id": [f"c{i}" for i in range(len(y))], "y": y.numpy() + shift, "reduced_formula": "NaCl"})
+    return GraphSet(name, graphs, table, GraphSpec(), source_digest="toy-source")
+
+
+def fit(folder, data=None, epochs=2, **kwargs):
+    return fit_regressor(
+        lambda: build_model("cgcnn", hidden=8, n_conv=2),
+        data or toy_set(),
+        "y",
+        TrainConfig(epochs=epochs, batch_size=4),
+        folder,
+        show=False,
+        **kwargs,
+    )
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = store.write_text(tmp_path / "table.csv", "old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.atomic_write(path, broken)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_a_finished_run_is_read_back_only_with_its_key(tmp_path):
+    first = fit(tmp_path / "run")
+    again = fit(tmp_path / "run")
+    assert first.trainer is not None and again.reused
+    assert again.metrics == pytest.approx(first.metrics) and again.history.equals(first.history)
+    with pytest.raises(store.RunMismatch, match=r"run holds a run made with another key \(data\.digest"):
+        fit(tmp_path / "run", toy_set(shift=1.0))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["record"]["metrics"] == pytest.approx(first.metrics)
+
+
+def test_resuming_a_checkpoint_of_other_data_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    fit(folder)
+    (folder / "run.json").unlink()  # an interrupted run: checkpoints, no record
+    with pytest.raises(store.RunMismatch, match="last.pt holds a run made with another key"):
+        fit(folder, toy_set(shift=1.0))
+
+
+def test_more_epochs_continue_the_same_run(tmp_path):
+    short = fit(tmp_path / "run", epochs=2)
+    longer = fit(tmp_path / "run", epochs=3)
+    assert len(longer.history) == 3 and longer.history.iloc[:2].equals(short.history)
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path):
+    folder = tmp_path / "run"
+    fit(folder)
+    (folder / "run.json").unlink()
+    (folder / "last.pt").write_bytes((folder / "last.pt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"last.pt cannot be read .* delete it"):
+        fit(folder)
+
+
+def test_another_run_folder_with_the_same_key_is_reused(tmp_path):
+    fit(tmp_path / "a")
+    assert fit(tmp_path / "b", reuse=[tmp_path / "a"]).folder == tmp_path / "a"
+    assert not (tmp_path / "b").exists()
+
+
+def test_model_file_round_trip_and_format_checks(tmp_path):
+    result = fit(tmp_path / "run")
+    saved = model_file.load(tmp_path / "run" / "model.pt")
+    assert saved.info["name"] == "cgcnn" and saved.info["hyper"]["hidden"] == 8 and saved.info["target"] == "y"
+    assert saved.spec == GraphSpec() and saved.info["graph"]["featurizer_version"] >= 1
+    assert saved.info["data_digest"] == result.data.data_digest("y")
+    torch.save({"name": "cgcnn", "model": {}, "hyper": {}}, tmp_path / "old.pt")
+    with pytest.raises(model_file.ModelFileError, match="not an mlib-model file"):
+        model_file.load(tmp_path / "old.pt")
+    record = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    torch.save({**record, "format_version": 99}, tmp_path / "future.pt")
+    with pytest.raises(model_file.ModelFileError, match="format version 99"):
+        model_file.load(tmp_path / "future.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "run" / "model.pt").read_bytes()[:50])
+    with pytest.raises(model_file.ModelFileError, match="damaged"):
+        model_file.load(tmp_path / "cut.pt")
+
+
+def test_data_digest_follows_crystals_and_targets():
+    base = toy_set()
+    assert base.data_digest("y") == toy_set().data_digest("y")
+    assert base.data_digest("y") != toy_set(shift=1e-3).data_digest("y")
+    assert base.data_digest("y") != base.subset(np.arange(10)).data_digest("y")
+
+
+def test_a_failed_notebook_leaves_the_published_results_as_they_were(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("out_dir = 'x'")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        cell,
+        nbformat.v4.new_code_cell(
+            "from pathlib import Path\nPath(out_dir, 'partial.csv').write_text('x')\nraise RuntimeError('boom')"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "01_data.ipynb")
+    results = tmp_path / "results" / "smoke" / "01_data"
+    results.mkdir(parents=True)
+    (results / "table.csv").write_text("finished results")
+    values = {"out_dir": str(reproduce.staging_folder(results))}
+    with pytest.raises(PapermillExecutionError, match="boom"):
+        reproduce.execute(notebooks / "01_data.ipynb", results, values)
+    assert [p.name for p in results.iterdir()] == ["table.csv"] and (
+        results / "table.csv"
+    ).read_text() == "finished results"
+    assert (reproduce.staging_folder(results) / "partial.csv").exists()
+
+
+def test_publish_swaps_the_staged_results_in(tmp_path):
+    results = tmp_path / "smoke" / "01_data"
+    results.mkdir(parents=True)
+    (results / "old.csv").write_text("old")
+    staging = reproduce.staging_folder(results)
+    staging.mkdir(parents=True)
+    (staging / "provenance.json").write_text(json.dumps({"finished": False, "parameters": {"out_dir": "x"}}))
+    reproduce.publish(staging, results, 12.0)
+    record = json.loads((results / "provenance.json").read_text())
+    assert record["finished"] is True and record["wall_time_s"] == 12.0 and not (results / "old.csv").exists()
+    assert reproduce.finished(results) and not staging.exists()
+
+
+def test_prerequisites_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(reproduce.RunnerError, match="04_embed reads the results of 02_train.*run 02_train first"):
+        reproduce.plan("smoke", ["04_embed"], {}, tmp_path)
+    assert reproduce.plan("smoke", ["01_data", "02_train", "04_embed"], {}, tmp_path)
+
+
+def test_the_runner_owns_output_folders_and_profile(tmp_path):
+    with pytest.raises(reproduce.RunnerError, match="set by the runner"):
+        reproduce.plan("smoke", ["01_data"], {"out_dir": "/tmp/x"}, tmp_path)
