@@ -129,4 +129,11 @@ def test_every_notebook_has_a_study_module_and_declared_prerequisites():
 
 def test_no_test_only_code_ships_in_mlib():
     assert not [name for name in MODULES if "test" in name.rpartition(".")[2]]
-    assert "run_loopback" not in (PACKAGE / "federated" / "flower.py").read_text()
+    assert not [p for p in PACKAGE.rglob("*.py") if "loopback" in p.read_text()]
+
+
+def test_flower_apps_import_the_task_never_each_other():
+    client, server = GRAPH["mlib.federated.client_app"], GRAPH["mlib.federated.server_app"]
+    assert "mlib.federated.task" in client and "mlib.federated.task" in server
+    assert "mlib.federated.server_app" not in client and "mlib.federated.client_app" not in server
+    assert "mlib.federated.strategy" in server

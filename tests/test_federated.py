@@ -1,9 +1,10 @@
 """Federated training: partitions, aggregation, FedProx, faults, and Flower against the in-process engine."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pandas as pd
@@ -224,110 +225,158 @@ def test_config_and_notebook_parameters_fail_fast():
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def run_loopback(build, clients, config: FedConfig, port: int) -> dict[str, torch.Tensor]:
-    """A real gRPC federation on 127.0.0.1: one thread per site, the server here. Returns the final weights."""
-    from mlib.federated.client import from_arrays
-    from mlib.federated.flower import SiteClient, join, serve
+def write_sites(folder, frame: pd.DataFrame) -> list:
+    """Two sites' CSVs (id, cif, y): the even and the odd rows of ``frame``."""
+    paths = []
+    for k, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
+        rows = [
+            {
+                "id": r.id,
+                "y": r.y,
+                "cif": Structure(r.source["lattice"], r.source["species"], r.source["frac_coords"]).to(fmt="cif"),
+            }
+            for r in part.itertuples()
+        ]
+        paths.append(folder / f"site{k}.csv")
+        pd.DataFrame(rows).to_csv(paths[-1], index=False)
+    return paths
 
-    seed_everything(config.seed)
-    template = build().state_dict()
-    sites = [SiteClient(build(), data) for data in clients if data.n > 0]
-    address = f"127.0.0.1:{port}"
-    threads = [threading.Thread(target=join, args=(address, site), daemon=True) for site in sites]
-    for thread in threads:
-        thread.start()
-    strategy = serve(address, config, template, len(sites))
-    for thread in threads:
-        thread.join(timeout=60)
-    return from_arrays(strategy.latest, template)
 
+@pytest.mark.timeout(400)
+def test_flower_deployment_matches_the_in_process_engine(tmp_path):
+    """SuperLink + two SuperNodes + flwr run (Flower's deployment engine) give the in-process engine's weights."""
+    from mlib import model_file
 
-@pytest.mark.timeout(300)
-def test_flower_federation_on_loopback_matches_the_in_process_engine(graph_set):
-
-    split, y, shards = setup(graph_set, clients=2)
+    sites = write_sites(tmp_path, salts())
+    site_sets = [
+        featurize(pd.read_csv(p).rename(columns={"cif": "source"}), p.stem, graph_spec("gcn"), cache=False)
+        for p in sites
+    ]
+    graphs = site_sets[0].graphs + site_sets[1].graphs
+    y = torch.cat([s.target("y") for s in site_sets])
+    n0 = len(site_sets[0])
+    shards = [np.arange(n0), np.arange(n0, len(graphs))]
+    split = {"train": np.arange(len(graphs)), "val": np.arange(4), "test": np.arange(4)}
     config = FedConfig("fedprox", rounds=2, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
-    federation = Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
+    federation = Federation(lambda: build_model("gcn", hidden=16), graphs, y, split, shards, config)
     federation.run(show=False)
-    final = run_loopback(lambda: build_model("gcn", hidden=16), federation.clients, config, port=free_port())
+
+    port = free_port()
+    superlink = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mlib.federated.flower"]
+    home = ["--home", str(tmp_path / "flwr")]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "superlink", "--host", "127.0.0.1", "--port", str(port), *home],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    try:
+        for k, path in enumerate(sites):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *cmd,
+                        "site",
+                        "--superlink",
+                        superlink,
+                        "--client-id",
+                        str(k),
+                        "--data",
+                        str(path),
+                        "--target",
+                        "y",
+                        "--hyper",
+                        '{"hidden": 16}',
+                        "--batch-size",
+                        "8",
+                        "--port",
+                        str(free_port()),
+                        *home,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        out = subprocess.run(
+            [
+                *cmd,
+                "run",
+                "--superlink",
+                superlink,
+                "--clients",
+                "2",
+                "--algorithm",
+                "fedprox",
+                "--rounds",
+                "2",
+                "--local-epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--mu",
+                "0.1",
+                "--timeout",
+                "120",
+                "--hyper",
+                '{"hidden": 16}',
+                "--out",
+                str(tmp_path / "fed.pt"),
+                *home,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    loaded = model_file.load(tmp_path / "fed.pt")
+    details = loaded.info["details"]
+    assert loaded.info["name"] == "gcn" and details["config"]["algorithm"] == "fedprox" and details["sites"] == 2
+    assert loaded.scaler.mean == pytest.approx(float(y.mean()), rel=1e-5)
+    final = loaded.model.state_dict()
     for key, value in federation.global_state.items():
         if value.is_floating_point():
             torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.timeout(300)
-def test_flower_command_line_server_and_two_sites(tmp_path, graph_set):
-    from mlib import model_file
-
-    frame = salts()
-    for k, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
-        rows = [
-            {
-                "id": r.id,
-                "cif": Structure(r.source["lattice"], r.source["species"], r.source["frac_coords"]).to(fmt="cif"),
-                "y": r.y,
-            }
-            for r in part.itertuples()
-        ]
-        pd.DataFrame(rows).to_csv(tmp_path / f"site{k}.csv", index=False)
-    address = f"127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "mlib.federated.flower"]
-    hyper = '{"hidden": 16}'
-    server = subprocess.Popen(
-        [
-            *cmd,
-            "server",
-            "--address",
-            address,
-            "--clients",
-            "2",
-            "--rounds",
-            "2",
-            "--local-epochs",
-            "1",
-            "--algorithm",
-            "fedprox",
-            "--hyper",
-            hyper,
-            "--out",
-            str(tmp_path / "fed.pt"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    sites = [
-        subprocess.Popen(
-            [
-                *cmd,
-                "client",
-                "--server",
-                address,
-                "--data",
-                str(tmp_path / f"site{k}.csv"),
-                "--target",
-                "y",
-                "--hyper",
-                hyper,
-                "--batch-size",
-                "8",
-                "--client-id",
-                str(k),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for k in range(2)
+def test_a_site_without_its_data_says_so_in_one_line(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlib.federated.flower",
+        "site",
+        "--superlink",
+        "127.0.0.1:1",
+        "--client-id",
+        "0",
+        "--data",
+        str(tmp_path / "missing.csv"),
+        "--home",
+        str(tmp_path),
     ]
-    out, _ = server.communicate(timeout=240)
-    assert server.returncode == 0, out[-3000:]
-    assert all(site.wait(timeout=60) == 0 for site in sites)
-    loaded = model_file.load(tmp_path / "fed.pt")
-    config = loaded.info["details"]["config"]
-    assert loaded.info["name"] == "gcn" and config["algorithm"] == "fedprox" and config["rounds"] == 2
-    assert loaded.scaler.mean == pytest.approx(frame["y"].mean(), rel=1e-5)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "missing.csv does not exist" in out.stderr
+
+
+def test_flower_run_config_defaults_are_the_catalogue_s():
+    from mlib.catalogue import FEDERATION
+    from mlib.federated.task import RUN_CONFIG
+
+    assert RUN_CONFIG["num-server-rounds"] == FEDERATION["rounds"]
+    assert (RUN_CONFIG["local-epochs"], RUN_CONFIG["lr"], RUN_CONFIG["mu"]) == (
+        FEDERATION["local_epochs"],
+        FEDERATION["lr"],
+        FEDERATION["mu"],
+    )

@@ -94,17 +94,3 @@ def local_update(
             optimizer.step()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return ClientUpdate(data.client, state, data.n, total / max(count, 1))
-
-
-def to_arrays(state: dict[str, torch.Tensor]) -> list[np.ndarray]:
-    """A state dict as the list of arrays Flower carries (state-dict order)."""
-    return [v.detach().cpu().numpy() for v in state.values()]
-
-
-def from_arrays(arrays: list[np.ndarray], template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Arrays back into a state dict shaped and typed like ``template``."""
-    if len(arrays) != len(template):
-        raise ValueError(f"expected {len(template)} arrays, got {len(arrays)}")
-    return {
-        k: torch.as_tensor(np.asarray(a)).reshape(v.shape).to(v.dtype) for (k, v), a in zip(template.items(), arrays)
-    }
