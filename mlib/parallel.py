@@ -1,16 +1,25 @@
-"""Independent training runs in parallel worker processes (one torch thread each).
+"""Worker processes: independent training runs (one torch thread each) and featurisation.
 
 Each run is seeded on its own, so the results do not depend on how many workers ran them or in which
 order. The shared data (graph sets) travel to each worker once, not with every job, as one plain pickle
 (multiprocessing's own pickler would pass every tensor as a file descriptor and run out of them).
+
+Interrupting leaves nothing behind: on Ctrl-C or SIGTERM the pool's workers are terminated, and every
+worker asks the kernel to end it when its parent ends (Linux ``PR_SET_PDEATHSIG``), so a killed notebook
+kernel takes its workers with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import pickle
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -20,6 +29,57 @@ from mlib.progress import track
 
 T = TypeVar("T")
 _SHARED: Any = None
+
+
+def end_with_parent() -> None:
+    """Ask the kernel to send this process SIGTERM when its parent ends (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    end_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _quiet_broken_pool(previous: Callable) -> Callable:
+    """An excepthook that drops CPython 3.11's InvalidStateError from a broken pool's cancelled futures."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not InvalidStateError:
+            previous(args)
+
+    return hook
+
+
+@contextmanager
+def worker_pool(
+    workers: int, initializer: Callable | None = None, initargs: tuple = ()
+) -> Iterator[ProcessPoolExecutor]:
+    """A process pool (forkserver) whose workers are terminated when the block is left by an exception."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_start_worker,
+        initargs=(initializer, initargs),
+    )
+    try:
+        yield pool
+    except BaseException:
+        processes = list((pool._processes or {}).values())  # the executor has no public handle on its workers
+        previous = threading.excepthook
+        threading.excepthook = _quiet_broken_pool(previous)
+        try:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=10)
+            pool.shutdown(wait=True)  # the pool is broken now: pending work fails, its manager thread ends
+        finally:
+            threading.excepthook = previous
+        raise
+    pool.shutdown(wait=True)
 
 
 def _init(payload: bytes) -> None:
@@ -41,10 +101,7 @@ def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], shared: Any, workers: 
     if workers <= 1 or len(jobs) <= 1:
         return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run")]
     results: list[Any] = [None] * len(jobs)
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init, initargs=(pickle.dumps(shared),)
-    ) as pool:
+    with worker_pool(min(workers, len(jobs)), _init, (pickle.dumps(shared),)) as pool:
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}
         for future in track(as_completed(futures), len(jobs), desc, unit="run"):
             results[futures[future]] = future.result()

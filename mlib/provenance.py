@@ -41,9 +41,9 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 2
     return digest.hexdigest()
 
 
-def record_data_file(path: str | Path, sha256: str) -> None:
-    """Note that this process read a data file with the given digest."""
-    _DATA_FILES[str(path)] = sha256
+def record_data_file(path: str | Path, sha256: str, verified: bool = True) -> None:
+    """Note that this process read a data file with the given digest (``verified``: against a published one)."""
+    _DATA_FILES[str(path)] = sha256 if verified else f"{sha256} (unverified)"
 
 
 def data_files() -> dict[str, str]:

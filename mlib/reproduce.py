@@ -15,15 +15,18 @@ and every notebook's prerequisites, are checked before the first notebook starts
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from mlib import catalogue, profiles
@@ -118,6 +121,25 @@ def plan(
     return runs
 
 
+def changed_data(results: Path) -> list[str]:
+    """Mirror files whose published digest differs from the one recorded in ``results``' provenance."""
+    from mlib.data import mirror
+
+    path = results / "provenance.json"
+    root = mirror.mirror_root()
+    if not path.exists() or root is None or not root.is_dir():
+        return []
+    recorded = json.loads(path.read_text()).get("data_files", {})
+    prefix = f"${mirror.MIRROR_ENV}/"
+    changed = []
+    for name, digest in recorded.items():
+        if name.startswith(prefix):
+            now = mirror.published_digest(root, name.removeprefix(prefix))
+            if now is not None and now != digest.split()[0]:
+                changed.append(name.removeprefix(prefix))
+    return changed
+
+
 def staging_folder(results: Path) -> Path:
     return results.parent / STAGING / results.name
 
@@ -186,6 +208,30 @@ def describe() -> str:
     return "\n".join(lines)
 
 
+def end_children() -> None:
+    """SIGTERM to every process this runner started (kernel, its pool workers, forkserver), then wait for them.
+
+    Processes ended by SIGTERM print nothing; the kernel's workers would print a traceback each if the
+    kernel were interrupted with SIGINT instead.
+    """
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C or a stop request: end the notebook's kernel and workers, then unwind the runner."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    end_children()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlib.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,8 +260,17 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)  # the cells' output lines: in-cell progress
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # an interrupted cell's task, reported below in one line
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop request ends the kernel and its workers, quietly
+    signal.signal(signal.SIGINT, _interrupt)
     for nb, results, values in runs:
         print(f"==> {nb.stem} [{args.profile}] -> {results}", flush=True)
+        if changed := changed_data(results):
+            print(
+                f"note: the data changed since {results} was made ({', '.join(changed)} differ from the digests "
+                "in its provenance.json): its numbers will change",
+                flush=True,
+            )
         try:
             seconds = execute(nb, results, values)
         except PapermillExecutionError as exc:
@@ -226,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        except KeyboardInterrupt:
+            print(
+                f"interrupted: {nb.stem} stopped; {results} is unchanged and every finished run is kept in "
+                f"{results.parent / STORE}: rerun the same command to resume",
+                file=sys.stderr,
+            )
+            return 130
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
     if args.out.resolve() == RESULTS_DIR.resolve():
         from mlib import readme

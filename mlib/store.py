@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "run.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class RunMismatch(RuntimeError):
@@ -37,6 +39,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets the permissions of any new file
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -30,6 +30,7 @@ from typing import Any
 
 from mlib.catalogue import ALGORITHMS
 from mlib.federated import task
+from mlib.graphs.featurize import NoGraphs
 
 CONNECTION = "mlib"
 
@@ -100,9 +101,12 @@ def site(args: argparse.Namespace) -> int:
         "hyper": json.dumps(args.hyper, separators=(",", ":")),
         "seed": args.seed,
     }
-    if args.data is not None and not args.data.is_file():
-        raise SystemExit(f"error: site data {args.data} does not exist; give this site's CSV (id, cif, {args.target})")
-    config = write_config(args.home / f"site{args.client_id}.toml", task.with_defaults(node, task.NODE_CONFIG))
+    node = task.with_defaults(node, task.NODE_CONFIG)
+    try:
+        task.site_graphs(node)  # checks the data and says what the site uses; the client app reads the graph cache
+    except (task.SiteDataError, NoGraphs) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    config = write_config(args.home / f"site{args.client_id}.toml", node)
     command = [
         flower_command("flower-supernode"),
         "--insecure",

@@ -103,6 +103,7 @@ def site_graphs(node: dict[str, Any]) -> tuple[GraphSet, np.ndarray]:
         if missing:
             raise SiteDataError(f"{path}: missing column(s) {sorted(missing)} (need id, cif, {target})")
         graph_set = featurize(frame, path.stem, model.spec).with_finite(target)
+        report_skips(graph_set, len(frame), path.with_name(f"{path.stem}.skipped.csv"), int(node["client-id"]))
         return graph_set, np.arange(len(graph_set))
     limit = int(node["limit"]) or None
     graph_set = datasets.load_mp(str(node["dataset"]), limit=limit, spec=model.spec).with_finite(target)
@@ -117,6 +118,16 @@ def site_graphs(node: dict[str, Any]) -> tuple[GraphSet, np.ndarray]:
         target=graph_set.target(target).numpy(),
     )
     return graph_set, shards[int(node["client-id"])]
+
+
+def report_skips(graph_set: GraphSet, total: int, path: Path, client: int) -> None:
+    """Say how many of the site's crystals it uses and why the others were left out (written to ``path``)."""
+    reasons = "; ".join(f"{row.count} {row.kind}" for row in graph_set.skips.summary().itertuples())
+    line = f"site {client}: uses {len(graph_set):,} of {total:,} crystals"
+    if len(graph_set.skips):
+        graph_set.skips.table().to_csv(path, index=False)
+        line += f"; skipped {len(graph_set.skips):,} ({reasons}), listed in {path}"
+    print(line, flush=True)
 
 
 def site_data(node: dict[str, Any]) -> ClientData:

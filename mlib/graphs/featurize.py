@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,8 +24,11 @@ from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.atom_features import MAX_Z
 from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec, featurize_one
+from mlib.parallel import worker_pool
 from mlib.paths import cache_dir
 from mlib.progress import track
+from mlib.provenance import file_digest
+from mlib.store import write_text
 
 
 @dataclass
@@ -129,6 +131,14 @@ def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.
     return h.hexdigest()
 
 
+class NoGraphs(ValueError):
+    """Not one crystal of a data set could become a graph."""
+
+
+CACHE_FILES = ("graphs.bin", "table.parquet", "skips.csv")
+CACHE_DIGEST = "cache.sha256"
+
+
 def featurize(
     frame: pd.DataFrame,
     name: str,
@@ -142,7 +152,9 @@ def featurize(
     """Graphs for every row of ``frame`` (``source``: CIF text or a lattice/species/coords dict).
 
     The other columns (targets, formula, ...) become the graph set's table. With ``cache`` the
-    graphs are stored under ``$MLIB_CACHE/graphs/<digest>/`` and loaded from there next time.
+    graphs are stored under ``$MLIB_CACHE/graphs/<digest>/`` with the digest of their files, and loaded
+    from there next time; a damaged cache entry is rebuilt with a one-line warning naming it. When no
+    crystal at all can become a graph, :class:`NoGraphs` names the data set and the skips file.
     """
     ids = frame[id_column].astype(str).tolist()
     sources = frame[source].tolist()
@@ -150,18 +162,30 @@ def featurize(
     digest = input_digest(ids, sources, spec, table)
     folder = cache_dir("graphs", digest[:24]) if cache else None
     if folder is not None and (folder / "graphs.bin").exists():
-        return _load(folder, name, spec, strict, digest)
+        try:
+            return _load(folder, name, spec, strict, digest)
+        except DamagedCache as exc:
+            warnings.warn(f"graph cache {folder} is damaged ({exc}); rebuilding it", CacheWarning, stacklevel=2)
+            for file in (*CACHE_FILES, CACHE_DIGEST):
+                (folder / file).unlink(missing_ok=True)
     skips = Skips(strict=strict)
     graphs, kept = [], []
     worker = partial(featurize_one, spec=spec, max_z=MAX_Z)
     items = list(zip(ids, sources))
     if workers > 1 and len(items) > 1:
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with worker_pool(workers) as pool:
             results = pool.map(worker, items, chunksize=max(1, min(256, len(items) // (8 * workers))))
             _collect(results, graphs, kept, skips, len(items), name)
     else:
         _collect(map(worker, items), graphs, kept, skips, len(items), name)
+    if items and not graphs:
+        where = cache_dir("skips") / f"{digest[:24]}.csv"
+        skips.table().to_csv(where, index=False)
+        reasons = "; ".join(f"{row.count} {row.kind}" for row in skips.summary().itertuples())
+        raise NoGraphs(
+            f"none of the {len(items):,} crystals of {name} could become a graph ({reasons}); "
+            f"every entry and its reason: {where}"
+        )
     graph_set = GraphSet(name, graphs, table.iloc[kept].reset_index(drop=True), spec, skips, source_digest=digest)
     if folder is not None:
         _save(folder, graph_set)
@@ -178,19 +202,46 @@ def _collect(results, graphs: list, kept: list[int], skips: Skips, total: int, n
             kept.append(row)
 
 
+class DamagedCache(RuntimeError):
+    """A graph cache entry whose files do not match their digest or cannot be read."""
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged and is rebuilt."""
+
+
+def _files_digest(folder: Path) -> str:
+    return "\n".join(f"{file_digest(folder / name)}  {name}" for name in CACHE_FILES) + "\n"
+
+
 def _save(folder: Path, graph_set: GraphSet) -> None:
     dgl.save_graphs(str(folder / "graphs.tmp"), graph_set.graphs)
     graph_set.table.to_parquet(folder / "table.parquet", index=False)
     graph_set.skips.table().to_csv(folder / "skips.csv", index=False)
-    (folder / "graphs.tmp").replace(folder / "graphs.bin")  # last: a complete cache entry or none
+    (folder / "graphs.tmp").replace(folder / "graphs.bin")
+    write_text(folder / CACHE_DIGEST, _files_digest(folder))  # last: a complete, verifiable entry or none
 
 
 def _load(folder: Path, name: str, spec: GraphSpec, strict: bool, digest: str) -> GraphSet:
-    graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
-    table = pd.read_parquet(folder / "table.parquet")
-    skips = Skips(strict=strict)
-    for row in pd.read_csv(folder / "skips.csv", dtype=str).itertuples():
-        skips.add(BadEntry(row.id, row.reason, row.stage, row.kind))
+    """A cache entry, verified against its digest file (an entry written before digests were kept is
+    verified by reading it, then gets its digest)."""
+    recorded = folder / CACHE_DIGEST
+    missing = [file for file in CACHE_FILES if not (folder / file).exists()]
+    if missing:
+        raise DamagedCache(f"missing {', '.join(missing)}")
+    if recorded.exists() and recorded.read_text() != _files_digest(folder):
+        raise DamagedCache("its files do not match cache.sha256")
+    try:
+        graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
+        table = pd.read_parquet(folder / "table.parquet")
+        skip_rows = pd.read_csv(folder / "skips.csv", dtype=str)
+    except Exception as exc:  # DGL, pyarrow and pandas raise their own types for damaged files
+        raise DamagedCache(f"{type(exc).__name__} while reading it") from None
     if len(graphs) != len(table):
-        raise RuntimeError(f"graph cache {folder} is inconsistent ({len(graphs)} graphs, {len(table)} rows); delete it")
+        raise DamagedCache(f"{len(graphs)} graphs for {len(table)} table rows")
+    if not recorded.exists():
+        write_text(recorded, _files_digest(folder))
+    skips = Skips(strict=strict)
+    for row in skip_rows.itertuples():
+        skips.add(BadEntry(row.id, row.reason, row.stage, row.kind))
     return GraphSet(name, graphs, table, spec, skips, from_cache=True, source_digest=digest)
