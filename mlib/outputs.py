@@ -49,6 +49,7 @@ class Run:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = store.Store(Path(params.store_dir))
         self.started = time.time()
+        self.code = provenance.git_state()  # the code this notebook started with
         self.outputs: list[dict[str, str]] = []
         self.write_provenance()
 
@@ -99,7 +100,7 @@ class Run:
             "profile": self.params.profile,
             "seed": self.params.seed,
             "parameters": self.params.as_dict(),
-            "code": provenance.git_state(),
+            "code": self.code,
             "packages": provenance.package_versions(),
             "environment": provenance.environment(),
             "data_files": provenance.data_files(),

@@ -57,10 +57,16 @@ def _quiet_broken_pool(previous: Callable) -> Callable:
 def worker_pool(
     workers: int, initializer: Callable | None = None, initargs: tuple = ()
 ) -> Iterator[ProcessPoolExecutor]:
-    """A process pool (forkserver) whose workers are terminated when the block is left by an exception."""
+    """A process pool (forkserver) whose workers are terminated when the block is left by an exception.
+
+    Workers ignore SIGINT from birth (:mod:`mlib.worker_init`, preloaded by the forkserver) and end with
+    their parent.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mlib.worker_init"])
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("forkserver"),
+        mp_context=context,
         initializer=_start_worker,
         initargs=(initializer, initargs),
     )

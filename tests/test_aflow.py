@@ -109,3 +109,19 @@ def test_mirror_records_parse_and_count_geometry():
     assert len(records) + len(skips) == len(aflow.read_mirror_records())
     assert 0 < with_geometry < len(records)
     assert len(aflow.read_mirror_index()) == 5534
+
+
+def test_live_index_comes_from_the_same_paged_query(server, monkeypatch):
+    """01_data's AGL index summary reads live AFLUX when there is no mirror (recorded responses)."""
+    import json as json_module
+
+    from mlib.study.data import agl_index_table
+
+    entries = [
+        {"auid": f"aflow:{k}", "compound": c, "nspecies": str(n), "spacegroup_relax": str(sg)}
+        for k, (c, n, sg) in enumerate([("Na1Cl1", 2, 225), ("Na2Cl2", 2, 225), ("Si2", 1, 227)])
+    ]
+    monkeypatch.setattr(aflow, "fetch_agl_live", lambda: entries)
+    table = agl_index_table("live")
+    assert table.loc[0, "entries"] == 3 and table.loc[0, "after dedup"] == 2 and "live" in table.loc[0, "dataset"]
+    assert json_module.dumps(int(table.loc[0, "unary"])) == "1"

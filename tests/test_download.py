@@ -65,3 +65,22 @@ def test_fetch_json_detects_corrupt_cached_document(server, tmp_path):
     dest.write_text('{"a": 1')  # truncated on disk
     assert fetch_json(server.url("/doc"), dest, backoff=0) == {"a": 1}
     assert len(server.requests) == 2
+
+
+def test_reference_atom_features_are_downloaded_and_checked(server, tmp_path, monkeypatch):
+    import json
+
+    from mlib import datasets
+
+    body = json.dumps({"1": [0.0, 1.0], "8": [1.0, 0.0]}).encode()
+    server.routes["/atom_init.json"] = body
+    monkeypatch.setattr(datasets, "ATOM_INIT_SHA256", hashlib.sha256(body).hexdigest())
+    table = datasets.reference_atom_init("live", url=server.url("/atom_init.json"))
+    assert table == {"1": [0.0, 1.0], "8": [1.0, 0.0]}
+    datasets.reference_atom_init("live", url=server.url("/atom_init.json"))
+    assert len(server.requests) == 1  # cached after the first download
+    server.routes["/other.json"] = b'{"1": [9.0]}'
+    (tmp_path / "unused").mkdir()
+    monkeypatch.setenv("MLIB_CACHE", str(tmp_path / "fresh"))
+    with pytest.raises(ChecksumError):
+        datasets.reference_atom_init("live", url=server.url("/other.json"))

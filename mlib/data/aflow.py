@@ -229,6 +229,12 @@ def read_mirror_index() -> list[dict[str, Any]]:
     return aflux_entries(json.loads(mirror_file(MIRROR_INDEX).read_text()))
 
 
+def read_index(source: str = "auto") -> list[dict[str, Any]]:
+    """The study's AGL entries with the index fields (auid, compound, nspecies, spacegroup_relax, ...):
+    the mirror's index, or live AFLUX (the same paged, cached query as the records)."""
+    return read_mirror_index() if resolve_source(source) == "mirror" else fetch_agl_live()
+
+
 def resolve_source(source: str) -> str:
     """``"auto"`` is the mirror when ``$MLIB_DATA_MIRROR`` is set, else live AFLUX."""
     if source not in ("auto", "mirror", "live"):

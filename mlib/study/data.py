@@ -20,11 +20,12 @@ def spec(P: DataParams) -> GraphSpec:
     return GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
 
 
-def agl_index_table() -> pd.DataFrame:
-    """The study's AGL auids by arity and after dedup, beside the paper's counts."""
-    index = index_frame(aflow.read_mirror_index())
+def agl_index_table(source: str = "auto") -> pd.DataFrame:
+    """The study's AGL auids by arity and after dedup, beside the paper's counts (mirror or live AFLUX)."""
+    where = aflow.resolve_source(source)
+    index = index_frame(aflow.read_index(where))
     row = {
-        "dataset": f"AGL index (mirror, {len(index):,} auids of the study)",
+        "dataset": f"AGL index ({where}, {len(index):,} auids of the study)",
         "entries": len(index),
         **arity_counts(index["nspecies"]),
         "after dedup": len(drop_duplicates(index)),
@@ -32,14 +33,14 @@ def agl_index_table() -> pd.DataFrame:
     return pd.DataFrame([row, published.AGL_DATASET])
 
 
-def agl_index(run: Run) -> pd.DataFrame:
+def agl_index(P: DataParams, run: Run) -> pd.DataFrame:
     """:func:`agl_index_table`, saved."""
-    table = agl_index_table()
-    return run.save_table(
-        table,
-        "agl_index_counts",
-        f"AFLOW AGL index (mirror, {table.loc[0, 'entries']:,} entries) by arity and after dedup, beside the paper",
+    table = agl_index_table(P.aflow_source)
+    where = aflow.resolve_source(P.aflow_source)
+    caption = (
+        f"AFLOW AGL index ({where}, {table.loc[0, 'entries']:,} entries) by arity and after dedup, beside the paper"
     )
+    return run.save_table(table, "agl_index_counts", caption)
 
 
 def labels(P: DataParams, run: Run) -> tuple[list, str]:
@@ -111,9 +112,9 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
     return table
 
 
-def atom_features(run: Run) -> pd.DataFrame:
+def atom_features(P: DataParams, run: Run) -> pd.DataFrame:
     """Per property, the fraction of elements whose one-hot bin matches the reference ``atom_init.json``."""
-    agreement = pd.DataFrame(agreement_with_reference(datasets.reference_atom_init()))
+    agreement = pd.DataFrame(agreement_with_reference(datasets.reference_atom_init(P.aflow_source)))
     run.save_table(
         agreement,
         "atom_feature_agreement",
