@@ -6,13 +6,43 @@ import http.server
 import threading
 from pathlib import Path
 
+import dgl
+import numpy as np
 import pytest
+import torch
+from pymatgen.core import Lattice, Structure
 
 from mlib.data import mirror
+from mlib.graphs.featurize import to_graph
+from mlib.graphs.neighbors import GraphSpec, structure_arrays
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 needs_mirror = pytest.mark.skipif(not mirror.available(), reason="MLIB_DATA_MIRROR not set (CI sets it)")
+
+# A low-symmetry cell: no two neighbours tie at the 12-neighbour cut, so every graph is order-independent.
+DISTORTED = Structure(
+    Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100),
+    ["Sr", "Ti", "O", "O", "O"],
+    [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]],
+)
+
+
+def crystal_graph(structure: Structure) -> dgl.DGLGraph:
+    """The CGCNN graph of one structure (8 A, 12 neighbours)."""
+    return to_graph(structure_arrays(structure, GraphSpec()))
+
+
+def toy_data(n: int = 24) -> tuple[list[dgl.DGLGraph], torch.Tensor]:
+    """``n`` NaCl cells of growing lattice constant; the target is the lattice constant plus noise."""
+    rng = np.random.default_rng(0)
+    graphs, ys = [], []
+    for k in range(n):
+        a = 3.0 + 0.05 * k
+        s = Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        graphs.append(crystal_graph(s))
+        ys.append(a + rng.normal(0, 0.01))
+    return graphs, torch.tensor(ys, dtype=torch.float32)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import sys
 
 from mlib import sweep
 from mlib.params import SearchSpace
-from tests.test_cgcnn import toy_data
+from tests.conftest import toy_data
 
 SPACE = SearchSpace(conv_layers=[1, 2], batch_size=[4], hidden=[4], lr=[0.01, 0.001])
 

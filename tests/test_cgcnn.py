@@ -4,13 +4,13 @@ import dgl
 import numpy as np
 import pytest
 import torch
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 
-from mlib.graphs.featurize import to_graph
-from mlib.graphs.neighbors import GraphSpec, structure_arrays
+from mlib.graphs.neighbors import GraphSpec
 from mlib.models.cgcnn import CGCNN, CGCNNConv, GaussianDistance
 from mlib.params import TrainConfig
 from mlib.training import Trainer, TrainingDiverged, seed_everything, split_indices
+from tests.conftest import DISTORTED, crystal_graph, toy_data
 
 
 def softplus(x):
@@ -39,18 +39,6 @@ def test_convolution_matches_hand_computation_on_two_atoms():
     np.testing.assert_allclose(out, np.array(expected), rtol=1e-5)
 
 
-def crystal_graph(structure: Structure) -> dgl.DGLGraph:
-    return to_graph(structure_arrays(structure, GraphSpec()))
-
-
-# A low-symmetry cell: no two neighbours tie at the 12-neighbour cut, so the graph is order-independent.
-DISTORTED = Structure(
-    Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100),
-    ["Sr", "Ti", "O", "O", "O"],
-    [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]],
-)
-
-
 def test_prediction_is_invariant_to_atom_order():
     torch.manual_seed(0)
     model = CGCNN(hidden=16, n_conv=2).eval()
@@ -67,17 +55,6 @@ def test_gaussian_expansion_follows_cgcnn():
     g = GaussianDistance()
     assert g.dim == 41
     assert torch.isclose(g(torch.tensor([2.0]))[0, 10], torch.tensor(1.0))
-
-
-def toy_data(n: int = 24):
-    rng = np.random.default_rng(0)
-    graphs, ys = [], []
-    for k in range(n):
-        a = 3.0 + 0.05 * k
-        s = Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-        graphs.append(crystal_graph(s))
-        ys.append(a + rng.normal(0, 0.01))
-    return graphs, torch.tensor(ys, dtype=torch.float32)
 
 
 def train(tmp_path, epochs: int, resume: bool = False):
@@ -106,7 +83,6 @@ def test_fit_regressor_is_seeded_whatever_the_global_rng_state(tmp_path):
     import pandas as pd
 
     from mlib.graphs.featurize import GraphSet
-    from mlib.graphs.neighbors import GraphSpec
     from mlib.training import fit_regressor
 
     graphs, y = toy_data()

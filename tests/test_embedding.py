@@ -8,7 +8,7 @@ import torch
 from mlib import embedding
 from mlib.models.cgcnn import CGCNN
 from mlib.scaling import Standardizer
-from tests.test_cgcnn import DISTORTED, crystal_graph, toy_data
+from tests.conftest import DISTORTED, crystal_graph, toy_data
 
 
 def test_crystal_vectors_have_one_row_per_crystal():

@@ -14,14 +14,9 @@ from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, TrainConfig, build
 from mlib.study.models import common_crystals, summarise
 from mlib.training import fit_regressor, seed_everything
+from tests.conftest import DISTORTED
 
 FIVE = ["gcn", "sage", "gine", "megnet", "m3gnet"]
-# A low-symmetry cell: no neighbour ties at the 12-neighbour cut, so every graph is order-independent.
-DISTORTED = Structure(
-    Lattice.from_parameters(4.1, 4.5, 5.2, 85, 95, 100),
-    ["Sr", "Ti", "O", "O", "O"],
-    [[0.01, 0.02, 0.0], [0.48, 0.53, 0.51], [0.52, 0.47, 0.03], [0.55, 0.02, 0.46], [0.04, 0.5, 0.57]],
-)
 
 
 def graphs_of(structures: list[Structure], model: str, targets=None) -> GraphSet:

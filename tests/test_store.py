@@ -16,7 +16,7 @@ from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
 from mlib.params import TrainConfig
 from mlib.training import CheckpointError, fit_regressor
-from tests.test_cgcnn import toy_data
+from tests.conftest import toy_data
 
 
 def toy_set(shift: float = 0.0, name: str = "toy") -> GraphSet:

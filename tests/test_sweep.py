@@ -49,7 +49,7 @@ def test_paper_grid_size():
 
 
 def test_a_rerun_completes_the_study_to_n_trials_instead_of_adding_more(tmp_path):
-    from tests.test_cgcnn import toy_data
+    from tests.conftest import toy_data
 
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     graphs, y = toy_data()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -131,6 +131,9 @@ def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.
     return h.hexdigest()
 
 
+log = logging.getLogger(__name__)
+
+
 class NoGraphs(ValueError):
     """Not one crystal of a data set could become a graph."""
 
@@ -165,7 +168,7 @@ def featurize(
         try:
             return _load(folder, name, spec, strict, digest)
         except DamagedCache as exc:
-            warnings.warn(f"graph cache {folder} is damaged ({exc}); rebuilding it", CacheWarning, stacklevel=2)
+            log.warning("graph cache %s is damaged (%s); rebuilding it", folder, exc)
             for file in (*CACHE_FILES, CACHE_DIGEST):
                 (folder / file).unlink(missing_ok=True)
     skips = Skips(strict=strict)
@@ -204,10 +207,6 @@ def _collect(results, graphs: list, kept: list[int], skips: Skips, total: int, n
 
 class DamagedCache(RuntimeError):
     """A graph cache entry whose files do not match their digest or cannot be read."""
-
-
-class CacheWarning(UserWarning):
-    """A cache entry was damaged and is rebuilt."""
 
 
 def _files_digest(folder: Path) -> str:

@@ -1,0 +1,93 @@
+"""Tables, figures and provenance of a notebook run; README tables copied from results; figures with units."""
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlib import catalogue, plots, readme
+from mlib.outputs import Run, mean_std
+from mlib.params import build
+
+
+@pytest.fixture
+def run(tmp_path):
+    return Run(build("02_train", {"out_dir": str(tmp_path / "out"), "store_dir": str(tmp_path / "store")}), "02_train")
+
+
+def test_tables_need_a_caption_and_carry_it(run):
+    with pytest.raises(ValueError, match="needs a caption"):
+        run.save_table(pd.DataFrame({"a": [1]}), "t", " ")
+    run.save_table(pd.DataFrame({"a": [1.23456]}), "t", "toy, 1 crystal")
+    assert (run.out_dir / "t.md").read_text().startswith("**toy, 1 crystal**")
+    assert pd.read_csv(run.out_dir / "t.csv")["a"].iloc[0] == pytest.approx(1.23456)
+
+
+def test_provenance_names_parameters_code_and_outputs(run):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    run.save_figure(fig, "f", "a line")
+    record = json.loads((run.out_dir / "provenance.json").read_text())
+    assert record["notebook"] == "02_train" and record["finished"] is False  # the runner marks it finished
+    assert record["parameters"]["epochs"] == 200 and "commit" in record["code"]
+    assert {o["file"] for o in record["outputs"]} == {"f.png"} and (run.out_dir / "f.png").stat().st_size > 0
+    assert not plt.get_fignums(), "saved figures are closed"
+
+
+def test_mean_std_over_seeds():
+    assert mean_std([1.0, 2.0, 3.0]) == "2 ± 1"
+    assert mean_std([0.5]) == "0.5 ± 0"
+
+
+def test_readme_tables_are_copied_from_results(tmp_path):
+    results = tmp_path / "results"
+    (results / "cpu" / "02_train").mkdir(parents=True)
+    (results / "cpu" / "02_train" / "thermal_metrics.md").write_text("**caption**\n\n| a |\n|--:|\n| 1 |\n")
+    text = (
+        "intro\n<!-- result: cpu/02_train/thermal_metrics -->\nold table\n<!-- /result -->\n"
+        "<!-- result: cpu/99_none/x -->\nkept\n<!-- /result -->\n"
+    )
+    path = tmp_path / "README.md"
+    path.write_text(text)
+    assert readme.update(path, results) == ["cpu/02_train/thermal_metrics"]
+    out = path.read_text()
+    assert "old table" not in out and "| 1 |" in out and "kept" in out
+
+
+def labels(fig) -> list[str]:
+    return [text for ax in fig.axes for text in (ax.get_xlabel(), ax.get_ylabel())]
+
+
+def test_figures_carry_units_and_display_names():
+    thermal = catalogue.target(catalogue.THERMAL_TARGET)
+    fig = plots.parity(np.array([1e-5, 2e-5]), np.array([1.1e-5, 1.9e-5]), thermal, "t")
+    assert labels(fig) == [
+        "true volumetric thermal expansion at 300 K (10^-6 1/K)",
+        "predicted volumetric thermal expansion at 300 K (10^-6 1/K)",
+    ]
+    assert fig.axes[0].get_xlim()[1] < 100  # plotted in 10^-6 1/K, not raw 1e-5 values
+    runs = pd.DataFrame({"model": ["gcn", "gcn", "m3gnet"], "target": ["band_gap"] * 3, "mae": [0.4, 0.5, 0.3]})
+    fig = plots.metric_bars(runs)
+    assert "eV" in fig.axes[0].get_ylabel() and [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "GCN",
+        "M3GNet",
+    ]
+    history = pd.DataFrame(
+        {
+            "round": [1, 2] * 2,
+            "test_mae": [0.3, 0.2, 0.5, 0.4],
+            "model": ["gcn"] * 4,
+            "target": ["formation_energy_per_atom"] * 2 + ["band_gap"] * 2,
+            "algorithm": "fedavg",
+        }
+    )
+    central = pd.DataFrame({"model": ["gcn"], "target": ["band_gap"], "mae": [0.35]})
+    fig = plots.convergence(history, central, "t")
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "test MAE (eV/atom), mean over seeds",
+        "test MAE (eV), mean over seeds",
+    ]
+    assert "central baseline" in [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    plt.close("all")
