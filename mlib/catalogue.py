@@ -128,6 +128,12 @@ ALGORITHMS: dict[str, str] = {"fedavg": "FedAvg", "fedprox": "FedProx"}
 BN_MODES: tuple[str, ...] = ("average", "local")
 FEDERATION = {"rounds": 20, "local_epochs": 2, "mu": 0.01, "lr": 0.001, "batch_size": 64, "bn": "average"}
 TRAINING = {"epochs": 200, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0}  # the CGCNN paper's best setting
+# Learning-rate schedules: constant, or the reference implementation's default (lr / 10 from epoch 100 on).
+LR_SCHEDULES: tuple[str, ...] = ("constant", "step")
+LR_STEP_EPOCH = 100
+# Which epoch's weights a run keeps: lowest validation MSE of the standardised target, or lowest validation
+# MAE in the target's unit (the reference implementation's choice).
+BEST_BY: tuple[str, ...] = ("val_mse", "val_mae")
 FINE_TUNE_MODES: tuple[str, ...] = ("frozen", "train")
 
 # The paper's grid: conv layers 2-4, batch and hidden 2^1..2^5 plus 64 (its reported best), lr 1e-1..1e-3.

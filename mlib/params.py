@@ -82,17 +82,21 @@ class Checked:
 
 @dataclass(frozen=True)
 class TrainConfig(Checked):
-    """One training run: epochs, batch size, Adam's learning rate and weight decay, seed."""
+    """One training run: epochs, batch size, Adam's learning rate, weight decay and schedule, the epoch kept, seed."""
 
     epochs: int = C.TRAINING["epochs"]
     batch_size: int = C.TRAINING["batch_size"]
     lr: float = C.TRAINING["lr"]
     weight_decay: float = C.TRAINING["weight_decay"]
     seed: int = 0
+    lr_schedule: str = "constant"
+    best_by: str = "val_mse"
 
     def validate(self) -> None:
         self.positive("epochs", "batch_size", "lr")
         self.non_negative("weight_decay", "seed")
+        self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
+        self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,10 @@ class TrainParams(GraphParams):
     mp_target: str = param("formation_energy_per_atom", "MP target of the implementation check")
     mp_limit: int | None = param(None, "first N MP crystals only (a labelled subset); null: all")
     mp_epochs: int = param(30, "training epochs (MP)")
+    lr_schedule: str = param("constant", "constant, or step: lr / 10 from epoch 100 on (the reference's default)")
+    best_by: str = param(
+        "val_mse", "epoch kept: lowest val_mse (standardised) or val_mae (target unit, the reference's)"
+    )
     resume: bool = param(True, "continue an interrupted run from its last checkpoint")
 
     def validate(self) -> None:
@@ -237,6 +245,8 @@ class TrainParams(GraphParams):
         if self.mp_dataset is not None:
             self.one_of("mp_dataset", C.MP_DATASETS, "MP data set")
         self.one_of("mp_target", C.MP_TARGETS, "MP target")
+        self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
+        self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
         self.positive(
             "conv_layers",
             "hidden",

@@ -2,7 +2,10 @@
 
 * The split (6:2:2 by default) is drawn from a seed and saved with the crystal ids.
 * The target is standardised with the mean and std of the training split only.
-* Graphs are batched once: batches are built at the start and their order is shuffled each epoch.
+* Which crystals share a training batch is drawn anew every epoch (seeded by seed and epoch), as in
+  minibatch SGD and the reference implementation; validation batches are fixed.
+* The learning rate is constant or divided by 10 from epoch 100 on (``lr_schedule="step"``, the
+  reference's default); the kept epoch has the lowest validation MSE (standardised) or MAE (target unit).
 * ``last.pt`` is written after every finite epoch (resume continues from it after an interruption),
   ``best.pt`` at each new best validation loss, both atomically and with the run's key; a checkpoint
   made with another key (data, parameters, code) is refused, never resumed. A NaN loss stops training
@@ -30,6 +33,7 @@ from scipy import stats
 from torch import nn
 
 from mlib import model_file, store
+from mlib.catalogue import LR_STEP_EPOCH
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import MODEL_CODE_VERSION
 from mlib.params import FineTune, TrainConfig
@@ -164,12 +168,17 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.scaler = Standardizer.fit(y[split["train"]])
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
-        rng = np.random.default_rng(config.seed)
-        self.train_batches = make_batches(graphs, y, split["train"], config.batch_size, rng)
+        milestones = [LR_STEP_EPOCH] if config.lr_schedule == "step" else []
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
         self.val_batches = make_batches(graphs, y, split["val"], config.batch_size)
         self.history: list[dict[str, float]] = []
         self.best_val = math.inf
         self.epoch = 0
+
+    def epoch_batches(self) -> list:
+        """This epoch's training batches: which crystals share a batch is drawn anew (seeded by seed and epoch)."""
+        rng = np.random.default_rng([self.config.seed, self.epoch])
+        return make_batches(self.graphs, self.y, self.split["train"], self.config.batch_size, rng)
 
     def _param_groups(self) -> list[dict]:
         """All parameters at ``lr``; when fine-tuning, the head at ``lr`` and the encoder scaled or left out."""
@@ -193,6 +202,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
             "best_val": self.best_val,
@@ -216,23 +226,20 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.history, self.best_val = state["epoch"], state["history"], state["best_val"]
         torch.set_rng_state(state["torch_rng"])
         return True
 
-    def run_epoch(self, batches, train: bool) -> float:
-        """One pass over pre-built batches (training steps if ``train``); mean MSE of the standardised target."""
+    def run_epoch(self, batches, train: bool) -> tuple[float, float]:
+        """One pass over batches (training steps if ``train``): mean MSE of the standardised target, and mean
+        absolute error in the target's unit."""
         self._set_mode(train)
-        total, count = 0.0, 0
-        order = (
-            np.random.default_rng(self.config.seed + self.epoch).permutation(len(batches))
-            if train
-            else range(len(batches))
-        )
-        for k in order:
-            graph, y, _ = batches[k]
+        squared, absolute, count = 0.0, 0.0, 0
+        for graph, y, _ in batches:
             with torch.set_grad_enabled(train):
-                loss = nn.functional.mse_loss(self.model(graph), self.scaler.encode(y))
+                pred = self.model(graph)
+                loss = nn.functional.mse_loss(pred, self.scaler.encode(y))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} in epoch {self.epoch + 1}; the last good "
@@ -242,9 +249,10 @@ class Trainer:
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
-            total += loss.item() * len(y)
+            squared += loss.item() * len(y)
+            absolute += float((self.scaler.decode(pred.detach()) - y).abs().sum())
             count += len(y)
-        return total / count
+        return squared / count, absolute / count
 
     def fit(self, show: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> pd.DataFrame:
         """Train up to ``config.epochs``; returns the per-epoch history (MSE in standardised units).
@@ -254,12 +262,22 @@ class Trainer:
         """
         bar = progress(self.config.epochs, "epochs", initial=self.epoch, unit="epoch", disable=not show)
         for _ in range(self.epoch, self.config.epochs):
-            train_mse = self.run_epoch(self.train_batches, train=True)
-            val_mse = self.run_epoch(self.val_batches, train=False)
+            train_mse, train_mae = self.run_epoch(self.epoch_batches(), train=True)
+            val_mse, val_mae = self.run_epoch(self.val_batches, train=False)
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+            self.scheduler.step()
             self.epoch += 1
-            self.history.append({"epoch": self.epoch, "train_mse": train_mse, "val_mse": val_mse})
-            if val_mse < self.best_val:
-                self.best_val = val_mse
+            record = {
+                "epoch": self.epoch,
+                "train_mse": train_mse,
+                "val_mse": val_mse,
+                "train_mae": train_mae,
+                "val_mae": val_mae,
+                "lr": lr,
+            }
+            self.history.append(record)
+            if record[self.config.best_by] < self.best_val:
+                self.best_val = record[self.config.best_by]
                 store.save_torch(self.out_dir / "best.pt", self._state())
             store.save_torch(self.out_dir / "last.pt", self._state())
             bar.update(1)
@@ -301,6 +319,11 @@ class FitResult:
         return self.trainer is None
 
 
+def model_key(name: str, hyper: dict) -> dict[str, object]:
+    """The part of a run's key that says which model: name, hyperparameters, code version."""
+    return {"name": name, "hyper": hyper, "code_version": MODEL_CODE_VERSION}
+
+
 def run_key(
     model: nn.Module,
     graph_set: GraphSet,
@@ -313,13 +336,8 @@ def run_key(
     """What identifies a training run: model, data digest, split, configuration, code versions."""
     return store.canonical(
         {
-            "model": {"name": model.name, "hyper": model.hyper, "code_version": MODEL_CODE_VERSION},
-            "data": {
-                "dataset": graph_set.name,
-                "crystals": len(graph_set),
-                "target": target,
-                "digest": graph_set.data_digest(target),
-            },
+            "model": model_key(model.name, model.hyper),
+            "data": graph_set.data_key(target),
             "graph": model_file.graph_info(graph_set.spec),
             "split": split_digest(split),
             "config": asdict(config),
@@ -432,7 +450,7 @@ def fit_regressor(
     seconds = (pd.Timestamp.now() - start).total_seconds()
     store.write_csv(out_dir / "history.csv", history)
     store.write_csv(out_dir / "predictions.csv", predictions)
-    best_epoch = int(history["val_mse"].idxmin()) + 1
+    best_epoch = int(history[config.best_by].idxmin()) + 1
     runs.finish(
         out_dir,
         key,

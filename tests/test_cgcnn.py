@@ -138,3 +138,61 @@ def test_bad_training_parameters(kwargs, message):
 def test_too_small_data_set_for_the_split():
     with pytest.raises(ValueError, match="too few"):
         split_indices(3, 0)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fast_convolution_equals_the_equation_as_written(train):
+    """z W = v_i W_i + v_j W_j + u_ij W_u: the fast path gives the literal concatenation's values and gradients."""
+    import dgl as dgl_module
+
+    torch.manual_seed(0)
+    graph = dgl_module.batch([crystal_graph(DISTORTED), *toy_data(5)[0]])
+    model = CGCNN(hidden=16, n_conv=1).train(train)
+    conv = model.convs[0]
+    v = model.embedding(graph.ndata["z"]).detach().requires_grad_(True)
+    u = model.gaussian(graph.edata["dist"])
+    fast, literal = conv(graph, v, u), conv.forward_literal(graph, v, u)
+    torch.testing.assert_close(fast, literal, rtol=1e-5, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.sum(), v)
+    (g_literal,) = torch.autograd.grad(literal.sum(), v)
+    torch.testing.assert_close(g_fast, g_literal, rtol=1e-4, atol=1e-5)
+
+
+def test_batches_are_drawn_anew_every_epoch_and_seeded(tmp_path):
+    graphs, y = toy_data()
+    trainer = Trainer(
+        CGCNN(hidden=8, n_conv=2),
+        graphs,
+        y,
+        split_indices(len(graphs), 0),
+        TrainConfig(epochs=2, batch_size=4),
+        tmp_path,
+    )
+    first = [tuple(rows) for _, _, rows in trainer.epoch_batches()]
+    assert first == [tuple(rows) for _, _, rows in trainer.epoch_batches()]  # same epoch, same batches
+    trainer.epoch = 1
+    assert first != [tuple(rows) for _, _, rows in trainer.epoch_batches()]
+    assert sorted(r for b in first for r in b) == sorted(trainer.split["train"])
+
+
+def test_step_schedule_and_best_epoch_by_mae(tmp_path):
+    import mlib.training as training
+
+    graphs, y = toy_data()
+    original = training.LR_STEP_EPOCH
+    training.LR_STEP_EPOCH = 2  # the reference steps at epoch 100; 2 keeps the test short
+    try:
+        trainer = Trainer(
+            CGCNN(hidden=8, n_conv=2),
+            graphs,
+            y,
+            split_indices(len(graphs), 0),
+            TrainConfig(epochs=4, batch_size=4, lr=0.01, lr_schedule="step", best_by="val_mae"),
+            tmp_path,
+        )
+        history = trainer.fit(show=False)
+    finally:
+        training.LR_STEP_EPOCH = original
+    assert list(history["lr"]) == pytest.approx([0.01, 0.01, 0.001, 0.001])  # epochs 3 and 4 at lr / 10
+    assert trainer.best_val == pytest.approx(history["val_mae"].min())
+    assert (history["val_mae"] > 0).all() and "train_mae" in history

@@ -68,6 +68,7 @@ def test_fetch_json_detects_corrupt_cached_document(server, tmp_path):
 
 
 def test_reference_atom_features_are_downloaded_and_checked(server, tmp_path, monkeypatch):
+    import functools
     import json
 
     from mlib import datasets
@@ -75,6 +76,7 @@ def test_reference_atom_features_are_downloaded_and_checked(server, tmp_path, mo
     body = json.dumps({"1": [0.0, 1.0], "8": [1.0, 0.0]}).encode()
     server.routes["/atom_init.json"] = body
     monkeypatch.setattr(datasets, "ATOM_INIT_SHA256", hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(datasets, "fetch", functools.partial(fetch, backoff=0))
     table = datasets.reference_atom_init("live", url=server.url("/atom_init.json"))
     assert table == {"1": [0.0, 1.0], "8": [1.0, 0.0]}
     datasets.reference_atom_init("live", url=server.url("/atom_init.json"))

@@ -1,5 +1,6 @@
 """Materials Project: the figshare mp.2018.6.1 loader against recorded responses, and the mirror set."""
 
+import functools
 import gzip
 import hashlib
 import json
@@ -68,6 +69,7 @@ def test_download_with_wrong_md5_fails(server, tmp_path, monkeypatch):
     server.routes["/files/15087992"] = body
     server.routes["/v2/articles/7451351"] = article(server, body, md5="0" * 32)
     monkeypatch.setattr(mp, "FIGSHARE_API", server.url("/v2/articles/7451351"))
+    monkeypatch.setattr(mp, "fetch", functools.partial(mp.fetch, backoff=0))  # retries without the waits
     with pytest.raises(ChecksumError):
         mp.download_mp_2018(tmp_path)
 

@@ -58,6 +58,10 @@ class GraphSet:
         h.update(self.table[target].to_numpy(dtype=np.float64).tobytes())
         return h.hexdigest()
 
+    def data_key(self, target: str) -> dict[str, object]:
+        """The part of a run's key that says what it trained on: data set, crystal count, target, digest."""
+        return {"dataset": self.name, "crystals": len(self), "target": target, "digest": self.data_digest(target)}
+
     def first(self, limit: int | None) -> GraphSet:
         """The first ``limit`` crystals as a labelled subset (``name (first N)``); all when None."""
         if limit is None or limit >= len(self):

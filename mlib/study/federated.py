@@ -22,12 +22,12 @@ from mlib.catalogue import MP_SPLIT
 from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import Federation
 from mlib.graphs.featurize import GraphSet
-from mlib.models.registry import MODEL_CODE_VERSION, MODELS, build_model
+from mlib.models.registry import MODELS, build_model
 from mlib.outputs import Run, mean_std
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
 from mlib.study import models as central_study
-from mlib.training import fit_regressor, split_indices
+from mlib.training import fit_regressor, model_key, split_indices
 
 NOTEBOOK = "05_federated"
 METRICS = ("mse", "rmse", "mae", "r2")
@@ -65,17 +65,12 @@ def run_federated(
     folder = run_folder(store_root, scheme, config.algorithm, model, target, config.seed)
     graph_set = graph_set.with_finite(target)
     key = {
-        "model": {"name": model, "hyper": hyper, "code_version": MODEL_CODE_VERSION},
+        "model": model_key(model, hyper),
         "config": asdict(config),
         "clients": clients,
         "partition": scheme,
         "alpha": alpha,
-        "data": {
-            "dataset": graph_set.name,
-            "crystals": len(graph_set),
-            "target": target,
-            "digest": graph_set.data_digest(target),
-        },
+        "data": graph_set.data_key(target),
         "graph": model_file.graph_info(graph_set.spec),
     }
     runs = store.Store(store_root)

@@ -98,7 +98,7 @@ def train_one(
         "test": len(test),
         **{m: result.metrics[m] for m in (*METRICS, "pearson_r")},
         "epochs": len(result.history),
-        "best_epoch": int(result.history["val_mse"].idxmin()) + 1,
+        "best_epoch": int(result.history[config.best_by].idxmin()) + 1,
         "seconds": result.seconds,
     }
     return row, result.predictions.assign(model=model, target=target, seed=config.seed)

@@ -28,7 +28,15 @@ def thermal_model_file(store_dir: str | Path, dataset: str) -> Path:
 
 
 def _config(P: TrainParams, epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=P.batch_size, lr=P.lr, weight_decay=P.weight_decay, seed=P.seed)
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=P.batch_size,
+        lr=P.lr,
+        weight_decay=P.weight_decay,
+        seed=P.seed,
+        lr_schedule=P.lr_schedule,
+        best_by=P.best_by,
+    )
 
 
 def _model(P: TrainParams):
