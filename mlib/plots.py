@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from mlib import catalogue
 from mlib.catalogue import Target
@@ -224,6 +225,9 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
             if len(base):
                 ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(f"test MAE ({target.axis_unit}), mean over seeds")
         ax.set_title(f"{catalogue.algorithm_display(algorithm)}: {target.display}", fontsize=9)
