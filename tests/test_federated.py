@@ -370,6 +370,32 @@ def test_a_site_without_its_data_says_so_in_one_line(tmp_path):
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "missing.csv does not exist" in out.stderr
 
 
+def test_a_site_without_a_superlink_says_it_waits_and_for_how_long(tmp_path):
+    path = write_sites(tmp_path, salts())[0]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlib.federated.flower",
+        "site",
+        "--superlink",
+        f"127.0.0.1:{free_port()}",
+        "--client-id",
+        "0",
+        "--data",
+        str(path),
+        "--target",
+        "y",
+        "--wait",
+        "1",
+        "--home",
+        str(tmp_path),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "waiting for the SuperLink at 127.0.0.1:" in out.stdout and "(up to 1 s)" in out.stdout
+    assert out.stderr.strip().startswith("error: no SuperLink at") and "Traceback" not in out.stderr
+
+
 def test_flower_run_config_defaults_are_the_catalogue_s():
     from mlib.catalogue import FEDERATION
     from mlib.federated.task import RUN_CONFIG

@@ -117,10 +117,8 @@ def site(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(
-        f"site {args.client_id}: joining the SuperLink at {args.superlink} (Flower retries until it answers)",
-        flush=True,
-    )
+    wait_for(args.superlink, args.wait)
+    print(f"site {args.client_id}: joined the SuperLink at {args.superlink}", flush=True)
     return subprocess.call(command, env=environment(args.home))
 
 
@@ -211,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--clients", type=int, default=5, help="shards of the rehearsal data set")
     node.add_argument("--batch-size", type=int, default=64)
     node.add_argument("--port", type=int, default=9094, help="this SuperNode's local API port")
+    node.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the SuperLink to answer")
     submit = roles.add_parser("run", help="submit the federation (flwr run) and wait for the model")
     submit.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
     submit.add_argument("--clients", type=int, required=True, help="sites to wait for")
