@@ -140,6 +140,14 @@ def changed_data(results: Path) -> list[str]:
     return changed
 
 
+def expected_seconds(results: Path) -> float | None:
+    """Wall time of the last finished run of this notebook in this profile (its provenance), if any."""
+    path = results / "provenance.json"
+    if not finished(results):
+        return None
+    return json.loads(path.read_text()).get("wall_time_s")
+
+
 def staging_folder(results: Path) -> Path:
     return results.parent / STAGING / results.name
 
@@ -264,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a stop request ends the kernel and its workers, quietly
     signal.signal(signal.SIGINT, _interrupt)
     for nb, results, values in runs:
-        print(f"==> {nb.stem} [{args.profile}] -> {results}", flush=True)
+        last = expected_seconds(results)
+        expect = f" (last run took {last / 60:.0f} min; finished runs in the store are reused)" if last else ""
+        print(f"==> {nb.stem} [{args.profile}] -> {results}{expect}", flush=True)
         if changed := changed_data(results):
             print(
                 f"note: the data changed since {results} was made ({', '.join(changed)} differ from the digests "

@@ -161,3 +161,11 @@ def test_prerequisites_are_checked_before_anything_runs(tmp_path):
 def test_the_runner_owns_output_folders_and_profile(tmp_path):
     with pytest.raises(reproduce.RunnerError, match="set by the runner"):
         reproduce.plan("smoke", ["01_data"], {"out_dir": "/tmp/x"}, tmp_path)
+
+
+def test_the_runner_knows_how_long_a_notebook_took_last_time(tmp_path):
+    results = tmp_path / "smoke" / "02_train"
+    assert reproduce.expected_seconds(results) is None
+    results.mkdir(parents=True)
+    (results / "provenance.json").write_text(json.dumps({"finished": True, "wall_time_s": 120.5}))
+    assert reproduce.expected_seconds(results) == 120.5
