@@ -351,45 +351,34 @@ def test_flower_deployment_matches_the_in_process_engine(tmp_path):
             torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
 
 
-def test_a_site_without_its_data_says_so_in_one_line(tmp_path):
-    cmd = [
+def site_command(tmp_path, superlink: str, data, *extra: str) -> list[str]:
+    """``python -m mlib.flower site`` for site 0 with its Flower state in ``tmp_path``."""
+    return [
         sys.executable,
         "-m",
         "mlib.federated.flower",
         "site",
         "--superlink",
-        "127.0.0.1:1",
+        superlink,
         "--client-id",
         "0",
         "--data",
-        str(tmp_path / "missing.csv"),
+        str(data),
         "--home",
         str(tmp_path),
+        *extra,
     ]
+
+
+def test_a_site_without_its_data_says_so_in_one_line(tmp_path):
+    cmd = site_command(tmp_path, "127.0.0.1:1", tmp_path / "missing.csv")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "missing.csv does not exist" in out.stderr
 
 
 def test_a_site_without_a_superlink_says_it_waits_and_for_how_long(tmp_path):
     path = write_sites(tmp_path, salts())[0]
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlib.federated.flower",
-        "site",
-        "--superlink",
-        f"127.0.0.1:{free_port()}",
-        "--client-id",
-        "0",
-        "--data",
-        str(path),
-        "--target",
-        "y",
-        "--wait",
-        "1",
-        "--home",
-        str(tmp_path),
-    ]
+    cmd = site_command(tmp_path, f"127.0.0.1:{free_port()}", path, "--target", "y", "--wait", "1")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "waiting for the SuperLink at 127.0.0.1:" in out.stdout and "(up to 1 s)" in out.stdout

@@ -121,20 +121,9 @@ def run_federated(
     return row, history
 
 
-def _federated_job(
-    sets: dict[str, GraphSet],
-    model: str,
-    hyper: dict,
-    target: str,
-    config: FedConfig,
-    scheme: str,
-    clients: int,
-    alpha: float,
-    store_root: Path,
-) -> tuple[dict, pd.DataFrame]:
-    return run_federated(
-        model, hyper, sets[MODELS[model].graph_kind], target, config, scheme, clients, alpha, store_root
-    )
+def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, *rest) -> tuple[dict, pd.DataFrame]:
+    """A worker's job: :func:`run_federated` on the graph set its model reads."""
+    return run_federated(model, hyper, sets[MODELS[model].graph_kind], *rest)
 
 
 def _central_job(
