@@ -72,6 +72,10 @@ MODELS: dict[str, ModelEntry] = {
     "m3gnet": ModelEntry("M3GNet", "matgl", "matgl 1.0.0", "Chen & Ong, Nat. Comput. Sci. 2, 718 (2022)"),
 }
 CGCNN_FRAME = {"hidden": 64, "n_conv": 3, "head_hidden": 128, "n_head": 1}  # the CGCNN paper's best setting
+# The 92-dim CGCNN atom features: the reference implementation's atom_init.json, or built here from pymatgen's
+# element data in the same one-hot layout (29 of 100 elements identical; see 01_data).
+ATOM_FEATURE_SOURCES: tuple[str, ...] = ("reference", "pymatgen")
+CGCNN_DEFAULTS = {**CGCNN_FRAME, "atom_features": "reference"}
 # MEGNet paper, crystal models: 3 blocks, dense 64-32 input and 64-64-32 conv layers, 100 Gaussian
 # bond features (width 0.5), 16-dim atom embedding, 2-dim state (zeros for crystals), 5 A cutoff.
 MEGNET_DEFAULTS = {
@@ -102,12 +106,12 @@ M3GNET_DEFAULTS = {
     "readout_type": "weighted_atom",
     "activation_type": "swish",
 }
-# Default hyperparameters of each model: GCN, GraphSAGE and GINE sit in the CGCNN frame.
+# Default hyperparameters of each model: GCN, GraphSAGE and GINE sit in the CGCNN frame (and atom features).
 MODEL_DEFAULTS: dict[str, dict] = {
-    "cgcnn": CGCNN_FRAME,
-    "gcn": CGCNN_FRAME,
-    "sage": CGCNN_FRAME,
-    "gine": CGCNN_FRAME,
+    "cgcnn": CGCNN_DEFAULTS,
+    "gcn": CGCNN_DEFAULTS,
+    "sage": CGCNN_DEFAULTS,
+    "gine": CGCNN_DEFAULTS,
     "megnet": MEGNET_DEFAULTS,
     "m3gnet": M3GNET_DEFAULTS,
 }
@@ -117,7 +121,9 @@ RADIUS = 8.0  # A, CGCNN's neighbour radius
 MAX_NEIGHBORS = 12  # CGCNN's per-atom neighbour cap
 MATGL_CUTOFF = 5.0  # A, MEGNet's and M3GNet's graph cutoff
 MAX_Z = 100  # elements with atom features: Z = 1..100
-ATOM_FEATURES = "pymatgen"  # the source of the 92-dim CGCNN atom features
+# Which of the 12th-nearest neighbours an atom keeps when several lie at the same distance: pymatgen's
+# neighbour-list order (the reference implementation's stable sort by distance), or the lowest neighbour index.
+TIE_ORDERS: tuple[str, ...] = ("pymatgen", "index")
 
 PARTITIONS: dict[str, str] = {
     "iid": "IID: a seeded random deal",
@@ -134,6 +140,8 @@ LR_STEP_EPOCH = 100
 # Which epoch's weights a run keeps: lowest validation MSE of the standardised target, or lowest validation
 # MAE in the target's unit (the reference implementation's choice).
 BEST_BY: tuple[str, ...] = ("val_mse", "val_mae")
+# The study's defaults follow the reference implementation; 02_train measures the alternatives against them.
+TRAINING_CHOICES = {"lr_schedule": "step", "best_by": "val_mae"}
 FINE_TUNE_MODES: tuple[str, ...] = ("frozen", "train")
 
 # The paper's grid: conv layers 2-4, batch and hidden 2^1..2^5 plus 64 (its reported best), lr 1e-1..1e-3.

@@ -6,16 +6,12 @@ mp = load_mp("mp-cgcnn", limit=None)   # MP formation energy and band gap
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pandas as pd
 
-from mlib import provenance
 from mlib.data import aflow
 from mlib.data import mp as mpdata
-from mlib.data.download import fetch
-from mlib.data.mirror import mirror_file
 from mlib.data.skips import Skips
 from mlib.data.thermal import (
     THERMAL_DATASETS,
@@ -25,7 +21,6 @@ from mlib.data.thermal import (
 )
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
-from mlib.paths import cache_dir
 
 
 @dataclass
@@ -103,19 +98,3 @@ def load_mp(
     frame = frame.rename(columns={"material_id": "id", "cif": "source"})
     label = name if limit is None else f"{name} (first {limit:,})"
     return featurize(frame, label, spec, workers=workers, strict=strict)
-
-
-# The CGCNN reference implementation's atom features (txie-93/cgcnn, data/sample-regression, MIT).
-ATOM_INIT_URL = "https://raw.githubusercontent.com/txie-93/cgcnn/master/data/sample-regression/atom_init.json"
-ATOM_INIT_SHA256 = "cb90bd2257dbf8cfc4e6b2b6d4348d4616e8e9680f1339b1461137032e0f1894"
-
-
-def reference_atom_init(source: str = "auto", url: str = ATOM_INIT_URL) -> dict[str, list[float]]:
-    """The reference implementation's ``atom_init.json``: the mirror's copy (``cgcnn-sample/``), or
-    downloaded from its public repository (cached, retried, checked against its SHA-256)."""
-    if aflow.resolve_source(source) == "mirror":
-        path = mirror_file("cgcnn-sample/atom_init.json")
-    else:
-        path = fetch(url, cache_dir("reference") / "atom_init.json", checksum=("sha256", ATOM_INIT_SHA256))
-        provenance.record_data_file(url, ATOM_INIT_SHA256)
-    return json.loads(path.read_text())

@@ -2,7 +2,7 @@
 
 A model file (``model.pt``) holds the format name and version, the model name and constructor
 arguments, its weights, the target with its unit, the target scaling, the graph specification
-(kind, radius, neighbour cap, featuriser version, atom-feature source), the data set it was trained
+(kind, radius, neighbour cap, tie order, featuriser version), the data set it was trained
 on with the digest of its crystals and targets, and free-form details of the run (configuration,
 date, commit). :func:`load` refuses a file of another format or version with a message saying so.
 """
@@ -18,13 +18,16 @@ import torch
 from torch import nn
 
 from mlib import catalogue, store
+from mlib.graphs import atom_features
 from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec
 from mlib.models.registry import MODEL_CODE_VERSION, build_model
 from mlib.provenance import git_state
 from mlib.scaling import Standardizer
 
 FORMAT = "mlib-model"
-FORMAT_VERSION = 2  # 1: the unversioned files of mlib before the run store (no graph spec, no data digest)
+# 1: the unversioned files of mlib before the run store (no graph spec, no data digest); 2: the atom-feature
+# source recorded with the graphs (always pymatgen), not among the model's arguments.
+FORMAT_VERSION = 3
 
 
 class ModelFileError(ValueError):
@@ -43,12 +46,17 @@ class SavedModel:
     def spec(self) -> GraphSpec:
         """The graphs the model reads (as it was trained)."""
         graph = self.info["graph"]
-        return GraphSpec(radius=graph["radius"], max_neighbors=graph["max_neighbors"], kind=graph["kind"])
+        return GraphSpec(
+            radius=graph["radius"],
+            max_neighbors=graph["max_neighbors"],
+            kind=graph["kind"],
+            tie_order=graph["tie_order"],
+        )
 
 
 def graph_info(spec: GraphSpec) -> dict[str, Any]:
     """What a model file records about the graphs its model reads."""
-    return {**asdict(spec), "featurizer_version": FEATURIZER_VERSION, "atom_features": catalogue.ATOM_FEATURES}
+    return {**asdict(spec), "featurizer_version": FEATURIZER_VERSION}
 
 
 def save(
@@ -112,7 +120,8 @@ def read(path: Path) -> dict[str, Any]:
 def load(path: Path) -> SavedModel:
     """A model file's model (eval mode), target scaling and metadata."""
     record = read(path)
-    model = build_model(record["name"], **record["hyper"])
+    with atom_features.from_weights():  # the weights hold the atom-feature table
+        model = build_model(record["name"], **record["hyper"])
     model.load_state_dict(record["state"])
     info = {k: v for k, v in record.items() if k != "state"}
     return SavedModel(model.eval(), Standardizer(**record["scaler"]), info)

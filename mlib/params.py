@@ -89,8 +89,8 @@ class TrainConfig(Checked):
     lr: float = C.TRAINING["lr"]
     weight_decay: float = C.TRAINING["weight_decay"]
     seed: int = 0
-    lr_schedule: str = "constant"
-    best_by: str = "val_mse"
+    lr_schedule: str = C.TRAINING_CHOICES["lr_schedule"]
+    best_by: str = C.TRAINING_CHOICES["best_by"]
 
     def validate(self) -> None:
         self.positive("epochs", "batch_size", "lr")
@@ -193,11 +193,15 @@ class GraphParams(NotebookParams):
 
     radius: float = param(C.RADIUS, "neighbour radius of the crystal graphs (A)")
     max_neighbors: int = param(C.MAX_NEIGHBORS, "neighbours kept per atom")
+    tie_order: str = param(
+        C.TIE_ORDERS[0], "neighbours at equal distance: pymatgen (its order, as the reference) or index"
+    )
     workers: int = param(2, "worker processes (featurisation, independent runs)")
 
     def validate(self) -> None:
         super().validate()
         self.positive("radius", "max_neighbors", "workers")
+        self.one_of("tie_order", C.TIE_ORDERS, "tie order")
 
 
 @dataclass(frozen=True)
@@ -216,26 +220,46 @@ class DataParams(GraphParams):
         self.positive("mp_limit")
 
 
+# The training choices 02_train can compare (``compare: [name=value]``) and their options.
+TRAINING_CHOICES: dict[str, tuple[str, ...]] = {
+    "atom_features": C.ATOM_FEATURE_SOURCES,
+    "lr_schedule": C.LR_SCHEDULES,
+    "tie_order": C.TIE_ORDERS,
+}
+
+
 @dataclass(frozen=True)
 class TrainParams(GraphParams):
-    """02_train: CGCNN on thermal expansion (paper's best setting by default) and on MP formation energy."""
+    """02_train: CGCNN on thermal expansion (paper's best setting, reference choices) over splits, training
+    choices compared, a seed ensemble, and MP formation energy."""
 
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
     conv_layers: int = param(C.CGCNN_FRAME["n_conv"], "CGCNN convolutions")
     hidden: int = param(C.CGCNN_FRAME["hidden"], "atom vector width")
     head_hidden: int = param(C.CGCNN_FRAME["head_hidden"], "width of the MLP head")
+    atom_features: str = param(
+        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+    )
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate")
     weight_decay: float = param(C.TRAINING["weight_decay"], "Adam weight decay")
     epochs: int = param(C.TRAINING["epochs"], "training epochs (thermal expansion)")
+    seeds: list[int] = param([0], "thermal runs: each seed its own 6:2:2 split, initial weights and batches")
+    compare: list[str] = param(
+        [], "training choices measured against the defaults, name=value (atom_features, lr_schedule, tie_order)"
+    )
+    compare_seeds: list[int] = param([0], "splits on which each choice of compare is measured (paired)")
+    ensemble_seeds: list[int] = param([0], "seed ensemble: members' seeds, all on the split of `seed`")
     mp_dataset: str | None = param("mp-cgcnn", "MP data set of the implementation check; null: skip it")
     mp_target: str = param("formation_energy_per_atom", "MP target of the implementation check")
     mp_limit: int | None = param(None, "first N MP crystals only (a labelled subset); null: all")
     mp_epochs: int = param(30, "training epochs (MP)")
-    lr_schedule: str = param("constant", "constant, or step: lr / 10 from epoch 100 on (the reference's default)")
+    lr_schedule: str = param(
+        C.TRAINING_CHOICES["lr_schedule"], "step: lr / 10 from epoch 100 on (the reference's default), or constant"
+    )
     best_by: str = param(
-        "val_mse", "epoch kept: lowest val_mse (standardised) or val_mae (target unit, the reference's)"
+        C.TRAINING_CHOICES["best_by"], "epoch kept: lowest val_mae (target unit, the reference's) or val_mse"
     )
     resume: bool = param(True, "continue an interrupted run from its last checkpoint")
 
@@ -247,6 +271,18 @@ class TrainParams(GraphParams):
         self.one_of("mp_target", C.MP_TARGETS, "MP target")
         self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
         self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
+        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        for name in ("seeds", "compare_seeds", "ensemble_seeds"):
+            self.seeds_ok(name)
+        for change in self.compare:
+            name, _, value = change.partition("=")
+            if name not in TRAINING_CHOICES or value not in TRAINING_CHOICES[name]:
+                raise ParameterError(
+                    f"compare entry {change!r}: write name=value with name in {sorted(TRAINING_CHOICES)} "
+                    f"and a value among its options {TRAINING_CHOICES.get(name, '')}"
+                )
+            if getattr(self, name) == value:
+                raise ParameterError(f"compare entry {change!r} is the notebook's own setting: compare another value")
         self.positive(
             "conv_layers",
             "hidden",

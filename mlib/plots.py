@@ -110,6 +110,40 @@ def learning_curves(history: pd.DataFrame, title: str):
     return fig
 
 
+def paired_differences(points: pd.DataFrame, target: Target):
+    """Change of test MAE (changed minus defaults, display unit) per split, one row per training choice."""
+    changes = list(dict.fromkeys(points["change"]))
+    fig, ax = plt.subplots(figsize=(6.0, 0.6 * len(changes) + 1.4))
+    for row, change in enumerate(changes):
+        values = points.loc[points["change"] == change, "delta_mae"].to_numpy()
+        ax.scatter(values, np.full(len(values), row), color=sns.color_palette()[0], s=25, zorder=3, label=None)
+        ax.plot([values.mean()] * 2, [row - 0.3, row + 0.3], color="black", lw=2)
+    ax.axvline(0.0, color="grey", lw=1)
+    ax.set_yticks(range(len(changes)), changes)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test MAE, changed minus defaults ({target.axis_unit}); bar: mean over splits")
+    ax.set_title("> 0: the change is worse than the defaults", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def spread_calibration(z: np.ndarray, scale: float):
+    """Fraction of test errors within k ensemble spreads, raw and scaled, against a Gaussian's 2 Phi(k) - 1."""
+    from scipy import stats
+
+    k = np.linspace(0, 4, 161)
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    ax.plot(k, stats.norm.cdf(k) - stats.norm.cdf(-k), color="black", ls="--", label="Gaussian")
+    ax.plot(k, [(z <= x).mean() for x in k], label="member std")
+    ax.plot(k, [(z <= x * scale).mean() for x in k], label=f"member std x {scale:.3g} (fit on validation)")
+    ax.set_xlabel("k (errors within k spreads)")
+    ax.set_ylabel("fraction of test crystals")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def embedding_map(
     frame: pd.DataFrame, labels: pd.DataFrame, x: str, y: str, title: str, target: Target, colour: str = "pred"
 ):

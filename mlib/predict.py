@@ -28,7 +28,7 @@ from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import NeighborError, featurize_one, to_structure
 from mlib.paths import RESULTS_DIR
 
-DEFAULT_MODEL = RESULTS_DIR / "cpu" / "store" / "02_train" / "thermal" / "aflow" / "model.pt"
+DEFAULT_MODEL = RESULTS_DIR / "cpu" / "store" / "02_train" / "thermal" / "aflow" / "reference" / "seed0" / "model.pt"
 
 
 def read_inputs(paths: Sequence[str | Path]) -> pd.DataFrame:

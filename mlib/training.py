@@ -6,6 +6,8 @@
   minibatch SGD and the reference implementation; validation batches are fixed.
 * The learning rate is constant or divided by 10 from epoch 100 on (``lr_schedule="step"``, the
   reference's default); the kept epoch has the lowest validation MSE (standardised) or MAE (target unit).
+* The test metrics at the best epoch of every criterion are recorded (``by_criterion``): the criterion
+  does not change training, so one run measures them all; ``best-<criterion>.pt`` keeps the others' weights.
 * ``last.pt`` is written after every finite epoch (resume continues from it after an interruption),
   ``best.pt`` at each new best validation loss, both atomically and with the run's key; a checkpoint
   made with another key (data, parameters, code) is refused, never resumed. A NaN loss stops training
@@ -33,7 +35,7 @@ from scipy import stats
 from torch import nn
 
 from mlib import model_file, store
-from mlib.catalogue import LR_STEP_EPOCH
+from mlib.catalogue import BEST_BY, LR_STEP_EPOCH
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import MODEL_CODE_VERSION
 from mlib.params import FineTune, TrainConfig
@@ -275,6 +277,11 @@ class Trainer:
                 "val_mae": val_mae,
                 "lr": lr,
             }
+            for criterion in BEST_BY:
+                if criterion != self.config.best_by and record[criterion] < min(
+                    (h[criterion] for h in self.history), default=math.inf
+                ):
+                    store.save_torch(self.out_dir / f"best-{criterion}.pt", {"model": self.model.state_dict()})
             self.history.append(record)
             if record[self.config.best_by] < self.best_val:
                 self.best_val = record[self.config.best_by]
@@ -287,8 +294,22 @@ class Trainer:
         bar.close()
         return pd.DataFrame(self.history)
 
-    def load_best(self) -> None:
-        self.model.load_state_dict(read_checkpoint(self.out_dir / "best.pt")["model"])
+    def load_best(self, criterion: str | None = None) -> None:
+        """The weights of the best epoch by ``criterion`` (default: the run's own)."""
+        other = criterion not in (None, self.config.best_by)
+        self.model.load_state_dict(
+            read_checkpoint(self.out_dir / (f"best-{criterion}.pt" if other else "best.pt"))["model"]
+        )
+
+    def by_criterion(self) -> dict[str, dict[str, float]]:
+        """Test metrics and epoch of the best epoch by each criterion of ``BEST_BY`` (ends on the run's own best)."""
+        history = pd.DataFrame(self.history)
+        out = {}
+        for criterion in BEST_BY:
+            self.load_best(criterion)
+            out[criterion] = {**self.evaluate("test")[0], "epoch": int(history[criterion].idxmin()) + 1}
+        self.load_best()
+        return out
 
     def evaluate(self, part: str = "test") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Metrics, predictions and row numbers on a split (original units)."""
@@ -307,6 +328,7 @@ class FitResult:
 
     history: pd.DataFrame
     metrics: dict[str, float]  # test split
+    by_criterion: dict[str, dict[str, float]]  # test metrics (and epoch) at the best epoch of each criterion
     predictions: pd.DataFrame  # id, formula, split, true, pred
     data: GraphSet  # the crystals with a finite target (the others are its counted skips)
     folder: Path
@@ -353,6 +375,7 @@ def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
     return FitResult(
         pd.read_csv(folder / "history.csv"),
         record["metrics"],
+        record["by_criterion"],
         pd.read_csv(folder / "predictions.csv"),
         graph_set,
         folder,
@@ -447,6 +470,7 @@ def fit_regressor(
             )
         )
     predictions = pd.concat(frames, ignore_index=True)
+    by_criterion = trainer.by_criterion()
     seconds = (pd.Timestamp.now() - start).total_seconds()
     store.write_csv(out_dir / "history.csv", history)
     store.write_csv(out_dir / "predictions.csv", predictions)
@@ -456,6 +480,7 @@ def fit_regressor(
         key,
         {
             "metrics": metrics,
+            "by_criterion": by_criterion,
             "epochs": len(history),
             "best_epoch": best_epoch,
             "crystals": len(graph_set),
@@ -464,4 +489,4 @@ def fit_regressor(
             "seconds": seconds,
         },
     )
-    return FitResult(history, metrics, predictions, graph_set, out_dir, model, trainer, seconds)
+    return FitResult(history, metrics, by_criterion, predictions, graph_set, out_dir, model, trainer, seconds)

@@ -71,18 +71,18 @@ def test_reference_atom_features_are_downloaded_and_checked(server, tmp_path, mo
     import functools
     import json
 
-    from mlib import datasets
+    from mlib.data import reference
 
     body = json.dumps({"1": [0.0, 1.0], "8": [1.0, 0.0]}).encode()
     server.routes["/atom_init.json"] = body
-    monkeypatch.setattr(datasets, "ATOM_INIT_SHA256", hashlib.sha256(body).hexdigest())
-    monkeypatch.setattr(datasets, "fetch", functools.partial(fetch, backoff=0))
-    table = datasets.reference_atom_init("live", url=server.url("/atom_init.json"))
+    monkeypatch.setattr(reference, "ATOM_INIT_SHA256", hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(reference, "fetch", functools.partial(fetch, backoff=0))
+    table = reference.reference_atom_init("live", url=server.url("/atom_init.json"))
     assert table == {"1": [0.0, 1.0], "8": [1.0, 0.0]}
-    datasets.reference_atom_init("live", url=server.url("/atom_init.json"))
+    reference.reference_atom_init("live", url=server.url("/atom_init.json"))
     assert len(server.requests) == 1  # cached after the first download
     server.routes["/other.json"] = b'{"1": [9.0]}'
     (tmp_path / "unused").mkdir()
     monkeypatch.setenv("MLIB_CACHE", str(tmp_path / "fresh"))
     with pytest.raises(ChecksumError):
-        datasets.reference_atom_init("live", url=server.url("/other.json"))
+        reference.reference_atom_init("live", url=server.url("/other.json"))

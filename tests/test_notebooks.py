@@ -91,7 +91,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 
 @needs_mirror
 def test_atom_features_agree_with_reference_layout():
-    from mlib.datasets import reference_atom_init
+    from mlib.data.reference import reference_atom_init
     from mlib.graphs.atom_features import agreement_with_reference
 
     agreement = {r["property"]: r["agreement"] for r in agreement_with_reference(reference_atom_init())}

@@ -1,4 +1,6 @@
-"""The 92-dimensional CGCNN atom features, built from pymatgen's element data.
+"""The 92-dimensional CGCNN atom features: the reference ``atom_init.json``, or built from pymatgen.
+
+:func:`feature_table` returns either source as one table (row = atomic number). The pymatgen build:
 
 Layout of the reference ``atom_init.json`` (Xie & Grossman 2018, Table S1), one-hot blocks:
 group 19 (0 for lanthanides and actinides), period 7, electronegativity 10, covalent radius 10,
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 import numpy as np
 
-from mlib.catalogue import MAX_Z  # elements with features: Z = 1..MAX_Z
+from mlib.catalogue import ATOM_FEATURE_SOURCES, MAX_Z  # elements with features: Z = 1..MAX_Z
 
 BLOCKS: tuple[tuple[str, int], ...] = (
     ("group", 19),
@@ -118,6 +123,51 @@ def atom_feature_table() -> np.ndarray:
                 idx = _bin(v, *BIN_RANGES[name], n=width)
             if 0 <= idx < width:
                 table[z, slices[name].start + idx] = 1.0
+    return table
+
+
+_FROM_WEIGHTS: ContextVar[bool] = ContextVar("atom_table_from_weights", default=False)
+
+
+@contextmanager
+def from_weights() -> Iterator[None]:
+    """Within this block :func:`feature_table` returns a zero placeholder: for building a model whose
+    saved weights (which include the table) are loaded next, without reading ``atom_init.json``."""
+    token = _FROM_WEIGHTS.set(True)
+    try:
+        yield
+    finally:
+        _FROM_WEIGHTS.reset(token)
+
+
+def feature_table(source: str) -> np.ndarray:
+    """``(MAX_Z + 1, 92)`` atom features from ``source``: ``reference`` (``atom_init.json``) or ``pymatgen``."""
+    if source not in ATOM_FEATURE_SOURCES:
+        raise ValueError(f"unknown atom-feature source {source!r}; choose from {ATOM_FEATURE_SOURCES}")
+    if _FROM_WEIGHTS.get():
+        return np.zeros((MAX_Z + 1, N_FEATURES), dtype=np.float32)
+    return reference_table() if source == "reference" else atom_feature_table()
+
+
+@cache
+def reference_table() -> np.ndarray:
+    """The reference ``atom_init.json`` as a ``(MAX_Z + 1, 92)`` table (mirror copy, or downloaded and cached)."""
+    from mlib.data.reference import reference_atom_init
+
+    return table_from_atom_init(reference_atom_init())
+
+
+def table_from_atom_init(atom_init: dict[str, list[float]]) -> np.ndarray:
+    """An ``atom_init.json`` mapping (Z as a string -> features) as a table; every Z = 1..MAX_Z must be there."""
+    missing = [z for z in range(1, MAX_Z + 1) if str(z) not in atom_init]
+    if missing:
+        raise ValueError(f"atom_init.json lacks elements Z = {missing[:5]} ({len(missing)} of 1..{MAX_Z})")
+    widths = {len(atom_init[str(z)]) for z in range(1, MAX_Z + 1)}
+    if widths != {N_FEATURES}:
+        raise ValueError(f"atom_init.json rows have {sorted(widths)} features; CGCNN's layout has {N_FEATURES}")
+    table = np.zeros((MAX_Z + 1, N_FEATURES), dtype=np.float32)
+    for z in range(1, MAX_Z + 1):
+        table[z] = atom_init[str(z)]
     return table
 
 

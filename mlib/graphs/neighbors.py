@@ -1,9 +1,11 @@
 """Neighbour lists for the study's two graph kinds (safe to run in worker processes).
 
 * ``cgcnn`` (CGCNN, GCN, GraphSAGE, GINE): each atom is connected to its ``max_neighbors`` nearest
-  neighbours (periodic images included) within ``radius``; ties are broken by neighbour index so
-  that graphs are deterministic. Edges point from the neighbour j to the centre i, and carry the
-  distance and the pair vector r_ij = x_j + image - x_i.
+  neighbours (periodic images included) within ``radius``. Neighbours at the same distance keep
+  pymatgen's neighbour-list order (``tie_order="pymatgen"``: a stable sort by distance, as the
+  reference implementation's ``sorted(get_all_neighbors(...), key=distance)``) or are ordered by
+  neighbour index (``"index"``); either is deterministic. Edges point from the neighbour j to the
+  centre i, and carry the distance and the pair vector r_ij = x_j + image - x_i.
 * ``matgl`` (MEGNet, M3GNet): matgl's own converter (``matgl.ext.pymatgen.Structure2Graph``), every
   pair within ``radius``, with the Cartesian positions and periodic offsets its models read
   (``node_type``, ``pos``, ``pbc_offset``, ``pbc_offshift``). ``max_neighbors`` is not used.
@@ -17,22 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from mlib.catalogue import GRAPH_KINDS, MAX_NEIGHBORS, RADIUS
+from mlib.catalogue import GRAPH_KINDS, MAX_NEIGHBORS, RADIUS, TIE_ORDERS
 
 FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
 
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """How crystals become graphs: the kind, neighbour radius (A) and the per-atom neighbour cap."""
+    """How crystals become graphs: the kind, neighbour radius (A), the per-atom neighbour cap and the
+    order of neighbours at equal distance (which decides who is kept at the cap)."""
 
     radius: float = RADIUS
     max_neighbors: int = MAX_NEIGHBORS
     kind: str = "cgcnn"
+    tie_order: str = TIE_ORDERS[0]
 
     def __post_init__(self) -> None:
         if self.kind not in GRAPH_KINDS:
             raise ValueError(f"unknown graph kind {self.kind!r}; choose from {GRAPH_KINDS}")
+        if self.tie_order not in TIE_ORDERS:
+            raise ValueError(f"unknown tie order {self.tie_order!r}; choose from {TIE_ORDERS}")
         if not (0 < self.radius < float("inf")) or self.max_neighbors < 1:
             raise ValueError(f"radius must be > 0 and max_neighbors >= 1, got {self.radius}, {self.max_neighbors}")
 
@@ -71,7 +77,8 @@ def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     centers, neighbors, images, dist = structure.get_neighbor_list(spec.radius)
     keep = dist > 1e-8
     centers, neighbors, images, dist = centers[keep], neighbors[keep], images[keep], dist[keep]
-    order = np.lexsort((neighbors, dist, centers))
+    keys = (dist, centers) if spec.tie_order == "pymatgen" else (neighbors, dist, centers)
+    order = np.lexsort(keys)  # a stable sort: equal keys keep pymatgen's order
     centers, neighbors, images, dist = centers[order], neighbors[order], images[order], dist[order]
     starts = np.searchsorted(centers, np.arange(len(z)))
     rank = np.arange(len(centers)) - starts[centers]

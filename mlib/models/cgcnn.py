@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mlib.graphs.atom_features import atom_feature_table
+from mlib.graphs.atom_features import feature_table
 from mlib.models.head import PooledRegressor
 
 
@@ -41,11 +41,12 @@ class GaussianDistance(nn.Module):
 
 
 class AtomEmbedding(nn.Module):
-    """The fixed 92-dim CGCNN atom features of each atomic number, then a linear map to ``hidden``."""
+    """The fixed 92-dim CGCNN atom features of each atomic number (from ``source``: the reference
+    ``atom_init.json`` or pymatgen), then a linear map to ``hidden``."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, source: str) -> None:
         super().__init__()
-        self.register_buffer("table", torch.from_numpy(atom_feature_table()))
+        self.register_buffer("table", torch.from_numpy(feature_table(source)))
         self.linear = nn.Linear(self.table.shape[1], hidden)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,8 @@ class CGCNNConv(nn.Module):
 class CGCNN(PooledRegressor):
     """CGCNN regressor: atom embedding, ``n_conv`` convolutions, mean pooling, MLP head.
 
-    Defaults are the paper's best thermal-expansion setting (3 convolutions, hidden 64).
+    Defaults are the paper's best thermal-expansion setting (3 convolutions, hidden 64) with the reference
+    implementation's atom features (``atom_features="pymatgen"``: the same layout built from pymatgen).
     ``embed(graph)`` returns the pooled crystal vectors v_c; ``forward(graph)`` one value per crystal.
     """
 
@@ -105,12 +107,19 @@ class CGCNN(PooledRegressor):
         n_conv: int = 3,
         head_hidden: int = 128,
         n_head: int = 1,
+        atom_features: str = "reference",
         gaussian: GaussianDistance | None = None,
     ) -> None:
         super().__init__(hidden, head_hidden, n_head)
-        self.hyper = {"hidden": hidden, "n_conv": n_conv, "head_hidden": head_hidden, "n_head": n_head}
+        self.hyper = {
+            "hidden": hidden,
+            "n_conv": n_conv,
+            "head_hidden": head_hidden,
+            "n_head": n_head,
+            "atom_features": atom_features,
+        }
         self.gaussian = gaussian or GaussianDistance()
-        self.embedding = AtomEmbedding(hidden)
+        self.embedding = AtomEmbedding(hidden, atom_features)
         self.convs = nn.ModuleList(CGCNNConv(hidden, self.gaussian.dim) for _ in range(n_conv))
 
     def atom_vectors(self, graph: dgl.DGLGraph) -> torch.Tensor:

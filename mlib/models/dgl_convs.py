@@ -31,15 +31,27 @@ class DGLConvNet(PooledRegressor):
     """A crystal regressor whose convolutions are ``dgl.nn`` layers (``conv`` in gcn, sage, gine)."""
 
     def __init__(
-        self, conv: str = "gcn", hidden: int = 64, n_conv: int = 3, head_hidden: int = 128, n_head: int = 1
+        self,
+        conv: str = "gcn",
+        hidden: int = 64,
+        n_conv: int = 3,
+        head_hidden: int = 128,
+        n_head: int = 1,
+        atom_features: str = "reference",
     ) -> None:
         if conv not in CONVS:
             raise ValueError(f"unknown convolution {conv!r}; choose from {CONVS}")
         super().__init__(hidden, head_hidden, n_head)
         self.conv = conv
         self.name = conv
-        self.hyper = {"hidden": hidden, "n_conv": n_conv, "head_hidden": head_hidden, "n_head": n_head}
-        self.embedding = AtomEmbedding(hidden)
+        self.hyper = {
+            "hidden": hidden,
+            "n_conv": n_conv,
+            "head_hidden": head_hidden,
+            "n_head": n_head,
+            "atom_features": atom_features,
+        }
+        self.embedding = AtomEmbedding(hidden, atom_features)
         self.gaussian = GaussianDistance()
         self.edge_embedding = nn.Linear(self.gaussian.dim, hidden) if conv == "gine" else None
         self.convs = nn.ModuleList(self._layer(conv, hidden) for _ in range(n_conv))

@@ -7,6 +7,7 @@ import pandas as pd
 from mlib import catalogue, datasets, plots, published
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data import aflow
+from mlib.data.reference import reference_atom_init
 from mlib.data.thermal import arity_counts, drop_duplicates, index_frame, target_stats
 from mlib.graphs.atom_features import agreement_with_reference
 from mlib.graphs.featurize import GraphSet
@@ -17,7 +18,7 @@ from mlib.params import DataParams
 
 def spec(P: DataParams) -> GraphSpec:
     """The crystal graphs of this run (CGCNN conventions unless the parameters change them)."""
-    return GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
+    return GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
 
 
 def agl_index_table(source: str = "auto") -> pd.DataFrame:
@@ -114,7 +115,7 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
 
 def atom_features(P: DataParams, run: Run) -> pd.DataFrame:
     """Per property, the fraction of elements whose one-hot bin matches the reference ``atom_init.json``."""
-    agreement = pd.DataFrame(agreement_with_reference(datasets.reference_atom_init(P.aflow_source)))
+    agreement = pd.DataFrame(agreement_with_reference(reference_atom_init(P.aflow_source)))
     run.save_table(
         agreement,
         "atom_feature_agreement",

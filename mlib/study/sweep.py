@@ -33,7 +33,7 @@ def storage_url(P: SweepParams) -> str:
 
 def graphs(P: SweepParams) -> tuple[GraphSet, str]:
     """The thermal graphs the sweep trains on, and the caption fragment naming them."""
-    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
+    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
     graph_set = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs.first(P.thermal_limit)
     return graph_set, graph_set.label
 

@@ -1,68 +1,158 @@
-"""02_train: CGCNN on thermal expansion (the paper's Figure 3), checked on MP formation energy.
+"""02_train: CGCNN on thermal expansion (the paper's Figure 3) over five splits, the training choices that
+differ from the reference implementation measured, a seed ensemble with calibrated spread, and the MP check.
 
-Both models are runs of the store (``<store>/02_train/thermal/<dataset>/``, ``<store>/02_train/mp/<dataset>/
-<target>/``): an
-interrupted run resumes from its last checkpoint, a finished one is read back when its key matches.
+Every model is a run of the store, ``<store>/02_train/thermal/<dataset>/<setting>/seed<k>/`` (``setting``:
+``reference`` for the study's defaults, else the changed choice, e.g. ``lr_schedule=constant``), the
+ensemble's members under ``.../reference/ensemble/seed<k>/`` with its manifest ``ensemble.json``, and
+``<store>/02_train/mp/<dataset>/<target>/``. An interrupted run resumes from its last checkpoint; a
+finished one is read back when its key matches.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-from mlib import catalogue, datasets, plots, published
+from mlib import catalogue, datasets, plots, published, store
 from mlib.catalogue import THERMAL_TARGET
+from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
-from mlib.outputs import Run
+from mlib.outputs import Run, mean_std
 from mlib.params import TrainConfig, TrainParams
-from mlib.training import FitResult, fit_regressor
+from mlib.progress import track
+from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
 
 NOTEBOOK = "02_train"
+REFERENCE = "reference"  # the setting of the study's defaults (the reference implementation's choices)
+ENSEMBLE_FILE = "ensemble.json"
 
 
-def thermal_model_file(store_dir: str | Path, dataset: str) -> Path:
-    """Where the run store keeps 02_train's thermal-expansion model of a data set (read by 04_embed)."""
-    return Path(store_dir) / NOTEBOOK / "thermal" / dataset / "model.pt"
+def thermal_model_file(store_dir: str | Path, dataset: str, seed: int = 0) -> Path:
+    """Where the run store keeps 02_train's thermal-expansion model of a data set and split seed (04_embed)."""
+    return Path(store_dir) / NOTEBOOK / "thermal" / dataset / REFERENCE / f"seed{seed}" / "model.pt"
 
 
-def _config(P: TrainParams, epochs: int) -> TrainConfig:
+def ensemble_file(store_dir: str | Path, dataset: str) -> Path:
+    """Where the run store keeps the manifest of 02_train's thermal-expansion seed ensemble."""
+    return Path(store_dir) / NOTEBOOK / "thermal" / dataset / REFERENCE / "ensemble" / ENSEMBLE_FILE
+
+
+def _config(P: TrainParams, epochs: int, seed: int) -> TrainConfig:
     return TrainConfig(
         epochs=epochs,
         batch_size=P.batch_size,
         lr=P.lr,
         weight_decay=P.weight_decay,
-        seed=P.seed,
+        seed=seed,
         lr_schedule=P.lr_schedule,
         best_by=P.best_by,
     )
 
 
+def _spec(P: TrainParams) -> GraphSpec:
+    return GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
+
+
 def _model(P: TrainParams):
-    return lambda: build_model("cgcnn", hidden=P.hidden, n_conv=P.conv_layers, head_hidden=P.head_hidden)
+    return lambda: build_model(
+        "cgcnn", hidden=P.hidden, n_conv=P.conv_layers, head_hidden=P.head_hidden, atom_features=P.atom_features
+    )
 
 
-def report(run: Run, result: FitResult, target: str, name: str, paper: dict) -> pd.DataFrame:
-    """Metrics beside the paper, predictions, learning curves and a parity plot of one run."""
-    graphs = result.data
-    test = result.predictions[result.predictions["split"] == "test"]
-    where = f"{graphs.label} (test {len(test):,})"
-    info = catalogue.target(target)
-    no_target = sum(entry.stage == "target" for entry in graphs.skips.records)
-    metrics = pd.DataFrame(
+@lru_cache(maxsize=2)
+def _thermal_set(dataset: str, spec: GraphSpec, workers: int, limit: int | None) -> GraphSet:
+    return datasets.load_thermal(dataset, spec=spec, workers=workers).graphs.first(limit).with_finite(THERMAL_TARGET)
+
+
+def _fit(P: TrainParams, run: Run, setting: str, seed: int, split_seed: int | None = None) -> FitResult:
+    """One thermal run: ``seed`` draws the initial weights and batches, ``split_seed`` (default ``seed``) the split."""
+    graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
+    if split_seed is None or split_seed == seed:  # the split of the run's own seed
+        folder, split = run.runs("thermal", P.dataset, setting, f"seed{seed}"), None
+    else:
+        folder, split = (
+            run.runs("thermal", P.dataset, setting, "ensemble", f"seed{seed}"),
+            split_indices(len(graphs), split_seed),
+        )
+    return fit_regressor(
+        _model(P),
+        graphs,
+        THERMAL_TARGET,
+        _config(P, P.epochs, seed),
+        folder,
+        resume=P.resume,
+        split=split,
+        show=False,
+    )
+
+
+def _with(P: TrainParams, change: str) -> TrainParams:
+    """``P`` with one training choice changed (``name=value``)."""
+    name, value = change.split("=", 1)
+    return dataclasses.replace(P, **{name: value}, compare=[])
+
+
+def _split_row(result: FitResult, seed: int, best_by: str) -> dict[str, object]:
+    """One split's test metrics (the run's own best epoch), sizes and the other criterion's test MAE."""
+    sizes = result.predictions["split"].value_counts()
+    other = next(c for c in catalogue.BEST_BY if c != best_by)
+    return {
+        "seed": seed,
+        "crystals": len(result.data),
+        "train": int(sizes.get("train", 0)),
+        "val": int(sizes.get("val", 0)),
+        "test": int(sizes.get("test", 0)),
+        **{k: result.metrics[k] for k in ("pearson_r", "mae", "rmse", "r2")},
+        "best_epoch": result.by_criterion[best_by]["epoch"],
+        f"mae (best by {other})": result.by_criterion[other]["mae"],
+        f"pearson_r (best by {other})": result.by_criterion[other]["pearson_r"],
+        "minutes": result.seconds / 60,
+    }
+
+
+def thermal(P: TrainParams, run: Run) -> pd.DataFrame:
+    """CGCNN at the notebook's setting over ``seeds`` (each its own 6:2:2 split), beside the paper's test R.
+
+    Writes the per-split table, the mean ± std summary with the paper's 0.9572 beside it, and the
+    predictions, learning curves and parity plot of the first seed's split.
+    """
+    info = catalogue.target(THERMAL_TARGET)
+    results = {seed: _fit(P, run, REFERENCE, seed) for seed in track(P.seeds, len(P.seeds), "splits", unit="split")}
+    first = results[P.seeds[0]]
+    where = f"{first.data.label}, {len(P.seeds)} splits 6:2:2"
+    splits = pd.DataFrame([_split_row(r, seed, P.best_by) for seed, r in results.items()])
+    run.save_table(
+        splits, "thermal_splits", f"CGCNN test metrics per split, {info.display} ({info.unit}): {first.data.label}"
+    )
+    summary = pd.DataFrame(
         [
             {
-                "run": "this study",
-                "dataset": where,
-                **result.metrics,
-                "epochs": len(result.history),
-                "skipped (no finite target)": no_target,
+                "run": f"this study, mean ± std over {len(P.seeds)} splits",
+                "dataset": first.data.label,
+                "test crystals": int(splits["test"].iloc[0]),
+                **{m: mean_std(splits[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
+                "epochs": P.epochs,
             },
-            {"run": "paper", **paper},
+            {"run": f"paper ({published.CGCNN_PAPER})", **published.CGCNN_THERMAL},
         ]
     )
-    run.save_table(metrics, f"{name}_metrics", f"CGCNN test metrics, {info.display} ({info.unit}): {where}")
+    run.save_table(summary, "thermal_metrics", f"CGCNN test metrics, {info.display} ({info.unit}): {where}")
+    report(run, first, THERMAL_TARGET, "thermal", published.CGCNN_THERMAL, f"split seed {P.seeds[0]}")
+    return summary
+
+
+def report(run: Run, result: FitResult, target: str, name: str, paper: dict, which: str = "") -> None:
+    """Predictions, learning curves and a parity plot of one run (``which`` names it in captions)."""
+    test = result.predictions[result.predictions["split"] == "test"]
+    where = f"{result.data.label} (test {len(test):,}{', ' + which if which else ''})"
+    info = catalogue.target(target)
     run.save_table(
         result.predictions, f"{name}_predictions", f"Predictions, {info.display} ({info.unit}): {where}", markdown=False
     )
@@ -78,33 +168,149 @@ def report(run: Run, result: FitResult, target: str, name: str, paper: dict) -> 
         f"{name}_learning_curves",
         f"Train and validation MSE per epoch, {info.display}, {where}",
     )
-    return metrics
 
 
-def thermal(P: TrainParams, run: Run) -> pd.DataFrame:
-    """CGCNN on the thermal-expansion set at the notebook's setting, beside the paper's test R."""
-    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
-    graphs = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs.first(P.thermal_limit)
-    result = fit_regressor(
-        _model(P), graphs, THERMAL_TARGET, _config(P, P.epochs), run.runs("thermal", P.dataset), resume=P.resume
+def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
+    """Each choice of ``compare`` against the study's defaults, paired on the same splits (``compare_seeds``);
+    the best-epoch criterion from the same runs (it does not change training). None when nothing is compared."""
+    if not P.compare:
+        return None
+    info = catalogue.target(THERMAL_TARGET)
+    base = {seed: _fit(P, run, REFERENCE, seed) for seed in P.compare_seeds}
+    rows, points = [], []
+
+    def add(change: str, pairs: list[tuple[int, dict, dict]]) -> None:
+        d_mae = np.array([(b["mae"] - a["mae"]) / info.scale for _, a, b in pairs])
+        d_r = np.array([b["pearson_r"] - a["pearson_r"] for _, a, b in pairs])
+        after, before = [b["mae"] for _, _, b in pairs], [a["mae"] for _, a, _ in pairs]
+        p = stats.ttest_rel(after, before).pvalue if len(pairs) > 1 else float("nan")
+        rows.append(
+            {
+                "change": change,
+                "splits": len(pairs),
+                "pearson_r (defaults)": mean_std(a["pearson_r"] for _, a, _ in pairs),
+                "pearson_r (changed)": mean_std(b["pearson_r"] for _, _, b in pairs),
+                f"mae (defaults, {info.axis_unit})": mean_std(a["mae"] / info.scale for _, a, _ in pairs),
+                f"mae (changed, {info.axis_unit})": mean_std(b["mae"] / info.scale for _, _, b in pairs),
+                "delta pearson_r": mean_std(d_r),
+                f"delta mae ({info.axis_unit})": mean_std(d_mae),
+                "paired t-test p (mae)": float(p),
+            }
+        )
+        points.extend(
+            {"change": change, "seed": s, "delta_mae": m, "delta_r": r} for (s, _, _), m, r in zip(pairs, d_mae, d_r)
+        )
+
+    other = next(c for c in catalogue.BEST_BY if c != P.best_by)
+    add(f"best_by={other}", [(s, r.by_criterion[P.best_by], r.by_criterion[other]) for s, r in base.items()])
+    for change in track(P.compare, len(P.compare), "choices", unit="choice"):
+        changed = _with(P, change)
+        add(change, [(s, base[s].metrics, _fit(changed, run, change, s).metrics) for s in P.compare_seeds])
+    table = pd.DataFrame(rows)
+    where = f"{base[P.compare_seeds[0]].data.label}, test sets of split seeds {P.compare_seeds}"
+    run.save_table(
+        table,
+        "training_choices",
+        f"Training choices against the study's defaults (the reference implementation's), paired by split: {where}",
     )
-    return report(run, result, THERMAL_TARGET, "thermal", published.CGCNN_THERMAL)
+    run.save_figure(
+        plots.paired_differences(pd.DataFrame(points), info),
+        "training_choices",
+        f"Change of test MAE when one training choice differs from the defaults, per split: {where}",
+    )
+    return table
+
+
+def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
+    """The seed ensemble: ``ensemble_seeds`` models on the split of ``seed``; its mean prediction against each
+    member on the same test set, and the calibration of its spread (scaled on the validation set)."""
+    info = catalogue.target(THERMAL_TARGET)
+    members = {
+        k: _fit(P, run, REFERENCE, k, split_seed=P.seed)
+        for k in track(P.ensemble_seeds, len(P.ensemble_seeds), "ensemble", unit="model")
+    }
+    frames = {k: r.predictions.set_index("id") for k, r in members.items()}
+    first = next(iter(frames.values()))
+    parts = {part: first.index[first["split"] == part] for part in ("val", "test")}
+    pred = {part: np.stack([f.loc[ids, "pred"].to_numpy() for f in frames.values()]) for part, ids in parts.items()}
+    true = {part: first.loc[ids, "true"].to_numpy() for part, ids in parts.items()}
+    mean = {part: p.mean(axis=0) for part, p in pred.items()}
+    spread = {part: p.std(axis=0, ddof=1) for part, p in pred.items()}
+    z_val = np.abs(true["val"] - mean["val"]) / spread["val"]
+    scale = float(np.quantile(z_val, stats.norm.cdf(1) - stats.norm.cdf(-1)))  # 1 scaled spread holds 68.3 % on val
+    z_test = np.abs(true["test"] - mean["test"]) / spread["test"]
+    single = pd.DataFrame([regression_metrics(true["test"], p) for p in pred["test"]])
+    whole = regression_metrics(true["test"], mean["test"])
+    label = f"{next(iter(members.values())).data.label}, split seed {P.seed} (test {len(true['test']):,})"
+    table = pd.DataFrame(
+        [
+            {"predictor": f"single model, mean ± std over {len(members)} seeds", "dataset": label}
+            | {m: mean_std(single[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
+            {"predictor": f"ensemble of {len(members)} (mean prediction)", "dataset": label}
+            | {m: f"{whole[m]:.4g}" for m in ("pearson_r", "mae", "rmse", "r2")},
+        ]
+    )
+    run.save_table(
+        table, "ensemble_metrics", f"Seed ensemble against its members, {info.display} ({info.unit}): {label}"
+    )
+    calibration = pd.DataFrame(
+        [
+            {
+                "spread": name,
+                "within 1 spread": float((z_test <= factor).mean()),
+                "within 2 spreads": float((z_test <= 2 * factor).mean()),
+                "gaussian expectation": "0.683 / 0.954",
+            }
+            for name, factor in (("raw member std", 1.0), (f"std x {scale:.3g} (fit on validation)", scale))
+        ]
+    )
+    run.save_table(calibration, "ensemble_calibration", f"Calibration of the ensemble spread on the test set: {label}")
+    run.save_figure(
+        plots.spread_calibration(z_test, scale),
+        "ensemble_calibration",
+        f"Fraction of test errors within k ensemble spreads against a Gaussian's: {label}",
+    )
+    where = ensemble_file(P.store_dir, P.dataset)
+    manifest = {
+        "target": THERMAL_TARGET,
+        "unit": info.unit,
+        "dataset": label,
+        "members": [Path(os.path.relpath(r.folder / "model.pt", where.parent)).as_posix() for r in members.values()],
+        "spread_scale": scale,
+        "test": whole,
+    }
+    store.write_json(where, manifest)
+    return table
 
 
 def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
     """The same model on an MP target, beside the CGCNN paper's formation-energy MAE (None: skipped)."""
     if P.mp_dataset is None:
         return None
-    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors)
-    mp = datasets.load_mp(P.mp_dataset, P.mp_limit, spec, P.workers)
+    mp = datasets.load_mp(P.mp_dataset, P.mp_limit, _spec(P), P.workers)
     result = fit_regressor(
         _model(P),
         mp,
         P.mp_target,
-        _config(P, P.mp_epochs),
+        _config(P, P.mp_epochs, P.seed),
         run.runs("mp", P.mp_dataset, P.mp_target),
         resume=P.resume,
         formula_column="formula",
     )
+    info = catalogue.target(P.mp_target)
     paper = published.CGCNN_MP_FORMATION_ENERGY if P.mp_target == "formation_energy_per_atom" else {}
-    return report(run, result, P.mp_target, "mp", paper)
+    test = int((result.predictions["split"] == "test").sum())
+    metrics = pd.DataFrame(
+        [
+            {
+                "run": "this study",
+                "dataset": f"{result.data.label} (test {test:,})",
+                **result.metrics,
+                "epochs": len(result.history),
+            },
+            {"run": f"paper ({published.CGCNN_PAPER})", **paper},
+        ]
+    )
+    run.save_table(metrics, "mp_metrics", f"CGCNN test metrics, {info.display} ({info.unit}): {result.data.label}")
+    report(run, result, P.mp_target, "mp", paper)
+    return metrics
