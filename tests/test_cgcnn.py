@@ -196,3 +196,26 @@ def test_step_schedule_and_best_epoch_by_mae(tmp_path):
     assert list(history["lr"]) == pytest.approx([0.01, 0.01, 0.001, 0.001])  # epochs 3 and 4 at lr / 10
     assert trainer.best_val == pytest.approx(history["val_mae"].min())
     assert (history["val_mae"] > 0).all() and "train_mae" in history
+
+
+def test_one_run_measures_the_test_metrics_at_every_criterions_best_epoch(tmp_path):
+    """The criterion does not change training: a run kept by val_mse reports what a val_mae run keeps, and back."""
+    from mlib.training import fit_regressor
+    from tests.test_store import toy_set
+
+    data = toy_set()
+    results = {
+        best_by: fit_regressor(
+            lambda: CGCNN(hidden=8, n_conv=2),
+            data,
+            "y",
+            TrainConfig(epochs=6, batch_size=4, lr=0.01, best_by=best_by),
+            tmp_path / best_by,
+            show=False,
+        )
+        for best_by in ("val_mse", "val_mae")
+    }
+    for best_by, result in results.items():
+        assert result.by_criterion[best_by] == {**result.metrics, "epoch": result.by_criterion[best_by]["epoch"]}
+        for other in results.values():
+            assert other.by_criterion[best_by] == pytest.approx(result.by_criterion[best_by])

@@ -9,6 +9,7 @@ from mlib.data.errors import BadEntry
 from mlib.graphs.atom_features import N_FEATURES, atom_feature_table, block_slices
 from mlib.graphs.featurize import featurize
 from mlib.graphs.neighbors import GraphSpec, structure_arrays
+from tests.conftest import needs_mirror
 
 
 def simple_cubic(a: float = 3.0, element: str = "Po") -> Structure:
@@ -86,3 +87,51 @@ def test_atom_feature_table_is_one_hot_per_block():
     assert table.shape == (101, N_FEATURES) == (101, 92)
     for name in ("group", "period", "block"):
         assert (table[1:, block_slices()[name]].sum(axis=1) == 1).all(), name
+
+
+@needs_mirror
+def test_pymatgen_tie_order_keeps_the_reference_implementations_neighbours():
+    """The reference keeps ``sorted(structure.get_all_neighbors(r), key=distance)[:12]`` (a stable sort)."""
+    from mlib.data.mirror import mirror_file
+
+    folder = mirror_file("cgcnn-sample/atom_init.json").parent
+    differs = 0
+    for path in sorted(folder.glob("*.cif")):
+        structure = Structure.from_file(path)
+        ours = structure_arrays(structure, GraphSpec(tie_order="pymatgen"))
+        reference = []
+        for i, nbrs in enumerate(structure.get_all_neighbors(8.0, include_index=True)):
+            reference += [(i, n.index, tuple(n.image)) for n in sorted(nbrs, key=lambda n: n[1])[:12]]
+        cart = structure.cart_coords
+        images = np.linalg.solve(
+            structure.lattice.matrix.T, (ours["vec"] - cart[ours["src"]] + cart[ours["dst"]]).T.astype(float)
+        ).T
+        mine = [(int(d), int(s), tuple(np.rint(im).astype(int))) for d, s, im in zip(ours["dst"], ours["src"], images)]
+        assert mine == reference, path.name
+        by_index = structure_arrays(structure, GraphSpec(tie_order="index"))
+        assert np.allclose(np.sort(by_index["dist"]), np.sort(ours["dist"]))  # same distances, maybe other atoms
+        differs += bool((by_index["src"] != ours["src"]).any())
+    assert differs >= 3  # ties at the cap are common: the index order keeps other neighbours in 6 of the 10
+
+
+def test_unknown_tie_order_is_refused():
+    with pytest.raises(ValueError, match="unknown tie order"):
+        GraphSpec(tie_order="random")
+
+
+@needs_mirror
+def test_reference_atom_features_are_atom_init_json_row_by_row():
+    import json
+
+    from mlib.data.mirror import mirror_file
+    from mlib.graphs.atom_features import feature_table, from_weights
+
+    atom_init = json.loads(mirror_file("cgcnn-sample/atom_init.json").read_text())
+    table = feature_table("reference")
+    assert table.shape == (101, N_FEATURES) and not table[0].any()
+    assert all(np.array_equal(table[z], np.asarray(atom_init[str(z)], dtype=np.float32)) for z in range(1, 101))
+    assert not np.array_equal(table, feature_table("pymatgen"))
+    with from_weights():
+        assert not feature_table("reference").any()  # a placeholder the saved weights replace
+    with pytest.raises(ValueError, match="unknown atom-feature source"):
+        feature_table("magpie")

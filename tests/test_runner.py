@@ -39,6 +39,11 @@ def test_plan_rejects_unknown_names(tmp_path, args, message):
         ({"batch_size": 0}, "batch_size must be > 0"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"mp_target": "bulk_modulus"}, "unknown MP target"),
+        ({"compare": ["lr_schedule=cosine"]}, "compare entry 'lr_schedule=cosine': write name=value"),
+        ({"compare": ["lr_schedule=step"]}, "is the notebook's own setting"),
+        ({"atom_features": "magpie"}, "unknown atom-feature source"),
+        ({"tie_order": "random"}, "unknown tie order"),
+        ({"ensemble_seeds": [0, 0]}, "ensemble_seeds must be distinct"),
     ],
 )
 def test_bad_values_fail_before_any_notebook_runs(tmp_path, override, message):

@@ -169,3 +169,17 @@ def test_the_runner_knows_how_long_a_notebook_took_last_time(tmp_path):
     results.mkdir(parents=True)
     (results / "provenance.json").write_text(json.dumps({"finished": True, "wall_time_s": 120.5}))
     assert reproduce.expected_seconds(results) == 120.5
+
+
+def test_a_model_file_carries_its_atom_features_and_loads_without_atom_init(tmp_path, monkeypatch):
+    from mlib.graphs import atom_features
+
+    result = fit(tmp_path / "run")
+    assert result.model.hyper["atom_features"] == "reference"
+
+    def unavailable():
+        raise AssertionError("loading a model file must not read atom_init.json")
+
+    monkeypatch.setattr(atom_features, "reference_table", unavailable)
+    loaded = model_file.load(tmp_path / "run" / "model.pt").model
+    assert torch.equal(loaded.embedding.table, result.model.embedding.table) and loaded.embedding.table.any()
