@@ -311,12 +311,21 @@ class SweepParams(GraphParams):
     storage: str | None = param(None, "Optuna RDB URL; null: a SQLite file in the run store")
     study_name: str = param("cgcnn-thermal", "Optuna study name")
     search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")
+    atom_features: str = param(C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen")
+    final_seeds: list[int] = param([0], "final model: the sweep's best and the paper's best on these splits")
+    curve_sizes: list[int | None] = param(
+        [], "learning curve: training crystals of the paper's configuration (null: the whole training split)"
+    )
 
     def validate(self) -> None:
         super().validate()
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("sampler", C.SAMPLERS)
         self.one_of("pruner", C.PRUNERS)
+        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        self.seeds_ok("final_seeds")
+        if any(size is not None and size < 2 for size in self.curve_sizes):
+            raise ParameterError(f"curve_sizes must be integers >= 2 or null, got {self.curve_sizes}")
         self.positive("epochs", "thermal_limit", "n_trials", "timeout_min")
         self.space()
 

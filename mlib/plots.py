@@ -127,6 +127,20 @@ def paired_differences(points: pd.DataFrame, target: Target):
     return fig
 
 
+def error_vs_size(curve: pd.DataFrame, target: Target, floor: float):
+    """Test MAE against the number of training crystals (log-log), with the label spread of one compound."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.plot(curve["train crystals"], curve["mae"] / target.scale, marker="o", label="CGCNN, test MAE")
+    ax.axhline(floor / target.scale, color="grey", ls="--", label="label spread of one compound (mean |dev.|)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training crystals")
+    ax.set_ylabel(f"test MAE ({target.axis_unit})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def spread_calibration(z: np.ndarray, scale: float):
     """Fraction of test errors within k ensemble spreads, raw and scaled, against a Gaussian's 2 Phi(k) - 1."""
     from scipy import stats

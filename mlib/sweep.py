@@ -81,7 +81,9 @@ def make_study(
     )
 
 
-def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace, epochs: int, seed: int):
+def objective(
+    graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace, epochs: int, seed: int, atom_features: str
+):
     """The Optuna objective: train one configuration, report validation MSE per epoch, return val R."""
 
     def run(trial: optuna.Trial) -> float:
@@ -91,7 +93,9 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
         start = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="mlib-trial-"))
         try:
-            model = build_model("cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"])
+            model = build_model(
+                "cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"], atom_features=atom_features
+            )
             trainer = Trainer(
                 model,
                 graphs,
@@ -104,7 +108,7 @@ def objective(graphs: list, y, split: dict[str, np.ndarray], space: SearchSpace,
             def report(record: dict[str, float]) -> None:
                 trial.set_user_attr("epochs_run", int(record["epoch"]))
                 trial.set_user_attr("seconds", time.perf_counter() - start)
-                trial.set_user_attr("val_mse", trainer.best_val)
+                trial.set_user_attr("val_mae", min(h["val_mae"] for h in trainer.history))
                 trial.report(record["val_mse"], int(record["epoch"]))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -129,7 +133,7 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial: parameters, state, validation R (finished trials), best validation MSE, epochs, seconds."""
+    """Every trial: parameters, state, validation R (finished trials), lowest validation MAE, epochs, seconds."""
     complete = optuna.trial.TrialState.COMPLETE
     rows = [
         {
@@ -137,7 +141,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "state": t.state.name,
             **t.params,
             "val_r": t.value if t.state == complete else None,
-            "val_mse": t.user_attrs.get("val_mse"),
+            "val_mae": t.user_attrs.get("val_mae"),
             "epochs_run": t.user_attrs.get("epochs_run"),
             "seconds": t.user_attrs.get("seconds"),
         }
@@ -186,6 +190,7 @@ def run_worker(
     seed: int,
     n_trials: int | None = None,
     timeout: float | None = None,
+    atom_features: str = catalogue.CGCNN_DEFAULTS["atom_features"],
 ) -> None:
     """One worker: pull trials from the shared study until the grid ends, the study holds ``n_trials``
     finished trials (complete or pruned, counting those of earlier runs and other workers), or ``timeout``."""
@@ -196,7 +201,10 @@ def run_worker(
         return
     callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] if n_trials is not None else []
     study.optimize(
-        objective(graphs, y, split, space, epochs, seed), timeout=timeout, callbacks=callbacks, catch=(RuntimeError,)
+        objective(graphs, y, split, space, epochs, seed, atom_features),
+        timeout=timeout,
+        callbacks=callbacks,
+        catch=(RuntimeError,),
     )
 
 
@@ -224,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold")
     parser.add_argument("--timeout", type=float, default=None, help="seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--atom-features", default=catalogue.CGCNN_DEFAULTS["atom_features"], choices=catalogue.ATOM_FEATURE_SOURCES
+    )
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between worker heartbeats")
     args = parser.parse_args(argv)
     try:
@@ -245,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed,
         args.n_trials,
         args.timeout,
+        args.atom_features,
     )
     return 0
 

@@ -49,6 +49,32 @@ def drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(subset=["spacegroup", "reduced_formula"], keep="first").reset_index(drop=True)
 
 
+def duplicate_spread(frame: pd.DataFrame) -> dict[str, float | int]:
+    """How far apart the labels of entries that count as one compound (same space group and reduced formula,
+    the paper's dedup key) lie: a floor no model that sees one compound per key can beat on those entries.
+
+    ``mad``: mean absolute deviation of an entry from its group's mean (1/K); ``pair``: mean absolute
+    difference of two entries of a group.
+    """
+    groups = frame.groupby(["spacegroup", "reduced_formula"])[TARGET]
+    sizes = groups.transform("size")
+    multi = frame[sizes > 1]
+    deviation = (multi[TARGET] - groups.transform("mean")[sizes > 1]).abs()
+    pairs = [
+        abs(a - b)
+        for _, values in multi.groupby(["spacegroup", "reduced_formula"])[TARGET]
+        for i, a in enumerate(values)
+        for b in list(values)[i + 1 :]
+    ]
+    return {
+        "entries": len(frame),
+        "groups with several entries": int(multi.groupby(["spacegroup", "reduced_formula"]).ngroups),
+        "their entries": len(multi),
+        "mad": float(deviation.mean()) if len(multi) else float("nan"),
+        "pair": float(sum(pairs) / len(pairs)) if pairs else float("nan"),
+    }
+
+
 def target_stats(values: pd.Series) -> dict[str, float]:
     """Minimum, maximum, mean, median and the number of negative values of a target."""
     return {

@@ -1,32 +1,64 @@
-"""03_sweep: the paper's CGCNN grid on Optuna (exhaustive, or TPE with pruning), its best configurations and cost.
+"""03_sweep: the paper's CGCNN grid on Optuna (exhaustive, or TPE with pruning), its best configurations and
+cost; the final model (the sweep's best against the paper's best over several splits); and what limits it
+(test error against the number of training crystals, and the spread of labels of one compound).
 
 The study lives in an Optuna RDB storage: by default a SQLite file in the run store
-(``<store>/03_sweep/<study_name>.db``), so a rerun completes the same study to ``n_trials`` finished
-trials instead of starting over, and more workers can join it (``python -m mlib.sweep``).
+(``<store>/03_sweep/<study>.db``), so a rerun completes the same study to ``n_trials`` finished
+trials instead of starting over, and more workers can join it (``python -m mlib.sweep``). The study's
+name carries a digest of what its trials depend on (crystals and targets, graphs, search space, epochs,
+seed, sampler, pruner, atom features, training choices, model code), so a study on other data or code is
+a new study, never mixed with the old one. Final and learning-curve runs are runs of the store
+(``<store>/03_sweep/final/...``, ``<store>/03_sweep/curve/...``); the paper's configuration reuses
+02_train's finished runs when their keys match.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
-from mlib import datasets, plots, published, sweep
+from mlib import catalogue, datasets, model_file, plots, published, sweep
 from mlib.catalogue import THERMAL_TARGET
+from mlib.data.thermal import duplicate_spread, records_frame
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
-from mlib.outputs import Run
-from mlib.params import SweepParams
+from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.outputs import Run, mean_std
+from mlib.params import SweepParams, TrainConfig
+from mlib.progress import track
+from mlib.study import train
+from mlib.training import FitResult, fit_regressor, split_indices
 
 NOTEBOOK = "03_sweep"
 
 
-def storage_url(P: SweepParams) -> str:
+def study_name(P: SweepParams, graph_set: GraphSet) -> str:
+    """``study_name`` with a digest of everything the trials depend on (other data or code: another study)."""
+    key = {
+        "data": graph_set.with_finite(THERMAL_TARGET).data_key(THERMAL_TARGET),
+        "graph": model_file.graph_info(graph_set.spec),
+        "space": P.space().grid(),
+        "epochs": P.epochs,
+        "seed": P.seed,
+        "sampler": P.sampler,
+        "pruner": P.pruner,
+        "atom_features": P.atom_features,
+        "training": catalogue.TRAINING_CHOICES,
+        "model_code_version": MODEL_CODE_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{P.study_name}-{digest}"
+
+
+def storage_url(P: SweepParams, name: str) -> str:
     """``storage``, or a SQLite file of the study in the run store."""
     if P.storage:
         return P.storage
-    path = Path(P.store_dir) / NOTEBOOK / f"{P.study_name}.db"
+    path = Path(P.store_dir) / NOTEBOOK / f"{name}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
 
@@ -42,8 +74,13 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     """Run (or complete) the study; tables of every trial, the top 10 and the best beside the paper's."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported by the tables, not by log lines
     space = P.space()
-    study = sweep.make_study(P.study_name, storage_url(P), space, P.sampler, P.pruner, P.epochs, P.seed)
-    print(f"{space.size()} configurations; {len(study.trials)} trials already in the study", flush=True)
+    name = study_name(P, graph_set)
+    study = sweep.make_study(name, storage_url(P, name), space, P.sampler, P.pruner, P.epochs, P.seed)
+    print(
+        f"study {name}: {space.size()} configurations; {len(study.trials)} trials already in it "
+        f"(more workers: python -m mlib.sweep --study {name} ...)",
+        flush=True,
+    )
     sweep.run_worker(
         study,
         graph_set.graphs,
@@ -53,6 +90,7 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         P.seed,
         P.n_trials,
         P.timeout_min * 60 if P.timeout_min else None,
+        P.atom_features,
     )
     trials = sweep.trials_table(study)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
@@ -85,3 +123,112 @@ def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.Da
         "cost",
         f"CPU-hours of this search vs the exhaustive grid (projected), {where}",
     )
+
+
+HYPER = ("conv_layers", "batch_size", "hidden", "lr")
+
+
+def _label(hyper: dict) -> str:
+    return ", ".join(f"{k} {hyper[k]:g}" for k in HYPER)
+
+
+def _fit(P: SweepParams, run: Run, graph_set: GraphSet, hyper: dict, seed: int, **kwargs) -> FitResult:
+    """One CGCNN run of ``hyper`` (conv_layers, batch_size, hidden, lr) with the 02_train defaults otherwise."""
+    return fit_regressor(
+        lambda: build_model(
+            "cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"], atom_features=P.atom_features
+        ),
+        graph_set,
+        THERMAL_TARGET,
+        TrainConfig(epochs=P.epochs, batch_size=hyper["batch_size"], lr=hyper["lr"], seed=seed),
+        show=False,
+        **kwargs,
+    )
+
+
+def _paper_run(P: SweepParams, seed: int) -> list[Path]:
+    """02_train's run of the paper's configuration on the split of ``seed`` (reused when its key matches)."""
+    return [train.thermal_model_file(P.store_dir, P.dataset, seed).parent]
+
+
+def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, where: str) -> pd.DataFrame:
+    """The sweep's best configuration (by validation R) and the paper's best, each over ``final_seeds`` splits:
+    test R, MAE and RMSE as mean ± std beside the paper's 0.9572."""
+    info = catalogue.target(THERMAL_TARGET)
+    finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
+    paper = dict(published.CGCNN_THERMAL_BEST)
+    configs = {"paper's best": paper}
+    if len(finished):
+        best = {k: finished.iloc[0][k] for k in HYPER}
+        best = {k: int(v) if k != "lr" else float(v) for k, v in best.items()}
+        if best != paper:
+            configs = {"this sweep's best": best, **configs}
+    rows, per_split = [], []
+    for name, hyper in configs.items():
+        results = {}
+        for seed in track(P.final_seeds, len(P.final_seeds), f"final: {name}", unit="split"):
+            folder = run.runs("final", _label(hyper).replace(", ", "_").replace(" ", ""), f"seed{seed}")
+            reuse = _paper_run(P, seed) if hyper == paper else None
+            results[seed] = _fit(P, run, graph_set, hyper, seed, out_dir=folder, reuse=reuse)
+        table = pd.DataFrame([{"seed": s, **r.metrics} for s, r in results.items()])
+        per_split += [{"configuration": name, **_labelled(hyper), **row} for row in table.to_dict("records")]
+        rows.append(
+            {
+                "configuration": name,
+                **_labelled(hyper),
+                "splits": len(results),
+                **{m: mean_std(table[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
+            }
+        )
+    rows.append({"configuration": f"paper ({published.CGCNN_PAPER})", **paper, **published.CGCNN_THERMAL})
+    summary = pd.DataFrame(rows)
+    caption = f"Final model, test metrics over {len(P.final_seeds)} splits 6:2:2 ({info.unit}): {where}"
+    run.save_table(summary, "final", caption)
+    run.save_table(pd.DataFrame(per_split), "final_splits", f"Final model, test metrics per split: {where}")
+    return summary
+
+
+def _labelled(hyper: dict) -> dict:
+    return {k: hyper[k] for k in HYPER}
+
+
+def limits(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.DataFrame | None:
+    """What limits the test error: the paper's configuration trained on the first N crystals of the training
+    split of ``seed`` (validation and test sets fixed), beside the spread of labels of one compound."""
+    if not P.curve_sizes:
+        return None
+    info = catalogue.target(THERMAL_TARGET)
+    data = graph_set.with_finite(THERMAL_TARGET)
+    split = split_indices(len(data), P.seed)
+    paper = dict(published.CGCNN_THERMAL_BEST)
+    rows = []
+    for size in track(P.curve_sizes, len(P.curve_sizes), "learning curve", unit="size"):
+        n = len(split["train"]) if size is None else min(size, len(split["train"]))
+        part = {**split, "train": split["train"][:n]}
+        folder = run.runs("curve", f"n{n}")
+        reuse = _paper_run(P, P.seed) if n == len(split["train"]) else None
+        result = _fit(P, run, data, paper, P.seed, out_dir=folder, split=part, reuse=reuse)
+        rows.append({"train crystals": n, **result.metrics})
+    curve = pd.DataFrame(rows)
+    records, _ = datasets.agl_records()
+    spread = duplicate_spread(records_frame(records))
+    floor = pd.DataFrame(
+        [
+            {
+                "AGL entries": spread["entries"],
+                "compounds with several entries (space group, formula)": spread["groups with several entries"],
+                "their entries": spread["their entries"],
+                f"mean |label - compound mean| ({info.axis_unit})": spread["mad"] / info.scale,
+                f"mean |difference| of two entries ({info.axis_unit})": spread["pair"] / info.scale,
+            }
+        ]
+    )
+    label = f"{data.label}, split seed {P.seed} (test {len(split['test']):,})"
+    run.save_table(curve, "learning_curve", f"Test metrics against training crystals, paper's configuration: {label}")
+    run.save_table(floor, "label_spread", "Labels of one compound (AFLOW AGL entries sharing space group and formula)")
+    run.save_figure(
+        plots.error_vs_size(curve, info, spread["mad"]),
+        "learning_curve",
+        f"Test MAE against training crystals (paper's configuration), with the label spread of one compound: {label}",
+    )
+    return curve
