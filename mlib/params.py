@@ -311,7 +311,9 @@ class SweepParams(GraphParams):
     storage: str | None = param(None, "Optuna RDB URL; null: a SQLite file in the run store")
     study_name: str = param("cgcnn-thermal", "Optuna study name")
     search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")
-    atom_features: str = param(C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen")
+    atom_features: str = param(
+        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+    )
     final_seeds: list[int] = param([0], "final model: the sweep's best and the paper's best on these splits")
     curve_sizes: list[int | None] = param(
         [], "learning curve: training crystals of the paper's configuration (null: the whole training split)"
@@ -332,6 +334,37 @@ class SweepParams(GraphParams):
     def space(self) -> SearchSpace:
         """The search space: the paper's grid unless ``search_space`` narrows it."""
         return SearchSpace.from_dict(self.search_space)
+
+
+@dataclass(frozen=True)
+class CompositionParams(GraphParams):
+    """03b_composition: CGCNN against a composition-only model on CrabNet's split and on the study's splits."""
+
+    dataset: str = param("aflow", "thermal-expansion data set of the study's splits")
+    source: str = param("auto", "AFLOW records and CrabNet's split: auto (mirror if set, else live), mirror or live")
+    tolerance: float = param(0.01, "largest relative difference of CrabNet's target and the AFLOW label matched")
+    limit: int | None = param(
+        None,
+        "about N matched CrabNet formulas (each part's first) and the first N thermal crystals (a labelled subset)",
+    )
+    atom_features: str = param(
+        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+    )
+    batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch (CGCNN)")
+    lr: float = param(C.TRAINING["lr"], "Adam learning rate (CGCNN)")
+    epochs: int = param(C.TRAINING["epochs"], "training epochs (CGCNN)")
+    seeds: list[int] = param([0], "CGCNN and random-forest seeds on CrabNet's split")
+    own_seeds: list[int] = param([0], "the study's splits (02_train's seeds), each CGCNN and random forest")
+    trees: int = param(500, "trees of the random forest")
+
+    def validate(self) -> None:
+        super().validate()
+        self.one_of("dataset", C.THERMAL_DATASETS, "data set")
+        self.one_of("source", C.AFLOW_SOURCES)
+        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        self.seeds_ok()
+        self.seeds_ok("own_seeds")
+        self.positive("tolerance", "limit", "batch_size", "lr", "epochs", "trees")
 
 
 @dataclass(frozen=True)
@@ -481,6 +514,7 @@ PARAMS: dict[str, type[NotebookParams]] = {
     "01_data": DataParams,
     "02_train": TrainParams,
     "03_sweep": SweepParams,
+    "03b_composition": CompositionParams,
     "04_embed": EmbedParams,
     "04b_models": ModelsParams,
     "05_federated": FederatedParams,

@@ -141,6 +141,26 @@ def error_vs_size(curve: pd.DataFrame, target: Target, floor: float):
     return fig
 
 
+def composition_vs_structure(table: pd.DataFrame, target: Target):
+    """Test MAE (mean ± std, display unit) per model, grouped by split and test set; structure models hatched."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(table) + 1.2))
+    labels = [f"{m} | {s} split, {t} test" for m, s, t in zip(table["model"], table["split"], table["test set"])]
+    colors = [sns.color_palette()[0] if r == "structure" else sns.color_palette()[1] for r in table["input"]]
+    ax.barh(labels, table["mae_mean"] / target.scale, xerr=table["mae_std"] / target.scale, color=colors, capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test MAE ({target.axis_unit}), mean ± std")
+    ax.legend(
+        handles=[
+            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[0], label="crystal structure (CGCNN)"),
+            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[1], label="composition only"),
+        ],
+        fontsize=8,
+        loc="lower right",
+    )
+    fig.tight_layout()
+    return fig
+
+
 def spread_calibration(z: np.ndarray, scale: float):
     """Fraction of test errors within k ensemble spreads, raw and scaled, against a Gaussian's 2 Phi(k) - 1."""
     from scipy import stats

@@ -1,0 +1,245 @@
+"""03b_composition: does crystal structure add anything over composition? CGCNN against composition-only models
+on CrabNet's benchmark split (mapped onto AFLOW records) and on the study's own splits.
+
+* CrabNet's split: its formulas matched to AFLOW entries (rule in :mod:`mlib.data.crabnet`); CGCNN trains on
+  the matched train formulas (validation: the matched val formulas) with CrabNet's targets and AFLOW's
+  geometry, and is tested on the matched test formulas, a labelled subset of CrabNet's test set.
+* The study's splits: the 6:2:2 splits of 02_train (its CGCNN runs are reused when their keys match).
+* The composition-only model (:mod:`mlib.composition`, Magpie + random forest) runs on both, over seeds;
+  Roost's and CrabNet's published test MAE on CrabNet's full test set stand beside.
+
+CGCNN runs are runs of the store, ``<store>/03b_composition/crabnet/seed<k>/`` and ``.../own/seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mlib import catalogue, composition, datasets, plots, published
+from mlib.catalogue import THERMAL_TARGET
+from mlib.data import crabnet
+from mlib.data.thermal import records_frame
+from mlib.graphs.featurize import GraphSet, featurize
+from mlib.graphs.neighbors import GraphSpec
+from mlib.models.registry import build_model
+from mlib.outputs import Run, mean_std
+from mlib.params import CompositionParams, TrainConfig
+from mlib.progress import track
+from mlib.study import train
+from mlib.training import fit_regressor, regression_metrics, split_indices
+
+NOTEBOOK = "03b_composition"
+MATCHED = "aflow ∩ CrabNet split"
+
+
+def crabnet_split(P: CompositionParams, run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CrabNet's split and its rows matched to AFLOW entries; the mapping counts are saved as a table."""
+    split = crabnet.load_split(P.source)
+    records, _ = datasets.agl_records(P.source)
+    matched, counts = crabnet.match_records(split, records_frame(records), P.tolerance)
+    if P.limit is not None:  # the first formulas of each part, in the proportions of the split
+        share = matched["part"].value_counts(normalize=True)
+        keep = {part: max(1, round(P.limit * share.get(part, 0))) for part in crabnet.PARTS}
+        matched = pd.concat([rows.head(keep[part]) for part, rows in matched.groupby("part")]).sort_index()
+    run.save_table(
+        counts,
+        "crabnet_mapping",
+        f"CrabNet's split ({len(split):,} formulas) matched to AFLOW AGL entries: same reduced formula, "
+        f"label within {P.tolerance:.0%} of CrabNet's target, entry with geometry",
+    )
+    return split, matched
+
+
+def _matched_graphs(P: CompositionParams, matched: pd.DataFrame) -> GraphSet:
+    frame = matched.rename(columns={"target": THERMAL_TARGET})[
+        ["id", "source", THERMAL_TARGET, "aflow_label", "part", "reduced_formula", "spacegroup", "nspecies"]
+    ]
+    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
+    return featurize(frame, MATCHED if P.limit is None else f"{MATCHED} (first {P.limit:,})", spec, workers=P.workers)
+
+
+def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) -> pd.DataFrame:
+    """CGCNN (02_train's defaults) on the matched CrabNet split over ``seeds``: test metrics per seed."""
+    graphs = _matched_graphs(P, matched)
+    parts = graphs.table["part"].to_numpy()
+    split = {part: np.flatnonzero(parts == part) for part in crabnet.PARTS}
+    rows = []
+    for seed in track(P.seeds, len(P.seeds), "CGCNN on CrabNet's split", unit="seed"):
+        result = fit_regressor(
+            lambda: build_model("cgcnn", atom_features=P.atom_features),
+            graphs,
+            THERMAL_TARGET,
+            TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
+            run.runs("crabnet", f"seed{seed}"),
+            split=split,
+            show=False,
+        )
+        rows.append({"seed": seed, **result.metrics})
+    table = pd.DataFrame(rows)
+    where = f"{graphs.label}: train {len(split['train']):,}, val {len(split['val']):,}, test {len(split['test']):,}"
+    run.save_table(table, "cgcnn_crabnet_seeds", f"CGCNN on CrabNet's split (matched), test metrics per seed: {where}")
+    return table.assign(crystals=len(graphs), train=len(split["train"]), test=len(split["test"]))
+
+
+def composition_on_crabnet(P: CompositionParams, split: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """Magpie + random forest on CrabNet's split: trained on all train formulas (the benchmark's protocol) and
+    on the matched train formulas only (CGCNN's data); tested on the full and on the matched test set."""
+    x = composition.magpie_features(list(split["formula"]))
+    y = split["target"].to_numpy()
+    is_train = (split["part"] == "train").to_numpy()
+    is_test = (split["part"] == "test").to_numpy()
+    matched_formulas = set(matched["formula"])
+    in_matched = split["formula"].isin(matched_formulas).to_numpy()
+    rows = []
+    for seed in P.seeds:
+        for trained_on, rows_train in (
+            ("all train formulas", is_train),
+            ("matched train formulas", is_train & in_matched),
+        ):
+            forest = composition.random_forest(x[rows_train], y[rows_train], seed, P.workers, P.trees)
+            for tested_on, rows_test in (("full test set", is_test), ("matched test set", is_test & in_matched)):
+                if trained_on == "matched train formulas" and tested_on == "full test set":
+                    continue
+                metrics = regression_metrics(y[rows_test], forest.predict(x[rows_test]))
+                rows.append(
+                    {
+                        "seed": seed,
+                        "trained on": trained_on,
+                        "tested on": tested_on,
+                        "train": int(rows_train.sum()),
+                        "test": int(rows_test.sum()),
+                        **metrics,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def composition_on_own_splits(P: CompositionParams) -> pd.DataFrame:
+    """Magpie + random forest on the study's 6:2:2 splits of the thermal set (02_train's split of each seed)."""
+    graphs = _thermal_set(P)
+    table = graphs.table
+    x = composition.magpie_features(list(table["reduced_formula"]))
+    y = table[THERMAL_TARGET].to_numpy()
+    rows = []
+    for seed in P.own_seeds:
+        split = split_indices(len(graphs), seed)
+        forest = composition.random_forest(x[split["train"]], y[split["train"]], seed, P.workers, P.trees)
+        metrics = regression_metrics(y[split["test"]], forest.predict(x[split["test"]]))
+        rows.append({"seed": seed, "train": len(split["train"]), "test": len(split["test"]), **metrics})
+    return pd.DataFrame(rows).assign(dataset=graphs.label)
+
+
+def _thermal_set(P: CompositionParams) -> GraphSet:
+    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
+    graphs = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs
+    return graphs.first(P.limit).with_finite(THERMAL_TARGET)
+
+
+def structure_on_own_splits(P: CompositionParams, run: Run) -> pd.DataFrame:
+    """CGCNN (02_train's defaults) on the study's 6:2:2 split of each of ``own_seeds``: 02_train's finished
+    runs are read back when their keys match, other runs are trained here."""
+    graphs = _thermal_set(P)
+    rows = []
+    for seed in track(P.own_seeds, len(P.own_seeds), "CGCNN on the study's splits", unit="split"):
+        result = fit_regressor(
+            lambda: build_model("cgcnn", atom_features=P.atom_features),
+            graphs,
+            THERMAL_TARGET,
+            TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
+            run.runs("own", f"seed{seed}"),
+            show=False,
+            reuse=[train.thermal_model_file(P.store_dir, P.dataset, seed).parent],
+        )
+        rows.append({"seed": seed, "train": int((result.predictions["split"] == "train").sum()), **result.metrics})
+    return pd.DataFrame(rows).assign(test=int((result.predictions["split"] == "test").sum()), dataset=graphs.label)
+
+
+def compare(
+    P: CompositionParams, run: Run, split: pd.DataFrame, matched: pd.DataFrame, cgcnn_crabnet: pd.DataFrame
+) -> pd.DataFrame:
+    """One table and one figure: composition against structure on both splits, MAE and R as mean ± std."""
+    info = catalogue.target(THERMAL_TARGET)
+    own_cgcnn = structure_on_own_splits(P, run)
+    forest_crabnet = composition_on_crabnet(P, split, matched)
+    forest_own = composition_on_own_splits(P)
+    own_label = f"{forest_own['dataset'].iloc[0]}, 6:2:2 splits of seeds {list(P.own_seeds)} (02_train's)"
+    n_test_matched = int(cgcnn_crabnet["test"].iloc[0])
+
+    def row(model: str, split_name: str, test: str, frame: pd.DataFrame, over: str) -> dict:
+        return {
+            "model": model,
+            "input": "structure" if model.startswith("CGCNN") else "composition",
+            "split": split_name,
+            "test set": test,
+            "runs": f"{len(frame)} {over}",
+            f"mae ({info.axis_unit})": mean_std(frame["mae"] / info.scale, 3),
+            "pearson_r": mean_std(frame["pearson_r"], 3),
+            "mae_mean": float(frame["mae"].mean()),
+            "mae_std": float(frame["mae"].std(ddof=1)) if len(frame) > 1 else 0.0,
+        }
+
+    forest = "Magpie + random forest"
+    rows = [
+        row("CGCNN", "CrabNet's", f"matched ({n_test_matched:,})", cgcnn_crabnet, "seeds"),
+        row(
+            f"{forest} (matched train)",
+            "CrabNet's",
+            f"matched ({n_test_matched:,})",
+            forest_crabnet.query("`trained on` == 'matched train formulas'"),
+            "seeds",
+        ),
+        row(
+            forest,
+            "CrabNet's",
+            f"matched ({n_test_matched:,})",
+            forest_crabnet.query("`trained on` == 'all train formulas' and `tested on` == 'matched test set'"),
+            "seeds",
+        ),
+        row(
+            forest,
+            "CrabNet's",
+            f"full ({int((split['part'] == 'test').sum()):,})",
+            forest_crabnet.query("`tested on` == 'full test set'"),
+            "seeds",
+        ),
+    ]
+    for model, mae in published.COMPOSITION_ONLY_TEC.items():
+        rows.append(
+            {
+                "model": f"{model} (published)",
+                "input": "composition",
+                "split": "CrabNet's",
+                "test set": f"full ({int((split['part'] == 'test').sum()):,})",
+                "runs": published.CRABNET_PAPER,
+                f"mae ({info.axis_unit})": f"{mae / info.scale:.3g}",
+                "pearson_r": "",
+                "mae_mean": mae,
+                "mae_std": 0.0,
+            }
+        )
+    test_own = int(own_cgcnn["test"].iloc[0])
+    rows += [
+        row("CGCNN", "the study's", f"{test_own:,} per split", own_cgcnn, "splits"),
+        row(forest, "the study's", f"{test_own:,} per split", forest_own, "splits"),
+    ]
+    table = pd.DataFrame(rows)
+    shown = table.drop(columns=["mae_mean", "mae_std"])
+    run.save_table(
+        shown,
+        "composition_vs_structure",
+        f"Composition against structure, {info.display}: CrabNet's split matched to AFLOW ({len(matched):,} of "
+        f"{len(split):,} formulas; a subset) and {own_label}",
+    )
+    run.save_table(
+        forest_crabnet,
+        "forest_crabnet_seeds",
+        f"Magpie + random forest on CrabNet's split, per seed ({len(split):,} formulas)",
+    )
+    run.save_figure(
+        plots.composition_vs_structure(table, info),
+        "composition_vs_structure",
+        f"Test MAE of structure-based CGCNN and composition-only models, CrabNet's split (matched subset and full) "
+        f"and {own_label}",
+    )
+    return shown
