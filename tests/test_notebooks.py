@@ -46,19 +46,35 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         for output in record["outputs"]:
             assert (out / output["file"]).stat().st_size > 0, output
 
-    train = root / "02_train"
-    thermal = pd.read_csv(train / "thermal_metrics.csv").iloc[0]
-    again = recomputed(pd.read_csv(train / "thermal_predictions.csv"))
-    assert thermal["mae"] == pytest.approx(again["mae"]) and thermal["pearson_r"] == pytest.approx(again["pearson_r"])
-    saved = model_file.load(root / "store" / "02_train" / "thermal" / "aflow" / "model.pt")
+    train, runs_02 = root / "02_train", root / "store" / "02_train" / "thermal" / "aflow" / "reference"
+    splits = pd.read_csv(train / "thermal_splits.csv")
+    assert list(splits["seed"]) == [0, 1]  # the smoke profile's seeds, one split each
+    for row in splits.itertuples():
+        again = recomputed(pd.read_csv(runs_02 / f"seed{row.seed}" / "predictions.csv"))
+        assert row.mae == pytest.approx(again["mae"]) and row.pearson_r == pytest.approx(again["pearson_r"])
+    saved = model_file.load(runs_02 / "seed0" / "model.pt")
     assert saved.info["target"] == catalogue.THERMAL_TARGET and saved.info["unit"] == "1/K"
-    assert saved.spec.radius == 8.0 and saved.info["data_digest"]
+    assert saved.spec.radius == 8.0 and saved.spec.tie_order == "pymatgen" and saved.info["data_digest"]
+    assert saved.info["hyper"]["atom_features"] == "reference"
+    manifest = json.loads((runs_02 / "ensemble" / "ensemble.json").read_text())
+    assert len(manifest["members"]) == 2 and manifest["spread_scale"] > 0
+    assert all((runs_02 / "ensemble" / member).exists() for member in manifest["members"])
+    choices = pd.read_csv(train / "training_choices.csv")
+    assert list(choices["change"]) == ["best_by=val_mse", "atom_features=pymatgen"]
 
     sweep = pd.read_csv(root / "03_sweep" / "trials.csv")
     assert len(sweep[sweep["state"].isin(["COMPLETE", "PRUNED"])]) == 4  # n_trials of the smoke profile
+    final = pd.read_csv(root / "03_sweep" / "final.csv")
+    assert "paper's best" in set(final["configuration"]) and len(final) in (2, 3)
+    assert len(pd.read_csv(root / "03_sweep" / "learning_curve.csv")) == 2  # curve_sizes of the smoke profile
+
+    mapping = pd.read_csv(root / "03b_composition" / "crabnet_mapping.csv")
+    assert mapping["all"].sum() == 4886  # every CrabNet formula is matched or counted by reason
+    versus = pd.read_csv(root / "03b_composition" / "composition_vs_structure.csv")
+    assert set(versus["input"]) == {"structure", "composition"} and len(versus) == 9
 
     embed = pd.read_csv(root / "04_embed" / "embeddings.csv")
-    test_ids = json.loads((root / "store" / "02_train" / "thermal" / "aflow" / "split.json").read_text())["test"]
+    test_ids = json.loads((runs_02 / "seed0" / "split.json").read_text())["test"]
     assert sorted(embed["id"]) == sorted(test_ids)
 
     runs = pd.read_csv(root / "04b_models" / "runs.csv")

@@ -93,16 +93,18 @@ def test_an_ensemble_manifest_gives_the_members_mean_and_a_scaled_spread(tmp_pat
 
     member = model_file.load(model_path)
     other = model_file.read(model_path)
-    other["state"] = {k: v + 0.05 if v.is_floating_point() and "table" not in k else v for k, v in other["state"].items()}
+    other["state"] = {
+        k: v + 0.05 if v.is_floating_point() and "table" not in k else v for k, v in other["state"].items()
+    }
     torch.save(other, tmp_path / "other.pt")
-    (tmp_path / "ensemble.json").write_text(
-        json.dumps({"members": [str(model_path), "other.pt"], "spread_scale": 2.0})
-    )
+    (tmp_path / "ensemble.json").write_text(json.dumps({"members": [str(model_path), "other.pt"], "spread_scale": 2.0}))
     (tmp_path / "nacl.cif").write_text(cif(NACL))
     table = predict.predict([tmp_path / "nacl.cif"], tmp_path / "ensemble.json").iloc[0]
     graph, _, _ = predict._graph(cif(NACL), member.spec)
     with torch.no_grad():
-        values = torch.cat([m.scaler.decode(m.model(graph)) for m in predict.load_models(tmp_path / "ensemble.json")[0]])
+        values = torch.cat(
+            [m.scaler.decode(m.model(graph)) for m in predict.load_models(tmp_path / "ensemble.json")[0]]
+        )
     assert table["prediction"] == pytest.approx(float(values.mean()), rel=1e-6)
     assert table["spread"] == pytest.approx(2.0 * float(values.std()), rel=1e-6) and table["spread"] > 0
     assert table["model"] == "ensemble of 2 cgcnn"

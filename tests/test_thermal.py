@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from pymatgen.core import Lattice, Structure
 
 from mlib.data.aflow import AflowRecord
@@ -89,3 +90,19 @@ def test_index_reproduces_the_papers_arity_counts():
 
     row = agl_index_table().iloc[0]
     assert (row["entries"], row["unary"], row["binary"], row["ternary"]) == (5534, 96, 2490, 2948)
+
+
+def test_label_spread_of_entries_that_count_as_one_compound():
+    from mlib.data.thermal import duplicate_spread
+
+    frame = pd.DataFrame(
+        {
+            "spacegroup": [225, 225, 225, 221, 194],
+            "reduced_formula": ["NaCl", "NaCl", "NaCl", "NaCl", "ZnS"],
+            "thermal_expansion": [1.0e-5, 2.0e-5, 3.0e-5, 9.0e-5, 4.0e-5],
+        }
+    )
+    spread = duplicate_spread(frame)
+    assert spread["groups with several entries"] == 1 and spread["their entries"] == 3  # 221 and ZnS stand alone
+    assert spread["mad"] == pytest.approx((1e-5 + 0 + 1e-5) / 3)
+    assert spread["pair"] == pytest.approx((1e-5 + 2e-5 + 1e-5) / 3)
