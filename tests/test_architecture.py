@@ -124,7 +124,7 @@ def test_every_notebook_has_a_study_module_and_declared_prerequisites():
         for needed in catalogue.NOTEBOOKS[stem]:
             assert stems.index(needed) < stems.index(stem)
     study = {p.stem for p in (PACKAGE / "study").glob("*.py") if p.stem != "__init__"}
-    assert study == {"data", "train", "sweep", "embed", "models", "federated", "transfer"}
+    assert study == {"data", "train", "sweep", "composition", "embed", "models", "federated", "transfer"}
 
 
 def test_no_test_only_code_ships_in_mlib():
