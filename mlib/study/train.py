@@ -11,7 +11,9 @@ finished one is read back when its key matches.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,8 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mlib import catalogue, datasets, plots, published, store
+from mlib import catalogue, datasets, plots, predict, published, store
 from mlib.catalogue import THERMAL_TARGET
+from mlib.data.textbook import TEXTBOOK
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
@@ -281,6 +284,52 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
     }
     store.write_json(where, manifest)
     return table
+
+
+def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
+    """Textbook structures of well-known compounds (CIF files, experimental lattices) predicted by the seed
+    ensemble through ``mlib.predict`` as a user would, beside AFLOW's label of the same compound (reduced
+    formula and space group) and that entry's part in the ensemble's split (a training crystal is no test)."""
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    info = catalogue.target(THERMAL_TARGET)
+    folder = run.path("textbook_cifs")
+    folder.mkdir(exist_ok=True)
+    for compound in TEXTBOOK:
+        store.write_text(folder / f"{compound.formula}.cif", compound.cif())
+    predicted = predict.predict([folder / f"{c.formula}.cif" for c in TEXTBOOK], ensemble_file(P.store_dir, P.dataset))
+    graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
+    split = json.loads((thermal_model_file(P.store_dir, P.dataset, P.seed).parent / "split.json").read_text())
+    part = {entry: name for name in ("train", "val", "test") for entry in split[name]}
+    table = graphs.table
+    rows = []
+    for compound, row in zip(TEXTBOOK, predicted.itertuples()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            number = SpacegroupAnalyzer(Structure.from_str(compound.cif(), fmt="cif")).get_space_group_number()
+        same = table[(table["reduced_formula"] == compound.formula) & (table["spacegroup"] == number)]
+        rows.append(
+            {
+                "compound": f"{compound.formula} ({compound.name})",
+                "space group": number,
+                f"predicted ({info.axis_unit})": row.prediction / info.scale,
+                f"spread ({info.axis_unit})": row.spread / info.scale,
+                f"AFLOW label ({info.axis_unit})": same[THERMAL_TARGET].iloc[0] / info.scale
+                if len(same)
+                else float("nan"),
+                "AFLOW entry": same["id"].iloc[0] if len(same) else "none with this formula and space group",
+                "in the ensemble's split": part.get(same["id"].iloc[0], "not in the set") if len(same) else "",
+            }
+        )
+    frame = pd.DataFrame(rows)
+    run.save_table(
+        frame,
+        "known_compounds",
+        f"Seed ensemble on textbook structures of well-known compounds (experimental lattices, CIF files in "
+        f"textbook_cifs/), beside AFLOW's label of the same compound, {info.display}: {graphs.label}",
+    )
+    return frame
 
 
 def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
