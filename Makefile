@@ -1,14 +1,15 @@
 # One environment for users and CI: a virtual environment with the exact pins of requirements.lock.
 #   make reproduce            # set up, then run every notebook in the cpu profile -> results/cpu/
 #   make reproduce PROFILE=smoke ARGS="--only 01_data"
-#   make test                 # set up, then lint (ruff) and run the test suite (what CI runs)
+#   make test                 # set up (Debian packages too), then lint (ruff) and run the test suite (what CI runs)
+#   make report PROFILE=cpu   # a static HTML site of results/<profile>/ -> site/<profile>/index.html
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test venv clean-venv
+.PHONY: reproduce test report venv system clean-venv
 
 venv: $(VENV)/.installed
 
@@ -20,10 +21,17 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 reproduce: venv
 	$(BIN)/python -m mlib.reproduce --profile $(PROFILE) $(ARGS)
 
-test: venv
+# chromium + chromedriver (report test) and PostgreSQL (shared-sweep test), when missing
+system:
+	./.ci/system-packages
+
+test: venv system
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+report: venv
+	$(BIN)/python -m mlib.report --profile $(PROFILE)
 
 clean-venv:
 	rm -rf $(VENV)
