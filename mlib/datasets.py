@@ -55,8 +55,10 @@ def load_thermal(
     workers: int = 1,
     strict: bool = False,
     records: list[aflow.AflowRecord] | None = None,
+    limit: int | None = None,
 ) -> ThermalData:
-    """A thermal-expansion data set as graphs (see :data:`THERMAL_DATASETS`)."""
+    """A thermal-expansion data set as graphs (see :data:`THERMAL_DATASETS`); ``limit``: only the first N
+    entries of the data set become graphs (a labelled subset, ``<name> (first N)``)."""
     if name not in THERMAL_DATASETS:
         raise ValueError(f"unknown thermal data set {name!r}; choose from {sorted(THERMAL_DATASETS)}")
     skips = Skips(strict=strict)
@@ -65,7 +67,10 @@ def load_thermal(
         skips.extend(parse_skips)
     mp = mpdata.load_mp_cgcnn() if name == "aflow+mp-join" else None
     frame, steps = build_thermal(name, records, skips, mp)
-    graphs = featurize(frame, name, spec, workers=workers, strict=strict)
+    label = name
+    if limit is not None and limit < len(frame):
+        frame, label = frame.head(limit), f"{name} (first {limit:,})"
+    graphs = featurize(frame, label, spec, workers=workers, strict=strict)
     skips.extend(graphs.skips)
     steps = pd.concat(
         [

@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {exc}\n")
     except Exception as exc:  # the storage URL: bad scheme, unreachable server, missing driver
         parser.exit(2, f"error: cannot open the study storage {args.storage!r}: {type(exc).__name__}: {exc}\n")
-    graphs = datasets.load_thermal(args.dataset).graphs.first(args.limit)
+    graphs = datasets.load_thermal(args.dataset, limit=args.limit).graphs
     run_worker(
         study,
         graphs.graphs,

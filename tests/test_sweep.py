@@ -10,6 +10,7 @@ import pytest
 from mlib import sweep
 from mlib.params import ParameterError, SearchSpace
 from mlib.paths import REPO_ROOT
+from tests.conftest import needs_mirror
 from tests.sweep_worker import SPACE
 
 TrialState = optuna.trial.TrialState
@@ -102,3 +103,82 @@ def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
     assert set(before) <= set(after) and len(after) == len(set(after)) == SPACE.size()
     states = [t.state for t in optuna.load_study(study_name="toy", storage=url).get_trials()]
     assert TrialState.FAIL in states and TrialState.RUNNING not in states
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL cluster (Debian's package) in a temporary folder; yields its database URL."""
+    import glob
+    import os
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql when it can)")
+    bin_dir = binaries[-1]
+    folder = tempfile.mkdtemp(prefix="mlib-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as Debian's postgres user
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        os.chmod(folder, 0o700)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = os.path.join(folder, "data")
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=120)
+
+    run(f"{bin_dir}/initdb", "-D", data, "-U", "postgres", "-A", "trust")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    run(f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-l", os.path.join(folder, "log"), "-w", "start")
+    try:
+        run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlib")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlib"
+    finally:
+        subprocess.run([*as_user, f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@needs_mirror
+def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgres):
+    """README: `python -m mlib.sweep --storage postgresql://... --study ...` on each machine. Two workers share
+    the study; one is killed while both run a trial; its trial is failed by heartbeat and retried once."""
+    space = '{"conv_layers": [1, 2], "batch_size": [8], "hidden": [4, 8], "lr": [0.01]}'
+    command = [sys.executable, "-m", "mlib.sweep", "--storage", postgres, "--study", "cgcnn-grid", "--sampler", "grid"]
+    command += ["--pruner", "none", "--epochs", "40", "--limit", "60", "--space", space, "--heartbeat", "1"]
+    workers = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in "ab"
+    ]
+    deadline, killed = time.time() + 240, None
+    while time.time() < deadline and killed is None:
+        try:
+            study = optuna.load_study(study_name="cgcnn-grid", storage=postgres)
+        except KeyError:  # not created yet
+            time.sleep(0.5)
+            continue
+        if sum(t.state == TrialState.RUNNING for t in study.get_trials()) == 2:
+            workers[0].kill()
+            killed = workers[0].wait()
+        time.sleep(0.2)
+    if killed is None:
+        for worker in workers:
+            worker.kill()
+        errors = [w.stderr.read().decode()[-1500:] for w in workers]
+        pytest.fail(f"both workers never ran a trial at once; their stderr: {errors}")
+    assert workers[1].wait(timeout=300) == 0, workers[1].stderr.read().decode()[-2000:]
+    trials = optuna.load_study(study_name="cgcnn-grid", storage=postgres).get_trials()
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == len(set(complete)) == 4  # every grid point finished exactly once
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and not [t for t in trials if t.state == TrialState.RUNNING]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE

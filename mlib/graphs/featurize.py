@@ -28,7 +28,7 @@ from mlib.parallel import worker_pool
 from mlib.paths import cache_dir
 from mlib.progress import track
 from mlib.provenance import file_digest
-from mlib.store import write_text
+from mlib.store import atomic_write, write_text
 
 
 @dataclass
@@ -218,10 +218,11 @@ def _files_digest(folder: Path) -> str:
 
 
 def _save(folder: Path, graph_set: GraphSet) -> None:
-    dgl.save_graphs(str(folder / "graphs.tmp"), graph_set.graphs)
-    graph_set.table.to_parquet(folder / "table.parquet", index=False)
-    graph_set.skips.table().to_csv(folder / "skips.csv", index=False)
-    (folder / "graphs.tmp").replace(folder / "graphs.bin")
+    """Each file written atomically under a name of its own, so processes that build the same entry at
+    once (sweep workers starting together) never see or leave a partial file."""
+    atomic_write(folder / "table.parquet", lambda tmp: graph_set.table.to_parquet(tmp, index=False))
+    atomic_write(folder / "skips.csv", lambda tmp: graph_set.skips.table().to_csv(tmp, index=False))
+    atomic_write(folder / "graphs.bin", lambda tmp: dgl.save_graphs(str(tmp), graph_set.graphs))
     write_text(folder / CACHE_DIGEST, _files_digest(folder))  # last: a complete, verifiable entry or none
 
 
