@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlib import catalogue as C
@@ -67,6 +68,18 @@ class Checked:
         bad = [v for v in values if v not in options]
         if bad:
             raise ParameterError(f"unknown {what}(s) {bad}; choose from {sorted(options)}")
+
+    def atom_features_ok(self) -> None:
+        """``atom_features`` is a known source or the path of an existing ``atom_init.json``-like file."""
+        value = self.atom_features
+        if value in C.ATOM_FEATURE_SOURCES:
+            return
+        path = Path(value).expanduser()
+        if not value.endswith(".json") or not path.is_absolute() or not path.exists():
+            raise ParameterError(
+                f"unknown atom-feature source {value!r}: choose from {list(C.ATOM_FEATURE_SOURCES)} "
+                "or give the absolute path of an existing atom_init.json-like file"
+            )
 
     def seeds_ok(self, name: str = "seeds") -> None:
         values = getattr(self, name)
@@ -239,7 +252,8 @@ class TrainParams(GraphParams):
     hidden: int = param(C.CGCNN_FRAME["hidden"], "atom vector width")
     head_hidden: int = param(C.CGCNN_FRAME["head_hidden"], "width of the MLP head")
     atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+        C.CGCNN_DEFAULTS["atom_features"],
+        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
     )
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate")
@@ -271,7 +285,7 @@ class TrainParams(GraphParams):
         self.one_of("mp_target", C.MP_TARGETS, "MP target")
         self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
         self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
-        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        self.atom_features_ok()
         for name in ("seeds", "compare_seeds", "ensemble_seeds"):
             self.seeds_ok(name)
         for change in self.compare:
@@ -312,7 +326,8 @@ class SweepParams(GraphParams):
     study_name: str = param("cgcnn-thermal", "Optuna study name")
     search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")
     atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+        C.CGCNN_DEFAULTS["atom_features"],
+        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
     )
     final_seeds: list[int] = param([0], "final model: the sweep's best and the paper's best on these splits")
     curve_sizes: list[int | None] = param(
@@ -324,7 +339,7 @@ class SweepParams(GraphParams):
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("sampler", C.SAMPLERS)
         self.one_of("pruner", C.PRUNERS)
-        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        self.atom_features_ok()
         self.seeds_ok("final_seeds")
         if any(size is not None and size < 2 for size in self.curve_sizes):
             raise ParameterError(f"curve_sizes must be integers >= 2 or null, got {self.curve_sizes}")
@@ -348,7 +363,8 @@ class CompositionParams(GraphParams):
         "about N matched CrabNet formulas (each part's first) and the first N thermal crystals (a labelled subset)",
     )
     atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"], "atom features: reference (atom_init.json) or pymatgen"
+        C.CGCNN_DEFAULTS["atom_features"],
+        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
     )
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch (CGCNN)")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate (CGCNN)")
@@ -361,7 +377,7 @@ class CompositionParams(GraphParams):
         super().validate()
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("source", C.AFLOW_SOURCES)
-        self.one_of("atom_features", C.ATOM_FEATURE_SOURCES, "atom-feature source")
+        self.atom_features_ok()
         self.seeds_ok()
         self.seeds_ok("own_seeds")
         self.positive("tolerance", "limit", "batch_size", "lr", "epochs", "trees")

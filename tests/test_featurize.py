@@ -135,3 +135,22 @@ def test_reference_atom_features_are_atom_init_json_row_by_row():
         assert not feature_table("reference").any()  # a placeholder the saved weights replace
     with pytest.raises(ValueError, match="unknown atom-feature source"):
         feature_table("magpie")
+
+
+def test_atom_features_from_a_file_of_ones_own(tmp_path):
+    import json
+
+    from mlib.graphs.atom_features import feature_table
+    from mlib.params import ParameterError, build
+
+    rows = {str(z): [float(z == 8)] * N_FEATURES for z in range(1, 101)}
+    (tmp_path / "mine.json").write_text(json.dumps(rows))
+    table = feature_table(str(tmp_path / "mine.json"))
+    assert table.shape == (101, N_FEATURES) and table[8].all() and not table[7].any()
+    (tmp_path / "short.json").write_text(json.dumps({"1": [1.0]}))
+    with pytest.raises(ValueError, match="lacks elements"):
+        feature_table(str(tmp_path / "short.json"))
+    base = {"out_dir": "-", "store_dir": "-"}
+    assert build("02_train", {**base, "atom_features": str(tmp_path / "mine.json")}).atom_features.endswith("mine.json")
+    with pytest.raises(ParameterError, match="absolute path of an existing"):
+        build("02_train", {**base, "atom_features": "mine.json"})

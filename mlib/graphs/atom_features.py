@@ -141,12 +141,30 @@ def from_weights() -> Iterator[None]:
 
 
 def feature_table(source: str) -> np.ndarray:
-    """``(MAX_Z + 1, 92)`` atom features from ``source``: ``reference`` (``atom_init.json``) or ``pymatgen``."""
-    if source not in ATOM_FEATURE_SOURCES:
-        raise ValueError(f"unknown atom-feature source {source!r}; choose from {ATOM_FEATURE_SOURCES}")
+    """``(MAX_Z + 1, 92)`` atom features from ``source``: ``reference`` (the reference ``atom_init.json``),
+    ``pymatgen``, or the path of a JSON file in ``atom_init.json``'s layout (Z as a string -> 92 numbers)."""
+    if source not in ATOM_FEATURE_SOURCES and not source.endswith(".json"):
+        raise ValueError(
+            f"unknown atom-feature source {source!r}; choose from {ATOM_FEATURE_SOURCES} or give an atom_init.json path"
+        )
     if _FROM_WEIGHTS.get():
         return np.zeros((MAX_Z + 1, N_FEATURES), dtype=np.float32)
+    if source.endswith(".json"):
+        return _table_from_file(source)
     return reference_table() if source == "reference" else atom_feature_table()
+
+
+def _table_from_file(path: str) -> np.ndarray:
+    import json
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise FileNotFoundError(f"atom-feature file {file} does not exist")
+    try:
+        return table_from_atom_init(json.loads(file.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{file} is not an atom_init.json-like file: {exc}") from None
 
 
 @cache
