@@ -90,6 +90,13 @@ class Checked:
         return dataclasses.asdict(self)
 
 
+def _positive_number(text: str) -> bool:
+    try:
+        return 0 < float(text) < math.inf
+    except ValueError:
+        return False
+
+
 # ---- engine configurations ------------------------------------------------------------------------
 
 
@@ -454,6 +461,12 @@ class FederatedParams(MPStudyParams):
     compare_partitions: list[str] = param(list(C.PARTITIONS), "partitions compared for one model and target")
     compare_model: str = param("gcn", "model of the partition comparison")
     compare_target: str = param("formation_energy_per_atom", "target of the partition comparison")
+    fedprox_partitions: list[str] = param(
+        ["iid", "chemistry", "dirichlet:0.1", "dirichlet:0.5"], "FedProx grid: partitions (dirichlet:alpha)"
+    )
+    fedprox_mus: list[float] = param([], "FedProx grid: mu values against FedAvg (empty: no grid)")
+    fedprox_local_epochs: list[int] = param([1, 5], "FedProx grid: local epochs per round")
+    fedprox_seeds: list[int] = param([0, 1, 2], "FedProx grid: seeds (three or more for a verdict)")
 
     def validate(self) -> None:
         super().validate()
@@ -465,6 +478,19 @@ class FederatedParams(MPStudyParams):
         self.all_of("compare_partitions", C.PARTITIONS, "partition")
         self.one_of("compare_model", C.MODELS, "model")
         self.one_of("compare_target", C.MP_TARGETS, "target")
+        for spec in self.fedprox_partitions:
+            scheme, _, alpha = spec.partition(":")
+            if scheme not in C.PARTITIONS or (alpha and (scheme != "dirichlet" or not _positive_number(alpha))):
+                raise ParameterError(
+                    f"fedprox_partitions entry {spec!r}: write one of {sorted(C.PARTITIONS)}, or dirichlet:alpha (alpha > 0)"
+                )
+        if any(not (0 < mu < math.inf) for mu in self.fedprox_mus):
+            raise ParameterError(
+                f"fedprox_mus must be finite and > 0 (FedAvg is the mu = 0 baseline), got {self.fedprox_mus}"
+            )
+        self.seeds_ok("fedprox_seeds")
+        if not self.fedprox_local_epochs or min(self.fedprox_local_epochs) < 1:
+            raise ParameterError(f"fedprox_local_epochs must be integers >= 1, got {self.fedprox_local_epochs}")
 
     def fed_config(self, algorithm: str = "fedavg", seed: int | None = None) -> FedConfig:
         """The engine's configuration of one run."""

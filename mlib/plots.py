@@ -161,6 +161,36 @@ def composition_vs_structure(table: pd.DataFrame, target: Target):
     return fig
 
 
+def fedprox_grid(runs: pd.DataFrame, target: Target):
+    """Test MAE (mean ± std over seeds) against FedProx mu, one line per partition, FedAvg dashed; a panel per
+    number of local epochs."""
+    panels = sorted(runs["local epochs"].unique())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False, sharey=True)
+    colors = dict(zip(dict.fromkeys(runs["partition"]), sns.color_palette()))
+    for ax, epochs in zip(axes[0], panels):
+        for label, group in runs[runs["local epochs"] == epochs].groupby("partition", sort=False):
+            stats = group.groupby("mu")["mae"].agg(["mean", "std"]) / target.scale
+            prox = stats[stats.index > 0]
+            ax.errorbar(
+                prox.index,
+                prox["mean"],
+                yerr=prox["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                color=colors[label],
+                label=label,
+            )
+            if 0 in stats.index:
+                ax.axhline(stats.loc[0, "mean"], color=colors[label], ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("FedProx mu")
+        ax.set_title(f"{epochs} local epoch{'s' if epochs > 1 else ''} per round", fontsize=10)
+    axes[0][0].set_ylabel(f"test MAE ({target.axis_unit}); dashed: FedAvg")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def spread_calibration(z: np.ndarray, scale: float):
     """Fraction of test errors within k ensemble spreads, raw and scaled, against a Gaussian's 2 Phi(k) - 1."""
     from scipy import stats

@@ -107,6 +107,19 @@ def test_fedavg_weights_by_sample_count_and_finite_check():
     assert "norms.0.running_mean" in batchnorm_keys(build_model("gcn"))
 
 
+def test_client_drift_is_the_spread_of_updates_around_their_mean():
+    from mlib.federated.aggregate import client_drift
+
+    start = {"w": torch.zeros(2)}
+    same = client_drift(start, [{"w": torch.tensor([1.0, 1.0])}] * 3, [1, 1, 1], ["w"])
+    assert same[0] == pytest.approx(0.0) and same[1] == pytest.approx(2**0.5)
+    drift, update = client_drift(
+        start, [{"w": torch.tensor([2.0, 0.0])}, {"w": torch.tensor([0.0, 0.0])}], [1, 3], ["w"]
+    )
+    assert update == pytest.approx(0.5)  # the weighted mean update is (0.5, 0)
+    assert drift == pytest.approx((0.25 * 1.5**2 + 0.75 * 0.5**2) ** 0.5)
+
+
 def test_pooled_scaler_equals_the_scaler_of_all_crystals():
     y = np.random.default_rng(0).normal(3.0, 2.0, size=50)
     parts = [y[:10], y[10:35], y[35:]]
@@ -143,6 +156,7 @@ def test_federation_is_deterministic_and_learns(graph_set):
         runs.append(federation.run(show=False))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["val_mse"].min() < runs[0]["val_mse"].iloc[0]
+    assert (runs[0]["client_drift"] > 0).all() and (runs[0]["update_norm"] > 0).all()
 
 
 def test_faults_are_logged_and_the_round_goes_on(graph_set):

@@ -96,6 +96,11 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         test = pd.read_csv(folder / "predictions.csv")
         assert row.mae == pytest.approx(np.abs(test["pred"] - test["true"]).mean(), rel=1e-5)
 
+    grid = pd.read_csv(root / "05_federated" / "fedprox_runs.csv")
+    assert len(grid) == 2 * 2 * 2 and (grid["drift"] > 0).all()  # 2 partitions x (FedAvg + 1 mu) x 2 seeds
+    verdict = pd.read_csv(root / "05_federated" / "fedprox_verdict.csv")
+    assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
+
     curve = pd.read_csv(root / "06_transfer" / "runs.csv")
     assert set(curve["source"]) == {
         "scratch",

@@ -37,3 +37,19 @@ def weighted_average(states: list[dict[str, torch.Tensor]], weights: list[int]) 
         else:
             out[key] = torch.stack([s[key] for s in states]).max(dim=0).values
     return out
+
+
+def client_drift(
+    start: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]], weights: list[int], keys: list[str]
+) -> tuple[float, float]:
+    """How far clients' updates disagree in one round, over the trainable weights ``keys``.
+
+    With client updates d_k = w_k - w_start and their weighted mean d (what FedAvg applies), returns
+    (drift, update): drift = sqrt(sum_k p_k ||d_k - d||^2), the weighted RMS distance of the updates from
+    their mean (zero when all clients move alike), and update = ||d||, the length of the applied step.
+    """
+    total = float(sum(weights))
+    flat = [torch.cat([(s[k].double() - start[k].double()).flatten() for k in keys]) for s in states]
+    mean = sum(d * (w / total) for d, w in zip(flat, weights))
+    drift = sum(float(((d - mean) ** 2).sum()) * (w / total) for d, w in zip(flat, weights)) ** 0.5
+    return drift, float(mean.norm())

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
+from mlib.federated.aggregate import batchnorm_keys, client_drift, finite, weighted_average
 from mlib.federated.client import ClientData, ClientUpdate, client_data, local_update, pooled_scaler
 from mlib.params import FedConfig
 from mlib.progress import progress
@@ -56,6 +56,7 @@ class Federation:
         self.scaler = pooled_scaler([c.stats() for c in self.clients])
         self.global_state = copy.deepcopy(self.model.state_dict())
         self.bn_keys = batchnorm_keys(self.model) if config.bn == "local" else set()
+        self.weight_keys = [name for name, p in self.model.named_parameters() if p.requires_grad]
         self.local_bn: dict[int, dict[str, torch.Tensor]] = {}
         self.val_batches = make_batches(graphs, y, split["val"], 256)
         self.test_batches = make_batches(graphs, y, split["test"], 256)
@@ -109,11 +110,12 @@ class Federation:
         if not accepted:
             raise FederationError(f"round {round_}: no client update could be used (see the round log)")
         merged = weighted_average([u.state for u in accepted], [u.n for u in accepted])
+        drift = client_drift(self.global_state, [u.state for u in accepted], [u.n for u in accepted], self.weight_keys)
         for u in accepted:
             if self.bn_keys:
                 self.local_bn[u.client] = {k: u.state[k] for k in self.bn_keys}
         self.global_state = {k: (self.global_state[k] if k in self.bn_keys else v) for k, v in merged.items()}
-        self._evaluate(round_, merged, len(accepted))
+        self._evaluate(round_, merged, len(accepted), drift)
 
     def evaluation_state(self) -> dict[str, torch.Tensor]:
         """The global weights with, in ``local`` batch-norm mode, the clients' averaged batch-norm state."""
@@ -122,7 +124,7 @@ class Federation:
         bn = weighted_average(list(self.local_bn.values()), [self.clients[c].n for c in self.local_bn])
         return {**self.global_state, **bn}
 
-    def _evaluate(self, round_: int, merged: dict, n_accepted: int) -> None:
+    def _evaluate(self, round_: int, merged: dict, n_accepted: int, drift: tuple[float, float]) -> None:
         self.model.load_state_dict(self.evaluation_state())
         val_pred, val_rows = predict(self.model, self.val_batches, self.scaler)
         val_mse = float(
@@ -132,7 +134,15 @@ class Federation:
         )
         test = self.evaluate("test")
         self.history.append(
-            {"round": round_, "val_mse": val_mse, "test_mae": test["mae"], "test_r2": test["r2"], "clients": n_accepted}
+            {
+                "round": round_,
+                "val_mse": val_mse,
+                "test_mae": test["mae"],
+                "test_r2": test["r2"],
+                "clients": n_accepted,
+                "client_drift": drift[0],
+                "update_norm": drift[1],
+            }
         )
         if val_mse < self.best[0]:
             self.best = (val_mse, round_, copy.deepcopy(self.evaluation_state()))

@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from mlib import catalogue, model_file, plots, published, store
 from mlib.catalogue import MP_SPLIT
@@ -33,9 +34,11 @@ NOTEBOOK = "05_federated"
 METRICS = ("mse", "rmse", "mae", "r2")
 
 
-def run_folder(store_root: Path, scheme: str, algorithm: str, model: str, target: str, seed: int) -> Path:
-    """Where the run store keeps one federated run."""
-    return Path(store_root) / NOTEBOOK / scheme / algorithm / model / target / f"seed{seed}"
+def run_folder(
+    store_root: Path, scheme: str, algorithm: str, model: str, target: str, seed: int, group: str = ""
+) -> Path:
+    """Where the run store keeps one federated run (``group``: a sub-study's folder, e.g. the FedProx grid's)."""
+    return Path(store_root) / NOTEBOOK / group / scheme / algorithm / model / target / f"seed{seed}"
 
 
 def shards_for(
@@ -60,9 +63,10 @@ def run_federated(
     clients: int,
     alpha: float,
     store_root: Path,
+    group: str = "",
 ) -> tuple[dict, pd.DataFrame]:
     """One federated run (or the store's finished run with the same key): a summary row and the per-round history."""
-    folder = run_folder(store_root, scheme, config.algorithm, model, target, config.seed)
+    folder = run_folder(store_root, scheme, config.algorithm, model, target, config.seed, group)
     graph_set = graph_set.with_finite(target)
     key = {
         "model": model_key(model, hyper),
@@ -365,3 +369,98 @@ def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet], 
         f"Test MAE by partition and algorithm, {where}",
     )
     return comparison
+
+
+def _partition_spec(spec: str, alpha: float) -> tuple[str, float, str]:
+    """``iid``, ``chemistry``, ``dirichlet`` or ``dirichlet:0.1`` -> (scheme, alpha, label)."""
+    scheme, _, value = spec.partition(":")
+    alpha = float(value) if value else alpha
+    return scheme, alpha, f"dirichlet (alpha {alpha:g})" if scheme == "dirichlet" else scheme
+
+
+def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: str) -> pd.DataFrame | None:
+    """Where FedProx matters: one model and target under each partition of ``fedprox_partitions``, FedAvg and
+    FedProx at every mu of ``fedprox_mus``, with ``fedprox_local_epochs`` local epochs per round, over
+    ``fedprox_seeds``;
+    the client drift of every round; a verdict per partition and local epochs (None: no mu asked for)."""
+    if not P.fedprox_mus:
+        return None
+    jobs, labels = [], []
+    for spec in P.fedprox_partitions:
+        scheme, alpha, label = _partition_spec(spec, P.alpha)
+        for epochs in P.fedprox_local_epochs:
+            for seed in P.fedprox_seeds:
+                for mu in (0.0, *P.fedprox_mus):
+                    config = replace(
+                        P.fed_config("fedavg" if mu == 0 else "fedprox", seed), local_epochs=epochs, mu=mu or P.mu
+                    )
+                    group = f"fedprox-grid/{scheme}-a{alpha:g}/le{epochs}/{'fedavg' if mu == 0 else f'mu{mu:g}'}"
+                    jobs.append(
+                        (P.compare_model, (P.model_hyper or {}).get(P.compare_model, {}), P.compare_target, config)
+                        + (scheme, P.clients, alpha, Path(P.store_dir), group)
+                    )
+                    labels.append({"partition": label, "local epochs": epochs, "seed": seed, "mu": mu})
+    done = run_jobs(_federated_job, jobs, sets, P.workers, desc="FedProx grid")
+    runs = pd.DataFrame(
+        [
+            {
+                **label,
+                "mae": row["mae"],
+                "val_mse": history["val_mse"].min(),
+                "drift": history["client_drift"].mean() if "client_drift" in history else float("nan"),
+            }
+            for label, (row, history) in zip(labels, done)
+        ]
+    )
+    info = catalogue.target(P.compare_target)
+    what = f"{catalogue.model_display(P.compare_model)}, {info.display} ({info.unit}), {P.rounds} rounds"
+    run.save_table(runs, "fedprox_runs", f"FedAvg (mu 0) and FedProx runs of the grid: {what}: {where}", markdown=False)
+    verdict = fedprox_verdict(runs)
+    run.save_table(verdict, "fedprox_verdict", f"Where FedProx beats FedAvg: {what}, seeds {P.fedprox_seeds}: {where}")
+    run.save_figure(
+        plots.fedprox_grid(runs, info),
+        "fedprox_grid",
+        f"Test MAE against FedProx mu (dashed: FedAvg), by partition and local epochs: {what}: {where}",
+    )
+    return verdict
+
+
+def fedprox_verdict(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per partition and local epochs: FedAvg's test MAE, FedProx's at the mu of lowest validation MSE, their
+    paired difference over seeds with a paired t-test (a difference counts where p < 0.05, three seeds or more),
+    and the mean client drift of both."""
+    rows = []
+    for (label, epochs), group in runs.groupby(["partition", "local epochs"], sort=False):
+        fedavg = group[group["mu"] == 0].set_index("seed")
+        best = float(group[group["mu"] > 0].groupby("mu")["val_mse"].mean().idxmin())
+        fedprox = group[group["mu"] == best].set_index("seed")
+        delta = (fedprox["mae"] - fedavg["mae"]).dropna()
+        enough = len(delta) > 2
+        p = (
+            stats.ttest_rel(fedprox.loc[delta.index, "mae"], fedavg.loc[delta.index, "mae"]).pvalue
+            if enough
+            else float("nan")
+        )
+        if not enough:
+            verdict = "too few seeds to tell"
+        elif not p < 0.05:
+            verdict = "within seed noise"
+        else:
+            verdict = "FedProx better" if delta.mean() < 0 else "FedProx worse"
+        rows.append(
+            {
+                "partition": label,
+                "local epochs": epochs,
+                "seeds": len(delta),
+                "FedAvg MAE": mean_std(fedavg["mae"]),
+                "mu (best validation)": best,
+                "FedProx MAE": mean_std(fedprox["mae"]),
+                "change (FedProx - FedAvg)": mean_std(delta),
+                "change %": 100 * delta.mean() / fedavg["mae"].mean(),
+                "paired t-test p": p,
+                "verdict": verdict,
+                "client drift FedAvg": fedavg["drift"].mean(),
+                "client drift FedProx": fedprox["drift"].mean(),
+            }
+        )
+    return pd.DataFrame(rows)
