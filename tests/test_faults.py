@@ -248,3 +248,19 @@ def test_a_failing_notebook_keeps_the_other_notebooks_results_and_finished_runs(
     assert json.loads((other / "provenance.json").read_text()) == {"finished": True}
     assert not results.exists()
     np.testing.assert_array_equal(fit(finished.folder).history["val_mse"], finished.history["val_mse"])
+
+
+def _build_salts(_: int) -> int:
+    return len(featurize(salts(40), "salts", GraphSpec()))
+
+
+def test_processes_building_one_graph_cache_entry_at_once_all_succeed():
+    """Sweep workers started together featurise the same crystals at once: each file of the cache entry is
+    written atomically under a name of its own, so none fails and the entry is complete and verified."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        assert pool.map(_build_salts, range(3)) == [40, 40, 40]
+    folder = next((provenance.Path(os.environ["MLIB_CACHE"]) / "graphs").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["cache.sha256", "graphs.bin", "skips.csv", "table.parquet"]
+    assert featurize(salts(40), "salts", GraphSpec()).from_cache
