@@ -415,7 +415,7 @@ class MPStudyParams(GraphParams):
 
     dataset: str = param("mp-cgcnn", "MP data set")
     limit: int | None = param(2000, "first N crystals only (a labelled subset); null: all")
-    models: list[str] = param(["gcn", "sage", "gine", "megnet", "m3gnet"], "models to train")
+    models: list[str] = param(list(C.MODELS), "models to train (CGCNN and the federated study's five)")
     targets: list[str] = param(list(C.MP_TARGETS), "MP targets")
     seeds: list[int] = param([0, 1, 2], "seeds (each its own split and initial weights)")
     batch_size: int = param(C.FEDERATION["batch_size"], "crystals per batch")
@@ -437,7 +437,7 @@ class MPStudyParams(GraphParams):
 
 @dataclass(frozen=True)
 class ModelsParams(MPStudyParams):
-    """04b_models: GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
+    """04b_models: CGCNN, GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
 
     epochs: int = param(100, "training epochs")
 
