@@ -58,6 +58,13 @@ def write_json(path: Path, value: Any) -> Path:
     return write_text(path, json.dumps(value, indent=1, default=str))
 
 
+def read_csv(path: Path):
+    """A table the store wrote, its floats read back exactly (pandas 2's default parser can differ in the last digit)."""
+    import pandas as pd
+
+    return pd.read_csv(path, float_precision="round_trip")
+
+
 def write_csv(path: Path, frame) -> Path:
     """Atomic ``frame.to_csv(path, index=False)``."""
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))

@@ -373,10 +373,10 @@ def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
     """A finished run of the store as a :class:`FitResult` (its model loaded from ``model.pt``)."""
     record = store.Store(folder.parent).record(folder, "the notebook that trains it")
     return FitResult(
-        pd.read_csv(folder / "history.csv"),
+        store.read_csv(folder / "history.csv"),
         record["metrics"],
         record["by_criterion"],
-        pd.read_csv(folder / "predictions.csv"),
+        store.read_csv(folder / "predictions.csv"),
         graph_set,
         folder,
         model_file.load(folder / "model.pt").model,

@@ -80,7 +80,7 @@ def run_federated(
     runs = store.Store(store_root)
     record = runs.finished(folder, key)
     if record is not None:
-        return record, pd.read_csv(folder / "history.csv")
+        return record, store.read_csv(folder / "history.csv")
     runs.clear(folder)
     split, shards = shards_for(graph_set, target, config.seed, scheme, clients, alpha)
     start = time.perf_counter()
