@@ -92,12 +92,16 @@ def test_atom_feature_table_is_one_hot_per_block():
 @needs_mirror
 def test_pymatgen_tie_order_keeps_the_reference_implementations_neighbours():
     """The reference keeps ``sorted(structure.get_all_neighbors(r), key=distance)[:12]`` (a stable sort)."""
+    import warnings
+
     from mlib.data.mirror import mirror_file
 
     folder = mirror_file("cgcnn-sample/atom_init.json").parent
     differs = 0
     for path in sorted(folder.glob("*.cif")):
-        structure = Structure.from_file(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen notes rounded coordinates in one sample CIF
+            structure = Structure.from_file(path)
         ours = structure_arrays(structure, GraphSpec(tie_order="pymatgen"))
         reference = []
         for i, nbrs in enumerate(structure.get_all_neighbors(8.0, include_index=True)):
