@@ -421,6 +421,9 @@ class MPStudyParams(GraphParams):
     batch_size: int = param(C.FEDERATION["batch_size"], "crystals per batch")
     lr: float = param(C.FEDERATION["lr"], "Adam learning rate")
     model_hyper: dict | None = param(None, "per-model hyperparameter overrides, e.g. {gcn: {hidden: 32}}")
+    model_limits: dict | None = param(
+        None, "per-model first-N crystals (a labelled subset), e.g. {megnet: 5000, m3gnet: 5000}; null: limit for all"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -433,6 +436,11 @@ class MPStudyParams(GraphParams):
             if model not in self.models:
                 raise ParameterError(f"model_hyper names {model!r}, which is not in models {self.models}")
             known_hyper(model, hyper)
+        for model, n in (self.model_limits or {}).items():
+            if model not in C.MODELS or not isinstance(n, int) or isinstance(n, bool) or n < 2:
+                raise ParameterError(
+                    f"model_limits: {model!r}: {n!r}; give models of {sorted(C.MODELS)} and integers >= 2"
+                )
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,9 @@ def test_common_crystals_keeps_shared_ids_and_counts_the_rest():
     assert sets["cgcnn"].table["id"].tolist() == sets["matgl"].table["id"].tolist() == ["a", "c"]
     assert sets["cgcnn"].skips.table()["id"].tolist() == ["b"]
     assert "no matgl graph" in sets["cgcnn"].skips.table()["kind"].iloc[0]
+    # matgl graphs built for the first two crystals only (a model limit): crystals beyond its range stay
+    ranged = common_crystals({"cgcnn": graph_set(["a", "b", "c", "d"], []), "matgl": graph_set(["a"], ["b"])})
+    assert ranged["cgcnn"].table["id"].tolist() == ["a", "c", "d"] and ranged["matgl"].table["id"].tolist() == ["a"]
 
 
 def test_summary_is_mean_and_std_over_seeds():
@@ -176,8 +179,9 @@ def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
     torch.set_num_threads(1)  # workers run one thread each; the same here makes the float sums comparable
     dgl_utils.set_num_threads(1)
 
-    sets = {"cgcnn": graphs_of(salts(), "gcn", targets=np.linspace(-1, 1, 16))}
-    sets["cgcnn"].table["formula"] = [s.composition.reduced_formula for s in salts()]
+    graphs = graphs_of(salts(), "gcn", targets=np.linspace(-1, 1, 16))
+    graphs.table["formula"] = [s.composition.reduced_formula for s in salts()]
+    sets = {"gcn": graphs, "sage": graphs}
     config = TrainConfig(epochs=2, batch_size=4)
     runs = {
         w: train_models(["gcn", "sage"], ["y"], [0, 1], sets, config, tmp_path / f"w{w}", workers=w)[0] for w in (1, 2)

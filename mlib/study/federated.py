@@ -23,7 +23,7 @@ from mlib.catalogue import MP_SPLIT
 from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import Federation
 from mlib.graphs.featurize import GraphSet
-from mlib.models.registry import MODELS, build_model
+from mlib.models.registry import build_model
 from mlib.outputs import Run, mean_std
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
@@ -127,13 +127,13 @@ def run_federated(
 
 def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, *rest) -> tuple[dict, pd.DataFrame]:
     """A worker's job: :func:`run_federated` on the graph set its model reads."""
-    return run_federated(model, hyper, sets[MODELS[model].graph_kind], *rest)
+    return run_federated(model, hyper, sets[model], *rest)
 
 
 def _central_job(
     sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
 ) -> dict:
-    graph_set = sets[MODELS[model].graph_kind]
+    graph_set = sets[model]
     shared = central_study.run_folder(store_root, model, target, config.seed)
     folder = Path(store_root) / NOTEBOOK / "central" / model / target / f"seed{config.seed}"
     result = fit_regressor(
@@ -276,11 +276,12 @@ def round_log(store_root: Path) -> pd.DataFrame:
 def prepare(P: FederatedParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     """The graph sets (shared with 04b_models) and what each client holds under each partition."""
     sets = central_study.load_graph_sets(
-        P.dataset, P.limit, sorted({*P.models, P.compare_model}), P.workers, P.model_hyper
+        P.dataset, P.limit, sorted({*P.models, P.compare_model}), P.workers, P.model_hyper, P.model_limits
     )
-    first = next(iter(sets.values()))
-    where = f"{first.label} (8:1:1 split), {P.clients} clients"
-    overview = partitions_overview(first, P.compare_target, P.seeds[0], P.compare_partitions, P.clients, P.alpha)
+    where = f"{central_study.describe_sets(sets)}, {P.clients} clients"
+    overview = partitions_overview(
+        sets[P.compare_model], P.compare_target, P.seeds[0], P.compare_partitions, P.clients, P.alpha
+    )
     run.save_table(
         overview,
         "clients",

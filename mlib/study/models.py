@@ -29,16 +29,18 @@ METRICS = ("mse", "rmse", "mae", "r2")
 
 
 def common_crystals(sets: dict[str, GraphSet]) -> dict[str, GraphSet]:
-    """Each graph set restricted to the crystals present in all of them, in the same order.
+    """Each graph set without the crystals another kind of graph could not be built for, in the same order.
 
     A crystal missing from one kind of graph (for example an atom with no neighbour within a
-    shorter cutoff) is dropped from every set and counted as a skip with the reason.
+    shorter cutoff) is dropped from every set and counted as a skip with the reason. Sets built from
+    different first-N ranges of one data set keep the crystals beyond the other's range.
     """
     ids = {kind: graph_set.table["id"].astype(str).tolist() for kind, graph_set in sets.items()}
-    shared = set.intersection(*(set(v) for v in ids.values()))
+    failed = {kind: {record.entry_id for record in graph_set.skips.records} for kind, graph_set in sets.items()}
     out = {}
     for kind, graph_set in sets.items():
-        rows = [i for i, entry in enumerate(ids[kind]) if entry in shared]
+        unusable = set().union(*(failed[other] for other in sets if other != kind))
+        rows = [i for i, entry in enumerate(ids[kind]) if entry not in unusable]
         kept, present = graph_set.subset(rows), set(ids[kind])
         kept.skips = Skips(strict=graph_set.skips.strict, records=list(graph_set.skips.records))
         for other, other_set in sets.items():
@@ -51,10 +53,22 @@ def common_crystals(sets: dict[str, GraphSet]) -> dict[str, GraphSet]:
     return out
 
 
+def model_limit(limit: int | None, model_limits: dict[str, int] | None, model: str) -> int | None:
+    """The first-N crystals a model trains on: the study's ``limit`` or the model's own, whichever is smaller."""
+    own = (model_limits or {}).get(model)
+    return min((n for n in (limit, own) if n is not None), default=None)
+
+
 def load_graph_sets(
-    dataset: str, limit: int | None, models: list[str], workers: int = 1, hyper: dict[str, dict] | None = None
+    dataset: str,
+    limit: int | None,
+    models: list[str],
+    workers: int = 1,
+    hyper: dict[str, dict] | None = None,
+    model_limits: dict[str, int] | None = None,
 ) -> dict[str, GraphSet]:
-    """The graphs every model in ``models`` reads, restricted to the crystals all of them share."""
+    """The graphs each model in ``models`` reads (keyed by model), without the crystals another model's graphs
+    could not be built for; a model of ``model_limits`` gets the first N only (a labelled subset)."""
     hyper = hyper or {}
     specs = {}
     for model in models:
@@ -65,8 +79,31 @@ def load_graph_sets(
                 f"{model} needs {spec}, another model of the study {specs[spec.kind]}; "
                 "give models of one graph kind the same cutoff"
             )
-    sets = {kind: datasets.load_mp(dataset, limit=limit, spec=spec, workers=workers) for kind, spec in specs.items()}
-    return common_crystals(sets)
+    limits = {m: model_limit(limit, model_limits, m) for m in models}
+    kind_limit = {}
+    for model in models:  # a kind's graphs cover the largest range any of its models trains on
+        kind = MODELS[model].graph_kind
+        current = kind_limit.get(kind, 0)
+        kind_limit[kind] = None if current is None or limits[model] is None else max(current, limits[model])
+    sets = common_crystals(
+        {
+            kind: datasets.load_mp(dataset, limit=kind_limit[kind], spec=spec, workers=workers)
+            for kind, spec in specs.items()
+        }
+    )
+    return {
+        m: sets[MODELS[m].graph_kind].first(limits[m])
+        if limits[m] != kind_limit[MODELS[m].graph_kind]
+        else sets[MODELS[m].graph_kind]
+        for m in models
+    }
+
+
+def describe_sets(sets: dict[str, GraphSet]) -> str:
+    """The caption fragment naming the crystals: the largest set, and each model trained on a subset."""
+    largest = max(sets.values(), key=len)
+    subsets = [f"{catalogue.model_display(m)} on {s.label}" for m, s in sets.items() if len(s) < len(largest)]
+    return f"{largest.label} (8:1:1 split)" + (f"; {', '.join(subsets)}" if subsets else "")
 
 
 def run_folder(store_root: Path, model: str, target: str, seed: int) -> Path:
@@ -107,7 +144,7 @@ def train_one(
 def _train_job(
     sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
 ) -> tuple[dict, pd.DataFrame]:
-    return train_one(model, hyper, sets[MODELS[model].graph_kind], target, config, store_root)
+    return train_one(model, hyper, sets[model], target, config, store_root)
 
 
 def train_models(
@@ -158,9 +195,9 @@ def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Data
 
 def prepare(P: ModelsParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     """The graph sets of the study and the caption fragment naming them; writes the model and skip tables."""
-    sets = load_graph_sets(P.dataset, P.limit, P.models, P.workers, P.model_hyper)
-    first = next(iter(sets.values()))
-    where = f"{first.label} (8:1:1 split)"
+    sets = load_graph_sets(P.dataset, P.limit, P.models, P.workers, P.model_hyper, P.model_limits)
+    first = max(sets.values(), key=len)
+    where = describe_sets(sets)
     run.save_table(
         model_table(P.models),
         "models",
