@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlib.graphs.atom_features import feature_table
-from mlib.models.head import PooledRegressor
+from mlib.models.head import PooledRegressor, frame_hyper
 
 
 class GaussianDistance(nn.Module):
@@ -111,13 +111,7 @@ class CGCNN(PooledRegressor):
         gaussian: GaussianDistance | None = None,
     ) -> None:
         super().__init__(hidden, head_hidden, n_head)
-        self.hyper = {
-            "hidden": hidden,
-            "n_conv": n_conv,
-            "head_hidden": head_hidden,
-            "n_head": n_head,
-            "atom_features": atom_features,
-        }
+        self.hyper = frame_hyper(hidden, n_conv, head_hidden, n_head, atom_features)
         self.gaussian = gaussian or GaussianDistance()
         self.embedding = AtomEmbedding(hidden, atom_features)
         self.convs = nn.ModuleList(CGCNNConv(hidden, self.gaussian.dim) for _ in range(n_conv))

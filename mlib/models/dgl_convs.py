@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlib.models.cgcnn import AtomEmbedding, GaussianDistance
-from mlib.models.head import PooledRegressor
+from mlib.models.head import PooledRegressor, frame_hyper
 
 CONVS = ("gcn", "sage", "gine")
 
@@ -44,13 +44,7 @@ class DGLConvNet(PooledRegressor):
         super().__init__(hidden, head_hidden, n_head)
         self.conv = conv
         self.name = conv
-        self.hyper = {
-            "hidden": hidden,
-            "n_conv": n_conv,
-            "head_hidden": head_hidden,
-            "n_head": n_head,
-            "atom_features": atom_features,
-        }
+        self.hyper = frame_hyper(hidden, n_conv, head_hidden, n_head, atom_features)
         self.embedding = AtomEmbedding(hidden, atom_features)
         self.gaussian = GaussianDistance()
         self.edge_embedding = nn.Linear(self.gaussian.dim, hidden) if conv == "gine" else None

@@ -8,6 +8,17 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def frame_hyper(hidden: int, n_conv: int, head_hidden: int, n_head: int, atom_features: str) -> dict:
+    """The constructor arguments of a model in the CGCNN frame (CGCNN, GCN, GraphSAGE, GINE), as saved."""
+    return {
+        "hidden": hidden,
+        "n_conv": n_conv,
+        "head_hidden": head_hidden,
+        "n_head": n_head,
+        "atom_features": atom_features,
+    }
+
+
 class PooledRegressor(nn.Module):
     """Mean of the atom vectors (the crystal vector v_c), then CGCNN's softplus MLP head to one value.
 

@@ -27,7 +27,7 @@ from mlib.outputs import Run, mean_std
 from mlib.params import CompositionParams, TrainConfig
 from mlib.progress import track
 from mlib.study import train
-from mlib.training import fit_regressor, regression_metrics, split_indices
+from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
 
 NOTEBOOK = "03b_composition"
 MATCHED = "aflow ∩ CrabNet split"
@@ -59,6 +59,19 @@ def _matched_graphs(P: CompositionParams, matched: pd.DataFrame) -> GraphSet:
     return featurize(frame, MATCHED if P.limit is None else f"{MATCHED} (first {P.limit:,})", spec, workers=P.workers)
 
 
+def _cgcnn(P: CompositionParams, graphs: GraphSet, seed: int, folder, **kwargs) -> FitResult:
+    """One CGCNN run with 02_train's defaults (its key equals 02's for the same crystals and split)."""
+    return fit_regressor(
+        lambda: build_model("cgcnn", atom_features=P.atom_features),
+        graphs,
+        THERMAL_TARGET,
+        TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
+        folder,
+        show=False,
+        **kwargs,
+    )
+
+
 def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) -> pd.DataFrame:
     """CGCNN (02_train's defaults) on the matched CrabNet split over ``seeds``: test metrics per seed."""
     graphs = _matched_graphs(P, matched)
@@ -66,15 +79,7 @@ def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) 
     split = {part: np.flatnonzero(parts == part) for part in crabnet.PARTS}
     rows = []
     for seed in track(P.seeds, len(P.seeds), "CGCNN on CrabNet's split", unit="seed"):
-        result = fit_regressor(
-            lambda: build_model("cgcnn", atom_features=P.atom_features),
-            graphs,
-            THERMAL_TARGET,
-            TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
-            run.runs("crabnet", f"seed{seed}"),
-            split=split,
-            show=False,
-        )
+        result = _cgcnn(P, graphs, seed, run.runs("crabnet", f"seed{seed}"), split=split)
         rows.append({"seed": seed, **result.metrics})
     table = pd.DataFrame(rows)
     where = f"{graphs.label}: train {len(split['train']):,}, val {len(split['val']):,}, test {len(split['test']):,}"
@@ -142,15 +147,8 @@ def structure_on_own_splits(P: CompositionParams, run: Run) -> pd.DataFrame:
     graphs = _thermal_set(P)
     rows = []
     for seed in track(P.own_seeds, len(P.own_seeds), "CGCNN on the study's splits", unit="split"):
-        result = fit_regressor(
-            lambda: build_model("cgcnn", atom_features=P.atom_features),
-            graphs,
-            THERMAL_TARGET,
-            TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
-            run.runs("own", f"seed{seed}"),
-            show=False,
-            reuse=[train.thermal_model_file(P.store_dir, P.dataset, seed).parent],
-        )
+        reuse = [train.thermal_model_file(P.store_dir, P.dataset, seed).parent]
+        result = _cgcnn(P, graphs, seed, run.runs("own", f"seed{seed}"), reuse=reuse)
         rows.append({"seed": seed, "train": int((result.predictions["split"] == "train").sum()), **result.metrics})
     return pd.DataFrame(rows).assign(test=int((result.predictions["split"] == "test").sum()), dataset=graphs.label)
 
