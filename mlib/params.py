@@ -240,6 +240,10 @@ class DataParams(GraphParams):
         self.positive("mp_limit")
 
 
+ATOM_FEATURES_HELP = (
+    "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file"
+)
+
 # The training choices 02_train can compare (``compare: [name=value]``) and their options.
 TRAINING_CHOICES: dict[str, tuple[str, ...]] = {
     "atom_features": C.ATOM_FEATURE_SOURCES,
@@ -258,10 +262,7 @@ class TrainParams(GraphParams):
     conv_layers: int = param(C.CGCNN_FRAME["n_conv"], "CGCNN convolutions")
     hidden: int = param(C.CGCNN_FRAME["hidden"], "atom vector width")
     head_hidden: int = param(C.CGCNN_FRAME["head_hidden"], "width of the MLP head")
-    atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"],
-        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
-    )
+    atom_features: str = param(C.CGCNN_DEFAULTS["atom_features"], ATOM_FEATURES_HELP)
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate")
     weight_decay: float = param(C.TRAINING["weight_decay"], "Adam weight decay")
@@ -332,10 +333,7 @@ class SweepParams(GraphParams):
     storage: str | None = param(None, "Optuna RDB URL; null: a SQLite file in the run store")
     study_name: str = param("cgcnn-thermal", "Optuna study name")
     search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")
-    atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"],
-        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
-    )
+    atom_features: str = param(C.CGCNN_DEFAULTS["atom_features"], ATOM_FEATURES_HELP)
     final_seeds: list[int] = param([0], "final model: the sweep's best and the paper's best on these splits")
     curve_sizes: list[int | None] = param(
         [], "learning curve: training crystals of the paper's configuration (null: the whole training split)"
@@ -369,10 +367,7 @@ class CompositionParams(GraphParams):
         None,
         "about N matched CrabNet formulas (each part's first) and the first N thermal crystals (a labelled subset)",
     )
-    atom_features: str = param(
-        C.CGCNN_DEFAULTS["atom_features"],
-        "atom features: reference (atom_init.json), pymatgen, or the absolute path of an atom_init.json-like file",
-    )
+    atom_features: str = param(C.CGCNN_DEFAULTS["atom_features"], ATOM_FEATURES_HELP)
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch (CGCNN)")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate (CGCNN)")
     epochs: int = param(C.TRAINING["epochs"], "training epochs (CGCNN)")
