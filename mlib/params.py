@@ -43,6 +43,11 @@ class Checked:
     def validate(self) -> None:
         """Value checks beyond types; subclasses extend."""
 
+    def key(self) -> dict[str, Any]:
+        """The fields as a run's key. ``patience`` enters only when set: it came after runs were stored, and
+        a run without early stopping keeps the key it was stored under."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "patience" and v is None)}
+
     def positive(self, *names: str) -> None:
         """Each named value is > 0 (or None, where its type allows None)."""
         for name in names:
@@ -111,9 +116,10 @@ class TrainConfig(Checked):
     seed: int = 0
     lr_schedule: str = C.TRAINING_CHOICES["lr_schedule"]
     best_by: str = C.TRAINING_CHOICES["best_by"]
+    patience: int | None = None  # stop after this many epochs without a new best (None: train every epoch)
 
     def validate(self) -> None:
-        self.positive("epochs", "batch_size", "lr")
+        self.positive("epochs", "batch_size", "lr", "patience")
         self.non_negative("weight_decay", "seed")
         self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
         self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
@@ -144,11 +150,12 @@ class FedConfig(Checked):
     batch_size: int = C.FEDERATION["batch_size"]
     bn: str = C.FEDERATION["bn"]
     seed: int = 0
+    patience: int | None = None  # stop after this many rounds without a lower validation loss (None: every round)
 
     def validate(self) -> None:
         self.one_of("algorithm", C.ALGORITHMS)
         self.one_of("bn", C.BN_MODES, "batch-norm mode")
-        self.positive("rounds", "local_epochs", "batch_size", "lr")
+        self.positive("rounds", "local_epochs", "batch_size", "lr", "patience")
         self.non_negative("mu", "seed")
 
     @property
@@ -419,18 +426,19 @@ class MPStudyParams(GraphParams):
     model_limits: dict | None = param(
         None, "per-model first-N crystals (a labelled subset), e.g. {megnet: 5000, m3gnet: 5000}; null: limit for all"
     )
+    patience: int | None = param(
+        None,
+        "early stopping: epochs (central; federated: rounds) without a lower validation loss; null: train them all",
+    )
 
     def validate(self) -> None:
         super().validate()
         self.one_of("dataset", C.MP_DATASETS, "MP data set")
-        self.positive("limit", "batch_size", "lr")
+        self.positive("limit", "batch_size", "lr", "patience")
         self.all_of("models", C.MODELS, "model")
         self.all_of("targets", C.MP_TARGETS, "target")
         self.seeds_ok()
-        for model, hyper in (self.model_hyper or {}).items():
-            if model not in self.models:
-                raise ParameterError(f"model_hyper names {model!r}, which is not in models {self.models}")
-            known_hyper(model, hyper)
+        per_model_hyper(self.models, self.model_hyper)
         for model, n in (self.model_limits or {}).items():
             if model not in C.MODELS or not isinstance(n, int) or isinstance(n, bool) or n < 2:
                 raise ParameterError(
@@ -506,6 +514,7 @@ class FederatedParams(MPStudyParams):
             self.batch_size,
             self.bn,
             self.seed if seed is None else seed,
+            self.patience,
         )
 
 
@@ -515,8 +524,10 @@ class TransferParams(GraphParams):
 
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
-    model: str = param("gcn", "model whose pre-trained encoder is fine-tuned")
-    model_hyper: dict | None = param(None, "hyperparameter overrides of the model (as in its pre-training)")
+    models: list[str] = param(["cgcnn", "gcn"], "models whose pre-trained encoders are fine-tuned")
+    model_hyper: dict | None = param(
+        None, "per-model hyperparameter overrides, as in their pre-training, e.g. {gcn: {hidden: 32}}"
+    )
     sizes: list[int | None] = param([50, 100, 200, 500, 1000, None], "training-set sizes N (null: all)")
     seeds: list[int] = param([0, 1, 2], "seeds: which N crystals are drawn, initial head weights")
     pretrain_targets: list[str] = param(list(C.MP_TARGETS), "MP targets of the pre-trained encoders")
@@ -529,20 +540,29 @@ class TransferParams(GraphParams):
     epochs: int = param(C.TRAINING["epochs"], "fine-tuning epochs")
     batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
     lr: float = param(C.TRAINING["lr"], "Adam learning rate of the head")
+    patience: int | None = param(None, "early stopping: epochs without a lower validation MAE; null: train them all")
 
     def validate(self) -> None:
         super().validate()
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
-        self.one_of("model", C.MODELS)
+        self.all_of("models", C.MODELS, "model")
         self.one_of("partition", C.PARTITIONS)
-        self.positive("thermal_limit", "encoder_lr_scale", "epochs", "batch_size", "lr")
+        self.positive("thermal_limit", "encoder_lr_scale", "epochs", "batch_size", "lr", "patience")
         self.all_of("pretrain_targets", C.MP_TARGETS, "pre-training target")
         self.all_of("algorithms", C.ALGORITHMS, "algorithm", empty_ok=True)
         self.all_of("modes", C.FINE_TUNE_MODES, "mode")
         if not self.sizes or any(n is not None and n < 2 for n in self.sizes):
             raise ParameterError(f"sizes must be training-set sizes >= 2 (None: all), got {self.sizes}")
         self.seeds_ok()
-        known_hyper(self.model, self.model_hyper or {})
+        per_model_hyper(self.models, self.model_hyper)
+
+
+def per_model_hyper(models: list[str], model_hyper: Mapping[str, Any] | None) -> None:
+    """``model_hyper`` names models of ``models`` only, each with hyperparameters it takes."""
+    for model, hyper in (model_hyper or {}).items():
+        if model not in models:
+            raise ParameterError(f"model_hyper names {model!r}, which is not in models {models}")
+        known_hyper(model, hyper)
 
 
 def known_hyper(model: str, hyper: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, ScalarFormatter
 
 from mlib import catalogue
 from mlib.catalogue import Target
@@ -365,20 +365,39 @@ def partition_bars(table: pd.DataFrame, target_name: str, title: str):
 
 
 def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
-    """Test MAE (mean ± std over seeds) against training-set size, log x; one line per source and mode."""
+    """Test MAE against training-set size N, log-log, one panel per model: a line per source and mode
+    (mean over seeds) with a band of ± one std."""
     target = catalogue.target(target_name)
-    fig, ax = plt.subplots(figsize=(6.6, 4.3))
-    for (source, mode), group in runs.groupby(["source", "mode"], sort=False):
-        stats = group.groupby("n_train")["mae"].agg(["mean", "std"]) / target.scale
-        style = {"color": "black", "lw": 2} if source == "scratch" else {"ls": "-" if mode == "train" else "--"}
-        label = "from scratch" if source == "scratch" else f"pre-trained {source}, encoder {mode}"
-        ax.errorbar(
-            stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=2, marker="o", ms=3, label=label, **style
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("training crystals N")
-    ax.set_ylabel(f"test MAE ({target.axis_unit})")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, title="solid: all weights trained; dashed: encoder frozen", title_fontsize=7)
+    models = list(dict.fromkeys(runs["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.4 * len(models), 4.4), sharey=True, squeeze=False)
+    colours = dict(zip(sorted(set(runs["source"]) - {"scratch"}), sns.color_palette("tab10")))
+    for ax, model in zip(axes[0], models):
+        for (source, mode), group in runs[runs["model"] == model].groupby(["source", "mode"], sort=False):
+            stats = group.groupby("n_train")["mae"].agg(["mean", "std"]).fillna(0) / target.scale
+            if source == "scratch":
+                style, label = {"color": "black", "lw": 2}, "from scratch"
+            else:
+                pretraining, _, pretrained_on = source.partition("-")
+                style = {"color": colours[source], "ls": "-" if mode == "train" else "--"}
+                label = (
+                    f"{catalogue.algorithm_display(pretraining)} on {catalogue.target(pretrained_on).display}, "
+                    f"encoder {'trained' if mode == 'train' else 'frozen'}"
+                )
+            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)
+            low = np.maximum(stats["mean"] - stats["std"], stats["mean"] / 10)  # a log axis shows no value <= 0
+            ax.fill_between(stats.index, low, stats["mean"] + stats["std"], alpha=0.15, color=style["color"])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        sizes = sorted(set(runs.loc[runs["model"] == model, "n_train"]))
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ticks = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")  # 1, 2, 5 x 10^k
+        ax.yaxis.set_major_formatter(ticks)
+        ax.yaxis.set_minor_formatter(ticks)
+        ax.set_xlabel("training crystals N")
+        ax.set_title(catalogue.model_display(model))
+    axes[0][0].set_ylabel(f"test MAE ({target.axis_unit})")
+    axes[0][-1].legend(fontsize=7, title="pre-trained encoder (MP target)", title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

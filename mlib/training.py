@@ -6,6 +6,8 @@
   minibatch SGD and the reference implementation; validation batches are fixed.
 * The learning rate is constant or divided by 10 from epoch 100 on (``lr_schedule="step"``, the
   reference's default); the kept epoch has the lowest validation MSE (standardised) or MAE (target unit).
+* Early stopping (``patience``, off by default) ends training once that many epochs passed without a new
+  best; a resumed run that had stopped early stays stopped.
 * The test metrics at the best epoch of every criterion are recorded (``by_criterion``): the criterion
   does not change training, so one run measures them all; ``best-<criterion>.pt`` keeps the others' weights.
 * ``last.pt`` is written after every finite epoch (resume continues from it after an interruption),
@@ -165,7 +167,7 @@ class Trainer:
     ) -> None:
         self.model, self.graphs, self.y, self.split, self.config = model, graphs, y, split, config
         self.fine_tune = fine_tune
-        self.key = store.canonical(key or {"config": asdict(config)})
+        self.key = store.canonical(key or {"config": config.key()})
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.scaler = Standardizer.fit(y[split["train"]])
@@ -264,6 +266,8 @@ class Trainer:
         """
         bar = progress(self.config.epochs, "epochs", initial=self.epoch, unit="epoch", disable=not show)
         for _ in range(self.epoch, self.config.epochs):
+            if self.patience_spent():
+                break
             train_mse, train_mae = self.run_epoch(self.epoch_batches(), train=True)
             val_mse, val_mae = self.run_epoch(self.val_batches, train=False)
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
@@ -293,6 +297,13 @@ class Trainer:
                 on_epoch(self.history[-1])
         bar.close()
         return pd.DataFrame(self.history)
+
+    def patience_spent(self) -> bool:
+        """Early stopping: ``config.patience`` epochs have passed since the best one by ``config.best_by``."""
+        if self.config.patience is None or not self.history:
+            return False
+        best = min(range(len(self.history)), key=lambda i: self.history[i][self.config.best_by])
+        return len(self.history) - 1 - best >= self.config.patience
 
     def load_best(self, criterion: str | None = None) -> None:
         """The weights of the best epoch by ``criterion`` (default: the run's own)."""
@@ -332,7 +343,7 @@ class FitResult:
     predictions: pd.DataFrame  # id, formula, split, true, pred
     data: GraphSet  # the crystals with a finite target (the others are its counted skips)
     folder: Path
-    model: nn.Module  # the best epoch's weights
+    model: nn.Module | None  # the best epoch's weights; None if read back from a store that does not keep them
     trainer: Trainer | None  # None when the finished run was read back from the store
     seconds: float
 
@@ -362,7 +373,7 @@ def run_key(
             "data": graph_set.data_key(target),
             "graph": model_file.graph_info(graph_set.spec),
             "split": split_digest(split),
-            "config": asdict(config),
+            "config": config.key(),
             "fine_tune": asdict(fine_tune) if fine_tune else None,
             **(extra or {}),
         }
@@ -379,7 +390,7 @@ def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
         store.read_csv(folder / "predictions.csv"),
         graph_set,
         folder,
-        model_file.load(folder / "model.pt").model,
+        model_file.load(folder / "model.pt").model if (folder / "model.pt").exists() else None,
         None,
         record["seconds"],
     )

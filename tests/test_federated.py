@@ -159,6 +159,21 @@ def test_federation_is_deterministic_and_learns(graph_set):
     assert (runs[0]["client_drift"] > 0).all() and (runs[0]["update_norm"] > 0).all()
 
 
+def test_rounds_stop_patience_rounds_after_the_best(graph_set):
+    split, y, shards = setup(graph_set)
+    federation = Federation(
+        lambda: build_model("gcn", hidden=16),
+        graph_set.graphs,
+        y,
+        split,
+        shards,
+        FedConfig(rounds=30, local_epochs=1, lr=0.05, batch_size=8, patience=2),
+    )
+    history = federation.run(show=False)
+    best = int(history["val_mse"].idxmin())
+    assert len(history) < 30 and len(history) - 1 - best == 2 and federation.best[1] == best + 1
+
+
 def test_faults_are_logged_and_the_round_goes_on(graph_set):
     split, y, shards = setup(graph_set)
     shards = [*shards, np.array([], dtype=int)]  # a fourth client with no data

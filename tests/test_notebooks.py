@@ -109,7 +109,10 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         "central-formation_energy_per_atom",
         "central-band_gap",
     }
-    assert (curve.groupby(["source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
+    assert set(curve["model"]) == {"cgcnn", "gcn"}
+    assert (curve.groupby(["model", "source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
+    verdict = pd.read_csv(root / "06_transfer" / "pretraining_verdict.csv")
+    assert set(verdict["stops helping from"]) == {"too few seeds to tell"}  # two seeds never decide
 
 
 @needs_mirror

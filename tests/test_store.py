@@ -183,3 +183,22 @@ def test_a_model_file_carries_its_atom_features_and_loads_without_atom_init(tmp_
     monkeypatch.setattr(atom_features, "reference_table", unavailable)
     loaded = model_file.load(tmp_path / "run" / "model.pt").model
     assert torch.equal(loaded.embedding.table, result.model.embedding.table) and loaded.embedding.table.any()
+
+
+def test_early_stopping_ends_a_run_patience_epochs_after_its_best(tmp_path):
+    result = fit_regressor(
+        lambda: build_model("cgcnn", hidden=8, n_conv=2),
+        toy_set(),
+        "y",
+        TrainConfig(epochs=40, batch_size=4, patience=2),
+        tmp_path / "run",
+        show=False,
+    )
+    history = result.history
+    best = int(history["val_mae"].idxmin())
+    assert len(history) < 40 and len(history) - 1 - best == 2
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["key"]["config"]["patience"] == 2
+
+
+def test_a_run_without_early_stopping_keeps_the_key_it_was_stored_under():
+    assert "patience" not in TrainConfig().key() and TrainConfig(patience=5).key()["patience"] == 5

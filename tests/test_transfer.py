@@ -11,6 +11,8 @@ from mlib.models.registry import build_model, graph_spec
 from mlib.params import FineTune, ParameterError, TrainConfig, build
 from mlib.study.transfer import (
     EncoderMismatch,
+    federated_vs_central,
+    gains,
     head_keys,
     load_encoder,
     transfer_split,
@@ -124,32 +126,69 @@ def test_every_size_shares_the_test_split():
     assert not np.array_equal(transfer_split(500, 50, 0)["train"], transfer_split(500, 50, 1)["train"])
 
 
-def test_verdict_on_where_pretraining_stops_helping():
+def curve_runs(points: dict[str, dict[int, float]], seeds=(0, 1, 2), spread: float = 0.01) -> pd.DataFrame:
+    """Runs of one model: source -> {N: mean MAE}, each seed offset by the same amount for every source."""
     rows = []
-    for n, scratch, helped, useless in ((50, 1.0, 0.6, 1.1), (200, 0.8, 0.7, 0.9), (1000, 0.5, 0.55, 0.6)):
-        rows += [
-            {"source": "scratch", "mode": "scratch", "n_train": n, "mae": scratch},
-            {"source": "fed", "mode": "train", "n_train": n, "mae": helped},
-            {"source": "central", "mode": "frozen", "n_train": n, "mae": useless},
-        ]
-    verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
-    assert verdict.loc["fed", "stops helping from"] == "N = 1000"
-    assert verdict.loc["fed", "at N"] == 50 and verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.4)
-    assert verdict.loc["central", "stops helping from"] == "never helped beyond seed noise"
-    assert verdict.loc["fed", "helps beyond noise at N"] == "50, 200"
+    for source, curve in points.items():
+        pretraining, _, target = source.partition("-")
+        for n, mae in curve.items():
+            for seed in seeds:
+                rows.append(
+                    {
+                        "model": "gcn",
+                        "source": source,
+                        "pretraining": pretraining,
+                        "pretrain_target": target or None,
+                        "mode": "scratch" if source == "scratch" else "train",
+                        "n_train": n,
+                        "seed": seed,
+                        "mae": mae + spread * (seed - 1) + (0.002 * seed**2 if source != "scratch" else 0),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_verdict_on_where_pretraining_stops_helping():
+    runs = curve_runs(
+        {
+            "scratch": {50: 1.0, 200: 0.8, 1000: 0.5},
+            "fedavg-band_gap": {50: 0.6, 200: 0.7, 1000: 0.55},
+            "central-band_gap": {50: 1.1, 200: 0.9, 1000: 0.6},
+        }
+    )
+    table = gains(runs)
+    assert len(table) == 6 and (table["seeds"] == 3).all()
+    verdict = where_pretraining_stops_helping(table).set_index("source")
+    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "N = 1000"
+    assert verdict.loc["fedavg-band_gap", "helps beyond noise at N"] == "50, 200"
+    assert verdict.loc["fedavg-band_gap", "at N"] == 50
+    assert verdict.loc["fedavg-band_gap", "best relative MAE gain"] == pytest.approx(1 - 0.6 / 1.0, abs=0.01)
+    assert verdict.loc["central-band_gap", "stops helping from"] == "never helped beyond seed noise"
+    assert verdict.index[0] == "fedavg-band_gap"  # ranked by mean gain over N
 
 
 def test_a_gain_inside_seed_noise_does_not_count():
-    rows = [
-        {"source": source, "mode": mode, "n_train": n, "mae": mae + spread}
-        for n in (50, 500)
-        for spread in (-0.2, 0.0, 0.2)
-        for source, mode, mae in (("scratch", "scratch", 1.0), ("fed", "train", 0.95 if n == 50 else 0.5))
-    ]
-    verdict = where_pretraining_stops_helping(pd.DataFrame(rows)).set_index("source")
-    assert verdict.loc["fed", "best relative MAE gain"] == pytest.approx(0.5)
-    assert verdict.loc["fed", "helps beyond noise at N"] == "500"
-    assert verdict.loc["fed", "stops helping from"] == "still helps at N = 500"
+    rng = np.random.default_rng(0)
+    runs = curve_runs({"scratch": {50: 1.0, 500: 1.0}, "fedavg-band_gap": {50: 0.99, 500: 0.5}}, spread=0.0)
+    runs["mae"] += rng.normal(0, 0.1, len(runs)) * (runs["n_train"] == 50)  # unpaired noise at N = 50 only
+    verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
+    assert verdict.loc["fedavg-band_gap", "helps beyond noise at N"] == "500"
+    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "still helps at N = 500"
+
+
+def test_two_seeds_never_decide():
+    runs = curve_runs({"scratch": {50: 1.0}, "fedavg-band_gap": {50: 0.5}}, seeds=(0, 1))
+    verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
+    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "too few seeds to tell"
+
+
+def test_federated_against_central_is_paired_by_seed():
+    runs = curve_runs({"scratch": {50: 1.0}, "fedavg-band_gap": {50: 0.6}, "central-band_gap": {50: 0.8}})
+    table = federated_vs_central(runs)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["federated"] == "FedAvg" and row["beyond noise"]
+    assert row["relative MAE gain"] == pytest.approx(1 - 0.6 / 0.8, abs=0.01)
 
 
 def test_transfer_parameters_fail_fast():

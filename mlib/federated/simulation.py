@@ -4,7 +4,7 @@ Deterministic on CPU for a seed (what CI runs). Faults are handled the way a rea
 a client with no data sits the rounds out, a client that fails mid-round is logged and the round
 completes with the others, and an update with NaN or infinite weights is rejected and logged. The
 global model is evaluated on the validation and test splits after every round; the round with the
-lowest validation loss is the result.
+lowest validation loss is the result (with ``patience``, rounds stop once that many passed without one).
 """
 
 from __future__ import annotations
@@ -160,6 +160,8 @@ class Federation:
             self.run_round(round_)
             bar.update(1)
             bar.set_postfix(test_mae=f"{self.history[-1]['test_mae']:.4g}")
+            if self.config.patience is not None and round_ - self.best[1] >= self.config.patience:
+                break  # early stopping: no lower validation loss for `patience` rounds
         bar.close()
         self.model.load_state_dict(self.best[2])
         return pd.DataFrame(self.history)

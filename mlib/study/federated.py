@@ -70,7 +70,7 @@ def run_federated(
     graph_set = graph_set.with_finite(target)
     key = {
         "model": model_key(model, hyper),
-        "config": asdict(config),
+        "config": config.key(),
         "clients": clients,
         "partition": scheme,
         "alpha": alpha,
@@ -203,9 +203,15 @@ def run_central(
     hyper: dict[str, dict] | None = None,
     workers: int = 1,
 ) -> pd.DataFrame:
-    """The central baseline: all training crystals on one machine for rounds x local epochs epochs."""
+    """The central baseline: all training crystals on one machine for rounds x local epochs epochs (early
+    stopping after patience x local epochs epochs, the same amount of training as the federation's patience)."""
     hyper = hyper or {}
-    config = TrainConfig(epochs=base.rounds * base.local_epochs, batch_size=base.batch_size, lr=base.lr)
+    config = TrainConfig(
+        epochs=base.rounds * base.local_epochs,
+        batch_size=base.batch_size,
+        lr=base.lr,
+        patience=base.patience * base.local_epochs if base.patience else None,
+    )
     jobs = [
         (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
         for t in targets

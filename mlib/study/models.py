@@ -213,7 +213,7 @@ def prepare(P: ModelsParams, run: Run) -> tuple[dict[str, GraphSet], str]:
 
 def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every model x target x seed; tables of runs, predictions and the mean ± std summary."""
-    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=P.seed)
+    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=P.seed, patience=P.patience)
     runs, predictions = train_models(
         P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper, P.workers
     )

@@ -4,8 +4,10 @@ The encoder (everything before the crystal vector) comes from a model trained on
 (04b_models) or federatedly (05_federated), read from the run store; the head is re-initialised. Every N
 uses the same test (and validation pool) split of the target data set; the N training crystals are
 drawn from its training split with the run's seed, and the validation set shrinks with N in the 6:2
-ratio of the full split (at least 10 crystals), as a user with N labelled crystals would have. Each
-point of a learning curve is a run of the store: ``<store>/06_transfer/<source>/<mode>/n<N>/seed<k>/``.
+ratio of the full split (at least 10 crystals), as a user with N labelled crystals would have. A seed
+draws the same crystals for every source, so pre-trained and scratch runs are compared paired by seed.
+Each point of a learning curve is a run of the store:
+``<store>/06_transfer/<model>/<source>/<mode>/n<N>/seed<k>/``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from torch import nn
 
 from mlib import catalogue, datasets, model_file, plots, provenance, store
@@ -28,6 +31,8 @@ from mlib.study import federated, models
 from mlib.training import fit_regressor, split_indices
 
 NOTEBOOK = "06_transfer"
+SCRATCH = "scratch"
+SIGNIFICANCE = 0.05  # paired t-test level for "beyond seed noise"
 
 
 class EncoderMismatch(ValueError):
@@ -68,6 +73,11 @@ def transfer_split(n_total: int, n_train: int | None, seed: int, split_seed: int
     }
 
 
+def run_folder(store_root: Path, model: str, source: str, mode: str, n_train: int | None, seed: int) -> Path:
+    """Where the run store keeps one point of a learning curve."""
+    return Path(store_root) / NOTEBOOK / model / source / mode / f"n{n_train or 'all'}" / f"seed{seed}"
+
+
 def fine_tune_run(
     model: str,
     hyper: dict,
@@ -82,8 +92,7 @@ def fine_tune_run(
     source: str,
 ) -> dict:
     """One point of the learning curve (or the store's finished run with the same key)."""
-    mode = fine_tune.encoder if fine_tune else "scratch"
-    folder = Path(store_root) / NOTEBOOK / source / mode / f"n{n_train or 'all'}" / f"seed{seed}"
+    mode = fine_tune.encoder if fine_tune else SCRATCH
     graph_set = graph_set.with_finite(target)
     split = transfer_split(len(graph_set), n_train, seed)
     path = Path(store_root) / encoder if encoder else None
@@ -100,15 +109,19 @@ def fine_tune_run(
         graph_set,
         target,
         replace(config, seed=seed),
-        folder,
+        run_folder(store_root, model, source, mode, n_train, seed),
         resume=False,
         show=False,
         split=split,
         fine_tune=fine_tune,
         key_extra=extra,
     )
+    pretraining, _, pretrain_target = source.partition("-")
     return {
+        "model": model,
         "source": source,
+        "pretraining": pretraining,
+        "pretrain_target": pretrain_target or None,
         "mode": mode,
         "n_train": len(split["train"]),
         "n": n_train or "all",
@@ -120,128 +133,208 @@ def fine_tune_run(
     }
 
 
-def _job(graph_set: GraphSet, *args) -> dict:
-    return fine_tune_run(*args[:2], graph_set, *args[2:])
+def _job(sets: dict[str, GraphSet], model: str, *args) -> dict:
+    return fine_tune_run(model, args[0], sets[model], *args[1:])
 
 
 def learning_curves(
-    model: str,
-    hyper: dict,
-    graph_set: GraphSet,
+    models: dict[str, dict],
+    sets: dict[str, GraphSet],
     target: str,
     sizes: list[int | None],
     seeds: list[int],
-    encoders: dict[str, str],
+    encoders: dict[str, dict[str, str]],
     modes: list[FineTune],
     config: TrainConfig,
     store_root: Path,
     workers: int = 1,
 ) -> pd.DataFrame:
-    """Test metrics for every N, seed and source: ``scratch`` plus each pre-trained encoder x fine-tune mode.
+    """Test metrics for every model, N, seed and source: ``scratch`` plus each pre-trained encoder x mode.
 
-    ``encoders`` maps a source label (``fedavg-band_gap``) to a model file, relative to the store.
+    ``models`` maps a model to its hyperparameters, ``sets`` to its thermal graphs, ``encoders`` to its
+    sources: a label (``fedavg-band_gap``) -> a model file, relative to the store.
     """
-    jobs = [(model, hyper, target, n, s, None, None, config, Path(store_root), "scratch") for n in sizes for s in seeds]
-    jobs += [
-        (model, hyper, target, n, s, path, mode, config, Path(store_root), source)
-        for source, path in encoders.items()
-        for mode in modes
-        for n in sizes
-        for s in seeds
-    ]
-    return pd.DataFrame(run_jobs(_job, jobs, graph_set, workers, desc="fine-tuning runs"))
+    root = Path(store_root)
+    jobs = []
+    for model, hyper in models.items():
+        jobs += [(model, hyper, target, n, s, None, None, config, root, SCRATCH) for n in sizes for s in seeds]
+        jobs += [
+            (model, hyper, target, n, s, path, mode, config, root, source)
+            for source, path in encoders[model].items()
+            for mode in modes
+            for n in sizes
+            for s in seeds
+        ]
+    return pd.DataFrame(run_jobs(_job, jobs, sets, workers, desc="fine-tuning runs"))
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """MAE and Pearson R, mean ± std over seeds, per source, mode and N."""
-    unit = catalogue.target(THERMAL_TARGET).unit
+    """MAE and Pearson R, mean ± std over seeds, per model, source, mode and N."""
+    unit = catalogue.target(THERMAL_TARGET)
     rows = []
-    for (source, mode, n), group in runs.groupby(["source", "mode", "n_train"], sort=False):
+    for (model, source, mode, n), group in runs.groupby(["model", "source", "mode", "n_train"], sort=False):
         rows.append(
             {
+                "model": catalogue.model_display(model),
                 "source": source,
                 "mode": mode,
                 "N": n,
                 "seeds": len(group),
-                f"MAE ({unit})": mean_std(group["mae"]),
+                f"MAE ({unit.axis_unit})": mean_std(group["mae"] / unit.scale),
                 "Pearson R": mean_std(group["pearson_r"]),
             }
         )
     return pd.DataFrame(rows)
 
 
-def where_pretraining_stops_helping(runs: pd.DataFrame, margin: float = 0.0) -> pd.DataFrame:
-    """For each pre-trained source and mode, the relative gain in mean test MAE over scratch and the
-    smallest N from which on it is no better than scratch.
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """MAE of ``a`` and ``b`` on the seeds both have, paired by seed (the same N crystals drawn)."""
+    joined = a.set_index("seed")["mae"].to_frame("a").join(b.set_index("seed")["mae"].rename("b"), how="inner")
+    return joined["a"].to_numpy(), joined["b"].to_numpy()
 
-    Pre-training helps at an N when its relative gain exceeds ``margin`` and the MAE difference exceeds its
-    standard error over seeds (a gain inside seed-to-seed noise does not count; one seed: no noise estimate).
+
+def _compare(before: np.ndarray, after: np.ndarray) -> dict:
+    """Relative MAE gain of ``after`` over ``before`` and whether it is beyond seed noise (paired t-test)."""
+    gain = 1 - after.mean() / before.mean()
+    p = float(stats.ttest_rel(after, before).pvalue) if len(after) >= 3 else float("nan")
+    return {
+        "seeds": len(after),
+        "relative MAE gain": float(gain),
+        "paired t-test p": p,
+        "beyond noise": bool(p < SIGNIFICANCE),
+    }
+
+
+def gains(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every pre-trained point against scratch at the same model and N, paired by seed.
+
+    ``relative MAE gain`` is 1 - MAE(pre-trained) / MAE(scratch) of the seed means; ``beyond noise`` needs
+    three or more seeds and a paired t-test p below :data:`SIGNIFICANCE`.
     """
-    stats = runs.groupby(["source", "mode", "n_train"])["mae"].agg(["mean", "var", "count"])
-    scratch = stats.xs(("scratch", "scratch"), level=("source", "mode"))
+    unit = catalogue.target(THERMAL_TARGET)
     rows = []
-    for (source, mode), curve in stats.groupby(level=["source", "mode"]):
-        if source == "scratch":
-            continue
-        curve = curve.droplevel(["source", "mode"]).sort_index()
-        base = scratch.reindex(curve.index)
-        gain = 1 - curve["mean"] / base["mean"]
-        noise = np.sqrt((curve["var"] / curve["count"]).fillna(0) + (base["var"] / base["count"]).fillna(0))
-        helps = (gain > margin) & (base["mean"] - curve["mean"] > noise)
-        if not helps.any():
-            verdict = "never helped beyond seed noise"
-        elif helps.iloc[-1]:
-            verdict = f"still helps at N = {int(gain.index[-1])}"
-        else:
-            verdict = f"N = {int(gain.index[helps.to_numpy().nonzero()[0][-1] + 1])}"
-        rows.append(
-            {
-                "source": source,
-                "mode": mode,
-                "best relative MAE gain": float(gain.max()),
-                "at N": int(gain.idxmax()),
-                "helps beyond noise at N": ", ".join(str(int(n)) for n in gain.index[helps]) or "none",
-                "stops helping from": verdict,
-            }
-        )
+    for (model, n), at_n in runs.groupby(["model", "n_train"], sort=False):
+        scratch = at_n[at_n["source"] == SCRATCH]
+        for (source, mode), group in at_n[at_n["source"] != SCRATCH].groupby(["source", "mode"], sort=False):
+            before, after = _paired(scratch, group)
+            if not len(after):
+                continue
+            rows.append(
+                {
+                    "model": model,
+                    "source": source,
+                    "mode": mode,
+                    "N": int(n),
+                    f"scratch MAE ({unit.axis_unit})": mean_std(before / unit.scale),
+                    f"pre-trained MAE ({unit.axis_unit})": mean_std(after / unit.scale),
+                    **_compare(before, after),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def encoders(P: TransferParams) -> dict[str, str]:
-    """Source label -> pre-trained model file (relative to the store) of 05_federated's and 04b_models' runs.
+def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model, source and mode (from :func:`gains`): the best gain, the N where it is beyond seed noise,
+    and the smallest N from which on it no longer is."""
+    rows = []
+    for (model, source, mode), curve in table.groupby(["model", "source", "mode"], sort=False):
+        curve = curve.sort_values("N")
+        helps = curve["beyond noise"].to_numpy() & (curve["relative MAE gain"].to_numpy() > 0)
+        sizes = curve["N"].to_numpy()
+        if curve["seeds"].min() < 3:
+            verdict = "too few seeds to tell"
+        elif not helps.any():
+            verdict = "never helped beyond seed noise"
+        elif helps[-1]:
+            verdict = f"still helps at N = {sizes[-1]}"
+        else:
+            verdict = f"N = {sizes[helps.nonzero()[0][-1] + 1]}"
+        best = curve["relative MAE gain"].idxmax()
+        rows.append(
+            {
+                "model": catalogue.model_display(model),
+                "source": source,
+                "mode": mode,
+                "best relative MAE gain": float(curve.loc[best, "relative MAE gain"]),
+                "at N": int(curve.loc[best, "N"]),
+                "mean gain over N": float(curve["relative MAE gain"].mean()),
+                "helps beyond noise at N": ", ".join(str(n) for n in sizes[helps]) or "none",
+                "stops helping from": verdict,
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["model", "mode", "mean gain over N"], ascending=[True, True, False])
 
-    Each must be a finished run of the store; a missing one names the notebook to run first.
-    """
+
+def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each federated encoder against the central one of the same model, target, mode and N, paired by seed
+    (a positive gain: the federated encoder transfers better)."""
+    unit = catalogue.target(THERMAL_TARGET)
+    pre = runs[runs["source"] != SCRATCH]
+    rows = []
+    for (model, target, mode, n), group in pre.groupby(["model", "pretrain_target", "mode", "n_train"], sort=False):
+        central = group[group["pretraining"] == "central"]
+        for pretraining, fed in group[group["pretraining"] != "central"].groupby("pretraining", sort=False):
+            before, after = _paired(central, fed)
+            if not len(after):
+                continue
+            rows.append(
+                {
+                    "model": catalogue.model_display(model),
+                    "pre-training target": catalogue.target(target).display,
+                    "federated": catalogue.algorithm_display(pretraining),
+                    "mode": mode,
+                    "N": int(n),
+                    f"central MAE ({unit.axis_unit})": mean_std(before / unit.scale),
+                    f"federated MAE ({unit.axis_unit})": mean_std(after / unit.scale),
+                    **_compare(before, after),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def encoders(P: TransferParams) -> dict[str, dict[str, str]]:
+    """Model -> source label -> pre-trained model file (relative to the store) of 05_federated's and
+    04b_models' runs. Each must be a finished run of the store; a missing one names the notebook to run first."""
     runs = store.Store(P.store_dir)
-    out = {}
-    for target in P.pretrain_targets:
-        for algorithm in P.algorithms:
-            folder = federated.run_folder(runs.root, P.partition, algorithm, P.model, target, P.pretrain_seed)
-            runs.record(folder, federated.NOTEBOOK)
-            out[f"{algorithm}-{target}"] = str((folder / "model.pt").relative_to(runs.root))
-        if P.central:
-            folder = models.run_folder(runs.root, P.model, target, P.pretrain_seed)
-            runs.record(folder, models.NOTEBOOK)
-            out[f"central-{target}"] = str((folder / "model.pt").relative_to(runs.root))
+    out: dict[str, dict[str, str]] = {}
+    for model in P.models:
+        out[model] = {}
+        for target in P.pretrain_targets:
+            for algorithm in P.algorithms:
+                folder = federated.run_folder(runs.root, P.partition, algorithm, model, target, P.pretrain_seed)
+                runs.record(folder, federated.NOTEBOOK)
+                out[model][f"{algorithm}-{target}"] = str((folder / "model.pt").relative_to(runs.root))
+            if P.central:
+                folder = models.run_folder(runs.root, model, target, P.pretrain_seed)
+                runs.record(folder, models.NOTEBOOK)
+                out[model][f"central-{target}"] = str((folder / "model.pt").relative_to(runs.root))
     return out
 
 
-def prepare(P: TransferParams) -> tuple[GraphSet, dict[str, str], str]:
-    """The thermal graphs the model reads, the pre-trained encoders, and the caption fragment."""
-    graphs = datasets.load_thermal(
-        P.dataset, spec=graph_spec(P.model, **(P.model_hyper or {})), workers=P.workers
-    ).graphs.first(P.thermal_limit)
-    return graphs, encoders(P), f"{catalogue.model_display(P.model)} on {graphs.label}"
+def prepare(P: TransferParams) -> tuple[dict[str, GraphSet], dict[str, dict[str, str]], str]:
+    """The thermal graphs each model reads, its pre-trained encoders, and the caption fragment."""
+    hyper = P.model_hyper or {}
+    specs = {model: graph_spec(model, **hyper.get(model, {})) for model in P.models}
+    loaded: dict = {}
+    sets = {}
+    for model, spec in specs.items():
+        if spec not in loaded:
+            loaded[spec] = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs.first(P.thermal_limit)
+        sets[model] = loaded[spec].with_finite(THERMAL_TARGET)
+    names = ", ".join(catalogue.model_display(m) for m in P.models)
+    return sets, encoders(P), f"{names} on {next(iter(sets.values())).label} (test split fixed, 6:2:2)"
 
 
-def curves(P: TransferParams, run: Run, graphs: GraphSet, sources: dict[str, str], where: str) -> pd.DataFrame:
+def curves(
+    P: TransferParams, run: Run, sets: dict[str, GraphSet], sources: dict[str, dict[str, str]], where: str
+) -> pd.DataFrame:
     """Every fine-tuning run; the learning-curve table and figure."""
-    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr)
+    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, patience=P.patience)
     modes = [FineTune(mode, P.encoder_lr_scale) for mode in P.modes]
+    hyper = P.model_hyper or {}
     runs = learning_curves(
-        P.model,
-        P.model_hyper or {},
-        graphs,
+        {m: hyper.get(m, {}) for m in P.models},
+        sets,
         THERMAL_TARGET,
         P.sizes,
         P.seeds,
@@ -258,15 +351,31 @@ def curves(P: TransferParams, run: Run, graphs: GraphSet, sources: dict[str, str
     run.save_figure(
         plots.transfer_curves(runs, THERMAL_TARGET, where),
         "learning_curve",
-        f"Test MAE against the number of training crystals, {where}",
+        f"Test MAE against the number of training crystals N (log axes; bands: ± one std over seeds {P.seeds}), "
+        f"{where}",
     )
     return runs
 
 
 def verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Where pre-training helps beyond seed noise, by how much, and where it stops."""
-    return run.save_table(
-        where_pretraining_stops_helping(runs),
+    """Where pre-training helps beyond seed noise, by how much, and where it stops; which source is best."""
+    table = gains(runs)
+    run.save_table(
+        table,
         "pretraining_gain",
-        f"Relative MAE gain over scratch and the N where it ends: {where}",
+        f"Each pre-trained encoder against scratch, paired by seed (p < {SIGNIFICANCE}: beyond noise): {where}",
+    )
+    return run.save_table(
+        where_pretraining_stops_helping(table),
+        "pretraining_verdict",
+        f"Where pre-training helps and stops helping, sources ranked by mean gain over N: {where}",
+    )
+
+
+def federated_verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Federated against central pre-training, paired by seed."""
+    return run.save_table(
+        federated_vs_central(runs),
+        "federated_vs_central",
+        f"Federated against central pre-training of the same encoder, paired by seed: {where}",
     )
