@@ -1,0 +1,166 @@
+"""Where MEGNet's and M3GNet's CPU training time goes, and what caching M3GNet's three-body graphs saves.
+
+    MLIB_DATA_MIRROR=../shared/data .venv/bin/python benchmarks/matgl_cost.py [--crystals 256] [--batch 64]
+
+On the first N mp-cgcnn crystals (matgl's own graphs, as 04b_models trains them), one thread, after one
+warm-up pass, per training pass:
+
+* the phases: batching the crystal graphs, M3GNet's three-body line graph (pair vectors and
+  ``create_line_graph``, which matgl redoes in every forward pass), the rest of the forward pass, and
+  backward plus the Adam step;
+* the five operators with the most CPU time (torch.profiler) and the edges and triples per crystal,
+  the sizes the dense layers run over;
+* M3GNet trained with its line graphs built once per crystal and batched beside the crystal graphs
+  (matgl's ``l_g`` argument, as its own data loaders do), against building them in the forward pass:
+  old and new training crystals/s in one run.
+
+Writes results/benchmarks/matgl_cost.csv, matgl_ops.csv (and .md for the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import dgl
+import numpy as np
+import pandas as pd
+import torch
+from matgl.graph.compute import compute_pair_vector_and_distance, create_line_graph
+from torch.profiler import ProfilerActivity, profile
+
+MODELS = ("megnet", "m3gnet")
+
+
+def load(crystals: int):
+    from mlib import datasets
+    from mlib.models.registry import graph_spec
+
+    return datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec("m3gnet"), workers=os.cpu_count())
+
+
+def line_graph(graph: dgl.DGLGraph, cutoff: float) -> dgl.DGLGraph:
+    """M3GNet's three-body graph of one crystal (or batch) graph, as its forward pass builds it."""
+    with graph.local_scope():
+        graph.edata["bond_vec"], graph.edata["bond_dist"] = compute_pair_vector_and_distance(graph)
+        return create_line_graph(graph, cutoff)
+
+
+def timed_pass(model, optimizer, batches, line_graphs=None) -> dict[str, float]:
+    """One training pass; seconds per phase (batching is timed by the caller)."""
+    seconds = {"three-body graph": 0.0, "forward": 0.0, "backward + step": 0.0}
+    model.train()
+    for k, (graph, target) in enumerate(batches):
+        start = time.perf_counter()
+        if model.name == "m3gnet":
+            l_g = line_graphs[k] if line_graphs is not None else line_graph(graph, model.hyper["threebody_cutoff"])
+            mid = time.perf_counter()
+            pred = model.net(graph, l_g=l_g).reshape(-1)
+        else:
+            mid = start
+            pred = model(graph)
+        loss = torch.nn.functional.mse_loss(pred, target)
+        done = time.perf_counter()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds["three-body graph"] += mid - start if line_graphs is None else 0.0
+        seconds["forward"] += done - mid
+        seconds["backward + step"] += time.perf_counter() - done
+    return seconds
+
+
+def measure(name: str, graph_set, batch: int) -> tuple[list[dict], pd.DataFrame]:
+    from mlib.models.registry import build_model
+    from mlib.training import seed_everything
+
+    y = graph_set.target("formation_energy_per_atom")
+    chunks = [np.arange(k, min(k + batch, len(graph_set))) for k in range(0, len(graph_set), batch)]
+    start = time.perf_counter()
+    batches = [(dgl.batch([graph_set.graphs[i] for i in c]), y[c]) for c in chunks]
+    batching = time.perf_counter() - start
+    seed_everything(0)
+    model = build_model(name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    timed_pass(model, optimizer, batches[:1])  # warm-up
+    phases = timed_pass(model, optimizer, batches)
+    edges = sum(g.num_edges() for g, _ in batches) / len(graph_set)
+    rows = [
+        {
+            "model": name,
+            "variant": "three-body graph in forward" if name == "m3gnet" else "as trained",
+            "crystals": len(graph_set),
+            "batching s": batching,
+            **{f"{k} s": v for k, v in phases.items()},
+            "train crystals/s": len(graph_set) / (batching + sum(phases.values())),
+            "edges per crystal": edges,
+        }
+    ]
+    if name == "m3gnet":
+        cutoff = model.hyper["threebody_cutoff"]
+        start = time.perf_counter()
+        per_crystal = [line_graph(g, cutoff) for g in graph_set.graphs]  # once, as a disk cache would hold them
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        cached = [dgl.batch([per_crystal[i] for i in c]) for c in chunks]
+        batching_lg = time.perf_counter() - start
+        rows[0]["triples per crystal"] = sum(g.num_edges() for g in per_crystal) / len(graph_set)
+        timed_pass(model, optimizer, batches[:1], cached[:1])
+        phases = timed_pass(model, optimizer, batches, cached)
+        rows.append(
+            {
+                **rows[0],
+                "variant": "three-body graphs cached",
+                "batching s": batching + batching_lg,
+                **{f"{k} s": v for k, v in phases.items()},
+                "train crystals/s": len(graph_set) / (batching + batching_lg + sum(phases.values())),
+                "one-off line graphs s": build,
+            }
+        )
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        timed_pass(model, optimizer, batches[:2])
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    top = pd.DataFrame(
+        [{"model": name, "operator": e.key, "share of CPU time": e.self_cpu_time_total / total} for e in ops[:5]]
+    )
+    return rows, top
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crystals", type=int, default=256, help="the first N mp-cgcnn crystals")
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    graph_set = load(args.crystals)
+    torch.set_num_threads(1)
+    rows, ops = [], []
+    for name in MODELS:
+        timing, top = measure(name, graph_set, args.batch)
+        rows += timing
+        ops.append(top)
+    table = pd.DataFrame(rows)
+    ops = pd.concat(ops, ignore_index=True)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    print(ops.to_string(index=False, float_format=lambda v: f"{v:.1%}"))
+    from mlib.paths import RESULTS_DIR
+
+    out = RESULTS_DIR / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "matgl_cost.csv", index=False)
+    ops.to_csv(out / "matgl_ops.csv", index=False)
+    where = f"mp-cgcnn (first {args.crystals:,}), {len(graph_set):,} crystals, batch {args.batch}, 1 thread"
+    speedup = table["train crystals/s"].iloc[-1] / table["train crystals/s"].iloc[-2]
+    (out / "matgl_cost.md").write_text(
+        f"**MEGNet and M3GNet training pass by phase, {where}: cached three-body graphs {speedup:.2f}x**\n\n"
+        f"{table.to_markdown(index=False, floatfmt='.2f')}\n"
+    )
+    (out / "matgl_ops.md").write_text(
+        f"**The five operators with the most CPU time in a training pass, {where}**\n\n"
+        f"{ops.to_markdown(index=False, floatfmt='.3f')}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
