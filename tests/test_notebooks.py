@@ -87,7 +87,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
 
     table1 = pd.read_csv(root / "05_federated" / "table1.csv")
     assert len(table1) == 6 * 2 * 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
-    assert set(table1["unit"]) == {"eV/atom", "eV"}
+    assert set(table1["unit"]) == {"eV/atom", "eV"} and (table1["MAE / central"] > 0).all()
     federated = pd.read_csv(root / "05_federated" / "federated_runs.csv")
     for row in federated.itertuples():
         folder = (

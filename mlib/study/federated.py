@@ -222,7 +222,8 @@ def run_central(
 
 
 def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of MSE, RMSE, MAE, R2 per target, model and algorithm, with the central MAE and R2."""
+    """Mean ± std over seeds of MSE, RMSE, MAE, R2 per target, model and algorithm, with the central MAE and R2
+    and how many times the central MAE the federated one is (ratio of the seed means)."""
     rows = []
     for (target, model, algorithm), group in federated.groupby(["target", "model", "algorithm"], sort=False):
         base = central[(central["target"] == target) & (central["model"] == model)]
@@ -236,6 +237,7 @@ def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
                 **{m.upper() if m != "r2" else "R2": mean_std(group[m]) for m in METRICS},
                 "central MAE": mean_std(base["mae"]) if len(base) else "",
                 "central R2": mean_std(base["r2"]) if len(base) else "",
+                "MAE / central": float(group["mae"].mean() / base["mae"].mean()) if len(base) else float("nan"),
             }
         )
     return pd.DataFrame(rows)
