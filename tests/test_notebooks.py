@@ -100,6 +100,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert len(grid) == 2 * 2 * 2 and (grid["drift"] > 0).all()  # 2 partitions x (FedAvg + 1 mu) x 2 seeds
     verdict = pd.read_csv(root / "05_federated" / "fedprox_verdict.csv")
     assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
+    assert verdict["central MAE"].notna().all()  # the central baseline with as many epochs
 
     curve = pd.read_csv(root / "06_transfer" / "runs.csv")
     assert set(curve["source"]) == {

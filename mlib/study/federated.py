@@ -131,11 +131,17 @@ def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, *rest) ->
 
 
 def _central_job(
-    sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
+    sets: dict[str, GraphSet],
+    model: str,
+    hyper: dict,
+    target: str,
+    config: TrainConfig,
+    store_root: Path,
+    group: str = "",
 ) -> dict:
     graph_set = sets[model]
     shared = central_study.run_folder(store_root, model, target, config.seed)
-    folder = Path(store_root) / NOTEBOOK / "central" / model / target / f"seed{config.seed}"
+    folder = Path(store_root) / NOTEBOOK / group / "central" / model / target / f"seed{config.seed}"
     result = fit_regressor(
         lambda: build_model(model, **hyper),
         graph_set,
@@ -202,9 +208,11 @@ def run_central(
     store_root: Path,
     hyper: dict[str, dict] | None = None,
     workers: int = 1,
+    group: str = "",
 ) -> pd.DataFrame:
     """The central baseline: all training crystals on one machine for rounds x local epochs epochs (early
-    stopping after patience x local epochs epochs, the same amount of training as the federation's patience)."""
+    stopping after patience x local epochs epochs, the same amount of training as the federation's patience);
+    ``group``: a sub-study's folder."""
     hyper = hyper or {}
     config = TrainConfig(
         epochs=base.rounds * base.local_epochs,
@@ -213,7 +221,7 @@ def run_central(
         patience=base.patience * base.local_epochs if base.patience else None,
     )
     jobs = [
-        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
+        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root), group)
         for t in targets
         for s in seeds
         for m in models
@@ -421,10 +429,33 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
             for label, (row, history) in zip(labels, done)
         ]
     )
+    central = pd.concat(
+        [
+            run_central(
+                [P.compare_model],
+                [P.compare_target],
+                P.fedprox_seeds,
+                sets,
+                replace(P.fed_config(), local_epochs=epochs),
+                Path(P.store_dir),
+                P.model_hyper,
+                P.workers,
+                group=f"fedprox-grid/le{epochs}",
+            ).assign(**{"local epochs": epochs})
+            for epochs in P.fedprox_local_epochs
+        ],
+        ignore_index=True,
+    )
     info = catalogue.target(P.compare_target)
     what = f"{catalogue.model_display(P.compare_model)}, {info.display} ({info.unit}), {P.rounds} rounds"
     run.save_table(runs, "fedprox_runs", f"FedAvg (mu 0) and FedProx runs of the grid: {what}: {where}", markdown=False)
-    verdict = fedprox_verdict(runs)
+    run.save_table(
+        central,
+        "fedprox_central",
+        f"Central baseline of the grid (rounds x local epochs epochs, same crystals): {what}: {where}",
+        markdown=False,
+    )
+    verdict = fedprox_verdict(runs, central)
     run.save_table(verdict, "fedprox_verdict", f"Where FedProx beats FedAvg: {what}, seeds {P.fedprox_seeds}: {where}")
     run.save_figure(
         plots.fedprox_grid(runs, info),
@@ -434,12 +465,14 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
     return verdict
 
 
-def fedprox_verdict(runs: pd.DataFrame) -> pd.DataFrame:
+def fedprox_verdict(runs: pd.DataFrame, central: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per partition and local epochs: FedAvg's test MAE, FedProx's at the mu of lowest validation MSE, their
     paired difference over seeds with a paired t-test (a difference counts where p < 0.05, three seeds or more),
-    and the mean client drift of both."""
+    the mean client drift of both, and the central baseline's MAE with as many epochs (``central``: runs with
+    a ``local epochs`` column)."""
     rows = []
     for (label, epochs), group in runs.groupby(["partition", "local epochs"], sort=False):
+        base = central[central["local epochs"] == epochs]["mae"] if central is not None else pd.Series(dtype=float)
         fedavg = group[group["mu"] == 0].set_index("seed")
         best = float(group[group["mu"] > 0].groupby("mu")["val_mse"].mean().idxmin())
         fedprox = group[group["mu"] == best].set_index("seed")
@@ -470,6 +503,7 @@ def fedprox_verdict(runs: pd.DataFrame) -> pd.DataFrame:
                 "verdict": verdict,
                 "client drift FedAvg": fedavg["drift"].mean(),
                 "client drift FedProx": fedprox["drift"].mean(),
+                "central MAE": mean_std(base) if len(base) else "",
             }
         )
     return pd.DataFrame(rows)
