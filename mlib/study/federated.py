@@ -326,6 +326,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     )
     central = run_central(P.models, P.targets, P.seeds, sets, base, store_root, P.model_hyper, P.workers)
     epochs = P.rounds * P.local_epochs
+    stopping = f", early stopping after {P.patience} rounds without a lower validation loss" if P.patience else ""
     run.save_table(fed, "federated_runs", f"Every federated run ({P.partition} partition): {where}", markdown=False)
     run.save_table(central, "central_runs", f"Central baseline runs ({epochs} epochs): {where}", markdown=False)
     run.save_table(history, "rounds", f"Test MAE of the global model per round: {where}", markdown=False)
@@ -334,7 +335,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         "table1",
         f"Table 1: test metrics, mean ± std over seeds {P.seeds}, "
         f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
-        f"{epochs} epochs): {where}",
+        f"{epochs} epochs){stopping}: {where}",
     )
     run.save_table(
         beside_paper(fed),

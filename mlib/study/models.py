@@ -227,7 +227,12 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
         run.save_table(
             part, f"predictions_{name}", f"{name}: predictions of every split, target and seed, {where}", markdown=False
         )
-    run.save_table(summarise(runs), "metrics", f"Centralised test metrics, mean ± std over seeds {P.seeds}: {where}")
+    budget = f"{P.epochs} epochs" + (
+        f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
+    )
+    run.save_table(
+        summarise(runs), "metrics", f"Centralised test metrics, mean ± std over seeds {P.seeds}, {budget}: {where}"
+    )
     return runs, predictions
 
 
