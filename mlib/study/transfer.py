@@ -345,8 +345,13 @@ def curves(
         P.workers,
     )
     run.save_table(runs, "runs", f"Every fine-tuning run: {where}", markdown=False)
+    budget = f"{P.epochs} epochs" + (
+        f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
+    )
     run.save_table(
-        summarise(runs), "learning_curve", f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N: {where}"
+        summarise(runs),
+        "learning_curve",
+        f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N, {budget}: {where}",
     )
     run.save_figure(
         plots.transfer_curves(runs, THERMAL_TARGET, where),
