@@ -181,6 +181,14 @@ def model_display(name: str) -> str:
     return entry.display if entry else name
 
 
+def source_display(source: str) -> str:
+    """A fine-tuning source of 06_transfer: ``fedavg-band_gap`` -> ``FedAvg on band gap``; ``scratch`` -> ``from scratch``."""
+    if source == "scratch":
+        return "from scratch"
+    pretraining, _, pretrained_on = source.partition("-")
+    return f"{algorithm_display(pretraining)} on {target(pretrained_on).display}"
+
+
 def algorithm_display(name: str) -> str:
     """``fedavg`` -> ``FedAvg``; ``central`` and unknown names pass through."""
     return ALGORITHMS.get(name, name)

@@ -377,12 +377,8 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
             if source == "scratch":
                 style, label = {"color": "black", "lw": 2}, "from scratch"
             else:
-                pretraining, _, pretrained_on = source.partition("-")
                 style = {"color": colours[source], "ls": "-" if mode == "train" else "--"}
-                label = (
-                    f"{catalogue.algorithm_display(pretraining)} on {catalogue.target(pretrained_on).display}, "
-                    f"encoder {'trained' if mode == 'train' else 'frozen'}"
-                )
+                label = f"{catalogue.source_display(source)}, encoder {'trained' if mode == 'train' else 'frozen'}"
             ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)
             low = np.maximum(stats["mean"] - stats["std"], stats["mean"] / 10)  # a log axis shows no value <= 0
             ax.fill_between(stats.index, low, stats["mean"] + stats["std"], alpha=0.15, color=style["color"])

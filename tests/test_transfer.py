@@ -159,12 +159,12 @@ def test_verdict_on_where_pretraining_stops_helping():
     table = gains(runs)
     assert len(table) == 6 and (table["seeds"] == 3).all()
     verdict = where_pretraining_stops_helping(table).set_index("source")
-    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "N = 1000"
-    assert verdict.loc["fedavg-band_gap", "helps beyond noise at N"] == "50, 200"
-    assert verdict.loc["fedavg-band_gap", "at N"] == 50
-    assert verdict.loc["fedavg-band_gap", "best relative MAE gain"] == pytest.approx(1 - 0.6 / 1.0, abs=0.01)
-    assert verdict.loc["central-band_gap", "stops helping from"] == "never helped beyond seed noise"
-    assert verdict.index[0] == "fedavg-band_gap"  # ranked by mean gain over N
+    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "N = 1000"
+    assert verdict.loc["FedAvg on band gap", "helps beyond noise at N"] == "50, 200"
+    assert verdict.loc["FedAvg on band gap", "at N"] == 50
+    assert verdict.loc["FedAvg on band gap", "best relative MAE gain"] == pytest.approx(1 - 0.6 / 1.0, abs=0.01)
+    assert verdict.loc["central on band gap", "stops helping from"] == "never helped beyond seed noise"
+    assert verdict.index[0] == "FedAvg on band gap"  # ranked by mean gain over N
 
 
 def test_a_gain_inside_seed_noise_does_not_count():
@@ -172,14 +172,14 @@ def test_a_gain_inside_seed_noise_does_not_count():
     runs = curve_runs({"scratch": {50: 1.0, 500: 1.0}, "fedavg-band_gap": {50: 0.99, 500: 0.5}}, spread=0.0)
     runs["mae"] += rng.normal(0, 0.1, len(runs)) * (runs["n_train"] == 50)  # unpaired noise at N = 50 only
     verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
-    assert verdict.loc["fedavg-band_gap", "helps beyond noise at N"] == "500"
-    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "still helps at N = 500"
+    assert verdict.loc["FedAvg on band gap", "helps beyond noise at N"] == "500"
+    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "still helps at N = 500"
 
 
 def test_two_seeds_never_decide():
     runs = curve_runs({"scratch": {50: 1.0}, "fedavg-band_gap": {50: 0.5}}, seeds=(0, 1))
     verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
-    assert verdict.loc["fedavg-band_gap", "stops helping from"] == "too few seeds to tell"
+    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "too few seeds to tell"
 
 
 def test_federated_against_central_is_paired_by_seed():

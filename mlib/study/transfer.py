@@ -170,17 +170,17 @@ def learning_curves(
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """MAE and Pearson R, mean ± std over seeds, per model, source, mode and N."""
-    unit = catalogue.target(THERMAL_TARGET)
+    info = catalogue.target(THERMAL_TARGET)
     rows = []
     for (model, source, mode, n), group in runs.groupby(["model", "source", "mode", "n_train"], sort=False):
         rows.append(
             {
                 "model": catalogue.model_display(model),
-                "source": source,
+                "source": catalogue.source_display(source),
                 "mode": mode,
                 "N": n,
                 "seeds": len(group),
-                f"MAE ({unit.axis_unit})": mean_std(group["mae"] / unit.scale),
+                f"MAE ({info.axis_unit})": mean_std(group["mae"] / info.scale),
                 "Pearson R": mean_std(group["pearson_r"]),
             }
         )
@@ -211,7 +211,7 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
     ``relative MAE gain`` is 1 - MAE(pre-trained) / MAE(scratch) of the seed means; ``beyond noise`` needs
     three or more seeds and a paired t-test p below :data:`SIGNIFICANCE`.
     """
-    unit = catalogue.target(THERMAL_TARGET)
+    info = catalogue.target(THERMAL_TARGET)
     rows = []
     for (model, n), at_n in runs.groupby(["model", "n_train"], sort=False):
         scratch = at_n[at_n["source"] == SCRATCH]
@@ -221,12 +221,12 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append(
                 {
-                    "model": model,
-                    "source": source,
+                    "model": catalogue.model_display(model),
+                    "source": catalogue.source_display(source),
                     "mode": mode,
                     "N": int(n),
-                    f"scratch MAE ({unit.axis_unit})": mean_std(before / unit.scale),
-                    f"pre-trained MAE ({unit.axis_unit})": mean_std(after / unit.scale),
+                    f"scratch MAE ({info.axis_unit})": mean_std(before / info.scale),
+                    f"pre-trained MAE ({info.axis_unit})": mean_std(after / info.scale),
                     **_compare(before, after),
                 }
             )
@@ -252,7 +252,7 @@ def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
         best = curve["relative MAE gain"].idxmax()
         rows.append(
             {
-                "model": catalogue.model_display(model),
+                "model": model,
                 "source": source,
                 "mode": mode,
                 "best relative MAE gain": float(curve.loc[best, "relative MAE gain"]),
@@ -268,7 +268,7 @@ def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
 def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
     """Each federated encoder against the central one of the same model, target, mode and N, paired by seed
     (a positive gain: the federated encoder transfers better)."""
-    unit = catalogue.target(THERMAL_TARGET)
+    info = catalogue.target(THERMAL_TARGET)
     pre = runs[runs["source"] != SCRATCH]
     rows = []
     for (model, target, mode, n), group in pre.groupby(["model", "pretrain_target", "mode", "n_train"], sort=False):
@@ -284,8 +284,8 @@ def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
                     "federated": catalogue.algorithm_display(pretraining),
                     "mode": mode,
                     "N": int(n),
-                    f"central MAE ({unit.axis_unit})": mean_std(before / unit.scale),
-                    f"federated MAE ({unit.axis_unit})": mean_std(after / unit.scale),
+                    f"central MAE ({info.axis_unit})": mean_std(before / info.scale),
+                    f"federated MAE ({info.axis_unit})": mean_std(after / info.scale),
                     **_compare(before, after),
                 }
             )
