@@ -106,3 +106,12 @@ def test_label_spread_of_entries_that_count_as_one_compound():
     assert spread["groups with several entries"] == 1 and spread["their entries"] == 3  # 221 and ZnS stand alone
     assert spread["mad"] == pytest.approx((1e-5 + 0 + 1e-5) / 3)
     assert spread["pair"] == pytest.approx((1e-5 + 2e-5 + 1e-5) / 3)
+
+
+@needs_mirror
+def test_zrw2o8_has_no_agl_entry_as_02_train_says():
+    from mlib.data.aflow import read_mirror_index
+    from mlib.data.thermal import reduced_formula
+
+    formulas = {reduced_formula(row["compound"]) for row in read_mirror_index()}  # all 5,534 AGL entries
+    assert "NaCl" in formulas and "ZrW2O8" not in formulas
