@@ -61,6 +61,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     dgl.seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # deterministic mode also fills every new tensor with NaN (a check for reads of uninitialised memory),
+    # which costs about 5 % of a CGCNN epoch; no kernel here reads memory it did not write
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def split_indices(

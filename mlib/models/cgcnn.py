@@ -66,15 +66,16 @@ class CGCNNConv(nn.Module):
     def forward(self, graph: dgl.DGLGraph, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """v: (atoms, hidden), u: (edges, edge_dim) -> (atoms, hidden).
 
-        Uses z W = v_i W_i + v_j W_j + u_ij W_u: the atom terms are computed once per atom and gathered to
-        the edges, instead of multiplying the concatenated (edges, 2 hidden + edge_dim) matrix. Equal to
-        :meth:`forward_literal` up to float rounding (a test checks it), about 3x fewer FLOPs per layer.
+        Uses z W = v_i W_i + v_j W_j + u_ij W_u: the atom terms are computed once per atom (about 3x fewer
+        FLOPs per layer than multiplying the concatenated (edges, 2 hidden + edge_dim) matrix) and summed onto
+        the edges by DGL's fused ``u_add_v`` (its backward is one sparse sum per atom, not a scatter into a
+        dense gradient). Equal to :meth:`forward_literal` up to float rounding (a test checks it).
         """
         h = self.hidden
         weight, bias = self.full.weight, self.full.bias  # (2h, 2h + edge_dim): columns [W_i | W_j | W_u]
-        src, dst = graph.edges()
-        atom_terms = v @ torch.cat([weight[:, :h], weight[:, h : 2 * h]], dim=0).T  # (atoms, 4h): [v W_i | v W_j]
-        z = atom_terms[dst, : 2 * h] + atom_terms[src, 2 * h :] + torch.addmm(bias, u, weight[:, 2 * h :].T)
+        centre, neighbour = v @ weight[:, :h].T, v @ weight[:, h : 2 * h].T  # (atoms, 2h) each
+        # an edge runs from neighbour j (source) to centre atom i (destination)
+        z = dgl.ops.u_add_v(graph, neighbour, centre) + torch.addmm(bias, u, weight[:, 2 * h :].T)
         gate, core = self.bn_gate(z).chunk(2, dim=1)
         messages = torch.sigmoid(gate) * F.softplus(core)
         return F.softplus(v + self.bn_sum(dgl.ops.copy_e_sum(graph, messages)))
