@@ -3,7 +3,8 @@
     MLIB_DATA_MIRROR=../shared/data .venv/bin/python benchmarks/models.py [--crystals 512] [--batch 64]
 
 For each of CGCNN, GCN, GraphSAGE, GINE, MEGNet and M3GNet (default hyperparameters of
-mlib.models.registry), in a fresh process so that peak memory is its own: training crystals per
+mlib.models.registry), in a fresh process so that peak memory is its own, on one thread (as the study's
+parallel runs, one per core): training crystals per
 second (Adam steps over pre-built batches, after one warm-up pass), inference crystals per second,
 and peak resident memory. Also the time matgl takes to build M3GNet's three-body line graphs for
 the same crystals. Writes results/benchmarks/models.csv (and .md for the README).
@@ -107,6 +108,10 @@ def main() -> None:
     parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args()
     if args.one:
+        from dgl import utils as dgl_utils
+
+        torch.set_num_threads(1)  # as the study's parallel runs: one thread each, one run per core
+        dgl_utils.set_num_threads(1)
         print(json.dumps(measure(args.one, args.crystals, args.batch, args.passes)))
         return
     load(args.crystals)  # build and cache the graphs once, outside the timed processes
@@ -131,7 +136,7 @@ def main() -> None:
         ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    table = pd.DataFrame(rows).assign(batch=args.batch, threads=torch.get_num_threads(), cores=os.cpu_count())
+    table = pd.DataFrame(rows).assign(batch=args.batch, threads=1, cores=os.cpu_count())
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     from mlib.paths import RESULTS_DIR
 

@@ -14,6 +14,8 @@ labelled as such. Writes results/benchmarks/paper_cost.csv (and .md for the READ
 
 from __future__ import annotations
 
+import argparse
+
 import pandas as pd
 
 from mlib import params, profiles
@@ -85,23 +87,36 @@ def projection() -> pd.DataFrame:
     )
     p, f = paper_params("04b_models"), paper_params("05_federated")
     train = MP_CRYSTALS[p.dataset] * TRAIN_FRACTION
+    on_mp = {"cgcnn": "cgcnn (mp)"}  # the cost row of a model on MP crystals
     for model in p.models:
         runs = len(p.targets) * len(p.seeds)
         what = f"{model}: {len(p.targets)} targets x {len(p.seeds)} seeds x {p.epochs} epochs"
-        add("04b_models", what, runs * p.epochs * train, model)
+        add("04b_models", what, runs * p.epochs * train, on_mp.get(model, model))
         epochs, runs = f.rounds * f.local_epochs, len(f.algorithms) * len(f.targets) * len(f.seeds)
         what = f"{model}: {len(f.algorithms)} algorithms x {len(f.targets)} targets x {len(f.seeds)} seeds x {epochs} epochs"
-        add("05_federated", what, runs * epochs * train, model)
+        add("05_federated", what, runs * epochs * train, on_mp.get(model, model))
+    grid = len(f.fedprox_partitions) * len(f.fedprox_seeds) * (1 + len(f.fedprox_mus))  # FedAvg and each mu
+    epochs = f.rounds * sum(f.fedprox_local_epochs)  # one run per local-epochs setting
+    what = (
+        f"FedProx grid, {f.compare_model}: {len(f.fedprox_partitions)} partitions x {len(f.fedprox_seeds)} seeds x "
+        f"{1 + len(f.fedprox_mus)} (FedAvg, mu) x {f.rounds} rounds x local epochs {f.fedprox_local_epochs}"
+    )
+    add("05_federated", what, grid * epochs * train, on_mp.get(f.compare_model, f.compare_model))
     p = paper_params("06_transfer")
     sizes = sum(thermal_train if n is None else n for n in p.sizes)
-    sources = 1 + len(p.pretrain_targets) * (len(p.algorithms) + int(p.central))  # scratch and the encoders
-    runs = sources * len(p.seeds) * len(p.modes)
-    what = f"{p.model}: {sources} sources x {len(p.modes)} modes x {len(p.sizes)} sizes x {len(p.seeds)} seeds x {p.epochs} epochs"
-    add("06_transfer", what, runs * sizes * p.epochs, p.model)
+    encoders = len(p.pretrain_targets) * (len(p.algorithms) + int(p.central))
+    runs = (1 + encoders * len(p.modes)) * len(p.seeds)  # scratch, and every encoder in every mode
+    for model in p.models:
+        what = (
+            f"{model}: (scratch + {encoders} encoders x {len(p.modes)} modes) x {len(p.sizes)} sizes x "
+            f"{len(p.seeds)} seeds x {p.epochs} epochs"
+        )
+        add("06_transfer", what, runs * sizes * p.epochs, "cgcnn (aflow)" if model == "cgcnn" else model)
     return pd.DataFrame(rows)
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     table = projection()
     totals = table.groupby("notebook", sort=False)["core-hours (projected)"].sum()
     summary = pd.concat(
