@@ -1,6 +1,7 @@
-"""What the `paper` profile costs on CPU: core-hours per notebook, projected from measured training speeds.
+"""What a profile costs on CPU (the `paper` profile by default): core-hours per notebook, projected from measured
+training speeds.
 
-    .venv/bin/python benchmarks/paper_cost.py      # after benchmarks/models.py and benchmarks/train_speed.py
+    .venv/bin/python benchmarks/profile_cost.py [--profile cpu]   # after benchmarks/models.py and train_speed.py
 
 No GPU path exists: DGL publishes no CUDA build for the pinned torch 2.13 (and DGL 2.x cannot load with it),
 so the `paper` profile's settings (every crystal of mp.2018.6.1, 300 epochs, the exhaustive sweep) run on
@@ -9,7 +10,8 @@ for (the `paper` profile's parameters of each notebook) by the measured seconds 
 (results/benchmarks/models.csv: one thread, mp-cgcnn crystals; train_speed.csv: CGCNN on aflow, two
 threads, counted as two cores). Evaluation, featurisation and the MP-sized CGCNN (measured on the smaller
 AFLOW crystals only, scaled here by atoms per crystal) make the real cost somewhat higher: a projection,
-labelled as such. Writes results/benchmarks/paper_cost.csv (and .md for the README).
+labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
+training. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlib.paths import RESULTS_DIR
 
 BENCH = RESULTS_DIR / "benchmarks"
 TRAIN_FRACTION = 0.6
+MP_SPLIT = (0.8, 0.1, 0.1)  # 04b/05's split (mlib.catalogue.MP_SPLIT)
 MP_CRYSTALS = {"mp.2018.6.1": 69_239, "mp-cgcnn": 36_737}  # the data sets' sizes (01_data, the paper)
 THERMAL_CRYSTALS = 5_261  # aflow from the mirror (01_data); the live AGL set is about as large
 ATOMS_PER_CRYSTAL = {"aflow": 9.9, "mp": 25.8}  # means of 01_data's graph summary
@@ -40,15 +43,20 @@ def core_seconds_per_crystal_epoch() -> dict[str, float]:
     return cost
 
 
-def paper_params(notebook: str) -> params.NotebookParams:
-    """A notebook's parameters in the paper profile (the runner's paths filled with placeholders)."""
-    values = {**profiles.notebook_params("paper", notebook, {}), "out_dir": "-", "store_dir": "-"}
+def profile_params(profile: str, notebook: str) -> params.NotebookParams:
+    """A notebook's parameters in a profile (the runner's paths filled with placeholders)."""
+    values = {**profiles.notebook_params(profile, notebook, {}), "out_dir": "-", "store_dir": "-"}
     return params.build(notebook, values)
 
 
-def projection() -> pd.DataFrame:
+def mp_train(p: params.MPStudyParams, model: str) -> float:
+    """Training crystals of a model in 04b/05: the data set, cut to ``limit`` or the model's own limit."""
+    limit = min((n for n in (p.limit, (p.model_limits or {}).get(model)) if n is not None), default=None)
+    return min(MP_CRYSTALS[p.dataset], limit or MP_CRYSTALS[p.dataset]) * MP_SPLIT[0]
+
+
+def projection(profile: str = "paper") -> pd.DataFrame:
     cost = core_seconds_per_crystal_epoch()
-    thermal_train = THERMAL_CRYSTALS * TRAIN_FRACTION
     rows = []
 
     def add(notebook: str, what: str, crystal_epochs: float, model: str) -> None:
@@ -62,22 +70,24 @@ def projection() -> pd.DataFrame:
             }
         )
 
-    p = paper_params("02_train")
+    p = profile_params(profile, "02_train")
+    thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
     runs = len(p.seeds) + len(set(p.ensemble_seeds) - {p.seed}) + len(p.compare) * len(p.compare_seeds)
     add("02_train", f"{runs} thermal runs x {p.epochs} epochs", runs * p.epochs * thermal_train, "cgcnn (aflow)")
-    mp_train = MP_CRYSTALS[p.mp_dataset] * TRAIN_FRACTION
-    add("02_train", f"MP {p.mp_target}, {p.mp_epochs} epochs", p.mp_epochs * mp_train, "cgcnn (mp)")
-    p = paper_params("03_sweep")
-    grid = p.space().size()
+    mp = min(MP_CRYSTALS[p.mp_dataset], p.mp_limit or MP_CRYSTALS[p.mp_dataset]) * TRAIN_FRACTION
+    add("02_train", f"MP {p.mp_target}, {p.mp_epochs} epochs", p.mp_epochs * mp, "cgcnn (mp)")
+    p = profile_params(profile, "03_sweep")
+    trials = p.space().size() if p.sampler == "grid" or p.n_trials is None else min(p.n_trials, p.space().size())
+    what = "exhaustive grid" if p.sampler == "grid" else f"{p.sampler} search, at most (pruning cuts it)"
     add(
         "03_sweep",
-        f"exhaustive grid, {grid} configurations x {p.epochs} epochs",
-        grid * p.epochs * thermal_train,
+        f"{what}: {trials} configurations x {p.epochs} epochs",
+        trials * p.epochs * thermal_train,
         "cgcnn (aflow)",
     )
     runs = len(p.final_seeds) + len(p.curve_sizes)  # the sweep's best on every split, the curve's sizes
     add("03_sweep", f"final model and learning curve ({runs} runs)", runs * p.epochs * thermal_train, "cgcnn (aflow)")
-    p = paper_params("03b_composition")
+    p = profile_params(profile, "03b_composition")
     crabnet_train = 3_240  # CrabNet's train formulas matched to AFLOW (03b_composition's mapping table)
     add(
         "03b_composition",
@@ -85,24 +95,25 @@ def projection() -> pd.DataFrame:
         len(p.seeds) * p.epochs * crabnet_train,
         "cgcnn (aflow)",
     )
-    p, f = paper_params("04b_models"), paper_params("05_federated")
-    train = MP_CRYSTALS[p.dataset] * TRAIN_FRACTION
+    p, f = profile_params(profile, "04b_models"), profile_params(profile, "05_federated")
     on_mp = {"cgcnn": "cgcnn (mp)"}  # the cost row of a model on MP crystals
     for model in p.models:
         runs = len(p.targets) * len(p.seeds)
         what = f"{model}: {len(p.targets)} targets x {len(p.seeds)} seeds x {p.epochs} epochs"
-        add("04b_models", what, runs * p.epochs * train, on_mp.get(model, model))
+        add("04b_models", what, runs * p.epochs * mp_train(p, model), on_mp.get(model, model))
         epochs, runs = f.rounds * f.local_epochs, len(f.algorithms) * len(f.targets) * len(f.seeds)
         what = f"{model}: {len(f.algorithms)} algorithms x {len(f.targets)} targets x {len(f.seeds)} seeds x {epochs} epochs"
-        add("05_federated", what, runs * epochs * train, on_mp.get(model, model))
+        add("05_federated", what, runs * epochs * mp_train(f, model), on_mp.get(model, model))
     grid = len(f.fedprox_partitions) * len(f.fedprox_seeds) * (1 + len(f.fedprox_mus))  # FedAvg and each mu
     epochs = f.rounds * sum(f.fedprox_local_epochs)  # one run per local-epochs setting
     what = (
         f"FedProx grid, {f.compare_model}: {len(f.fedprox_partitions)} partitions x {len(f.fedprox_seeds)} seeds x "
         f"{1 + len(f.fedprox_mus)} (FedAvg, mu) x {f.rounds} rounds x local epochs {f.fedprox_local_epochs}"
     )
-    add("05_federated", what, grid * epochs * train, on_mp.get(f.compare_model, f.compare_model))
-    p = paper_params("06_transfer")
+    model = f.compare_model
+    add("05_federated", what, grid * epochs * mp_train(f, model), on_mp.get(model, model))
+    p = profile_params(profile, "06_transfer")
+    thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
     sizes = sum(thermal_train if n is None else n for n in p.sizes)
     encoders = len(p.pretrain_targets) * (len(p.algorithms) + int(p.central))
     runs = (1 + encoders * len(p.modes)) * len(p.seeds)  # scratch, and every encoder in every mode
@@ -116,8 +127,10 @@ def projection() -> pd.DataFrame:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    table = projection()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="paper", choices=profiles.names(), help="the profile to project")
+    args = parser.parse_args()
+    table = projection(args.profile)
     totals = table.groupby("notebook", sort=False)["core-hours (projected)"].sum()
     summary = pd.concat(
         [
@@ -137,12 +150,14 @@ def main() -> None:
         ignore_index=True,
     )
     BENCH.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(BENCH / "paper_cost.csv", index=False)
+    name = f"{args.profile}_cost"
+    summary.to_csv(BENCH / f"{name}.csv", index=False)
+    cores = 16 if args.profile == "paper" else 2
     caption = (
-        f"Projected CPU cost of the paper profile (training only, from measured speeds; {totals.sum():,.0f} "
-        f"core-hours: about {totals.sum() / 16 / 24:.1f} days on 16 cores)"
+        f"Projected CPU cost of the {args.profile} profile (training only, from measured speeds; "
+        f"{totals.sum():,.0f} core-hours: about {totals.sum() / cores:,.1f} hours on {cores} cores)"
     )
-    (BENCH / "paper_cost.md").write_text(f"**{caption}**\n\n{summary.to_markdown(index=False, floatfmt='.3g')}\n")
+    (BENCH / f"{name}.md").write_text(f"**{caption}**\n\n{summary.to_markdown(index=False, floatfmt='.3g')}\n")
     print(caption)
     print(totals.round(1).to_string())
 
