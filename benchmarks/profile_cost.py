@@ -8,8 +8,7 @@ so the `paper` profile's settings (every crystal of mp.2018.6.1, 300 epochs, the
 CPU cores. This script multiplies, for each notebook, the training crystal-epochs the `paper` profile asks
 for (the `paper` profile's parameters of each notebook) by the measured seconds per crystal-epoch of each model
 (results/benchmarks/models.csv: one thread, mp-cgcnn crystals; train_speed.csv: CGCNN on aflow, two
-threads, counted as two cores). Evaluation, featurisation and the MP-sized CGCNN (measured on the smaller
-AFLOW crystals only, scaled here by atoms per crystal) make the real cost somewhat higher: a projection,
+threads, counted as two cores). Evaluation and featurisation make the real cost somewhat higher: a projection,
 labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
 training. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
 """
