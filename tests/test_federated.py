@@ -1,10 +1,12 @@
 """Federated training: partitions, aggregation, FedProx, faults, and Flower against the in-process engine."""
 
+import copy
 import os
 import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -157,6 +159,50 @@ def test_federation_is_deterministic_and_learns(graph_set):
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["val_mse"].min() < runs[0]["val_mse"].iloc[0]
     assert (runs[0]["client_drift"] > 0).all() and (runs[0]["update_norm"] > 0).all()
+
+
+def test_an_interrupted_federation_continues_exactly_where_it_stopped(graph_set):
+    split, y, shards = setup(graph_set)
+
+    def federation():
+        config = FedConfig("fedprox", rounds=4, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
+        return Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
+
+    whole = federation()
+    expected = whole.run(show=False)
+    saved = []
+
+    def interrupt(f):
+        saved.append(copy.deepcopy(f.state()))
+        if len(f.history) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        federation().run(show=False, on_round=interrupt)
+    resumed = federation()
+    resumed.restore(saved[-1])
+    pd.testing.assert_frame_equal(resumed.run(show=False), expected)
+    for key, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_federated_run_of_the_store_resumes_from_its_last_round(graph_set, tmp_path):
+    from mlib.store import RunMismatch
+    from mlib.study.federated import run_federated, run_folder
+
+    config = FedConfig(rounds=3, local_epochs=1, lr=0.01, batch_size=8)
+    args = ("gcn", {"hidden": 16}, graph_set, "y", config, "iid", 3, 0.5)
+    row, history = run_federated(*args, tmp_path / "a")
+    folder = run_folder(tmp_path / "a", "iid", "fedavg", "gcn", "y", 0)
+    for name in ("run.json", "model.pt", "history.csv"):  # as if interrupted after its last round
+        (folder / name).unlink()
+    again, resumed = run_federated(*args, tmp_path / "a")
+    pd.testing.assert_frame_equal(resumed, history)
+    assert again["mae"] == row["mae"]
+    (folder / "run.json").unlink()
+    other = ("gcn", {"hidden": 16}, graph_set, "y", replace(config, lr=0.02), "iid", 3, 0.5)
+    with pytest.raises(RunMismatch, match="last.pt holds a run made with another key"):
+        run_federated(*other, tmp_path / "a")
 
 
 def test_rounds_stop_patience_rounds_after_the_best(graph_set):

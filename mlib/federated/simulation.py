@@ -5,6 +5,8 @@ a client with no data sits the rounds out, a client that fails mid-round is logg
 completes with the others, and an update with NaN or infinite weights is rejected and logged. The
 global model is evaluated on the validation and test splits after every round; the round with the
 lowest validation loss is the result (with ``patience``, rounds stop once that many passed without one).
+Every round seeds its own local training (seed, round, client), so a run restored from :meth:`Federation.state`
+after an interruption continues exactly as it would have.
 """
 
 from __future__ import annotations
@@ -153,15 +155,42 @@ class Federation:
         metrics = regression_metrics(self.y[rows].numpy(), pred)
         return {**metrics, "mse": metrics["rmse"] ** 2}
 
-    def run(self, show: bool = True) -> pd.DataFrame:
-        """All rounds; then the best-validation round's weights are loaded. Returns the per-round history."""
-        bar = progress(self.config.rounds, f"{self.config.algorithm} rounds", unit="round", disable=not show)
-        for round_ in range(1, self.config.rounds + 1):
+    def state(self) -> dict:
+        """Everything the next round depends on (every round seeds its own local training)."""
+        return {
+            "round": len(self.history),
+            "global_state": self.global_state,
+            "local_bn": self.local_bn,
+            "history": self.history,
+            "log": self.log,
+            "best": self.best,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`state` of an interrupted run with the same configuration and data."""
+        self.global_state, self.local_bn = state["global_state"], state["local_bn"]
+        self.history, self.log, self.best = state["history"], state["log"], state["best"]
+
+    def _stopped_early(self) -> bool:
+        rounds = len(self.history)
+        return self.config.patience is not None and rounds > 0 and rounds - self.best[1] >= self.config.patience
+
+    def run(self, show: bool = True, on_round: Callable[[Federation], None] | None = None) -> pd.DataFrame:
+        """The rounds not yet run (all, unless :meth:`restore` was called); then the best-validation round's
+        weights are loaded. ``on_round`` sees the federation after every round (e.g. to checkpoint it).
+        Returns the per-round history."""
+        done = len(self.history)
+        bar = progress(
+            self.config.rounds, f"{self.config.algorithm} rounds", initial=done, unit="round", disable=not show
+        )
+        for round_ in range(done + 1, self.config.rounds + 1):
+            if self._stopped_early():
+                break  # early stopping: no lower validation loss for `patience` rounds
             self.run_round(round_)
+            if on_round is not None:
+                on_round(self)
             bar.update(1)
             bar.set_postfix(test_mae=f"{self.history[-1]['test_mae']:.4g}")
-            if self.config.patience is not None and round_ - self.best[1] >= self.config.patience:
-                break  # early stopping: no lower validation loss for `patience` rounds
         bar.close()
         self.model.load_state_dict(self.best[2])
         return pd.DataFrame(self.history)

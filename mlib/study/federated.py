@@ -1,8 +1,8 @@
 """05_federated: models x targets x algorithms x seeds, a central baseline, partitions compared.
 
 Every federated run is a run of the store, ``<store>/05_federated/<partition>/<algorithm>/<model>/<target>/
-seed<k>/``, with the global model of its best round (``model.pt``, the study's model file format), its
-per-round ``history.csv``, ``rounds.csv`` (each client's status every round), ``clients.csv``,
+seed<k>/``, resumed after an interruption from the last round its ``last.pt`` holds (same key only), with the
+global model of its best round (``model.pt``, the study's model file format), its per-round ``history.csv``, ``rounds.csv`` (each client's status every round), ``clients.csv``,
 ``predictions.csv`` and ``run.json``; a finished run with the same key is read back. The data split is
 the 8:1:1 split of 04b_models for the same seed, so the central baseline (rounds x local epochs epochs)
 sees the same crystals; it is read from 04b_models' runs when their key matches, else trained under
@@ -28,7 +28,7 @@ from mlib.outputs import Run, mean_std
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
 from mlib.study import models as central_study
-from mlib.training import fit_regressor, model_key, split_indices
+from mlib.training import fit_regressor, model_key, read_checkpoint, split_indices
 
 NOTEBOOK = "05_federated"
 METRICS = ("mse", "rmse", "mae", "r2")
@@ -81,13 +81,23 @@ def run_federated(
     record = runs.finished(folder, key)
     if record is not None:
         return record, store.read_csv(folder / "history.csv")
-    runs.clear(folder)
+    checkpoint = folder / "last.pt"
+    saved = read_checkpoint(checkpoint) if checkpoint.exists() else None
+    if saved is not None:
+        store.check_key(saved["key"], key, checkpoint)  # another run's rounds are never continued
+    else:
+        runs.clear(folder)
     split, shards = shards_for(graph_set, target, config.seed, scheme, clients, alpha)
     start = time.perf_counter()
     federation = Federation(
         lambda: build_model(model, **hyper), graph_set.graphs, graph_set.target(target), split, shards, config
     )
-    history = federation.run(show=False)
+    if saved is not None:
+        federation.restore(saved["federation"])
+    history = federation.run(
+        show=False,
+        on_round=lambda f: store.save_torch(checkpoint, {"key": store.canonical(key), "federation": f.state()}),
+    )
     summary = federation.summary()
     model_file.save(
         folder / "model.pt",
