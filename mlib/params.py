@@ -529,7 +529,7 @@ class TransferParams(GraphParams):
         None, "per-model hyperparameter overrides, as in their pre-training, e.g. {gcn: {hidden: 32}}"
     )
     sizes: list[int | None] = param([50, 100, 200, 500, 1000, None], "training-set sizes N (null: all)")
-    seeds: list[int] = param([0, 1, 2], "seeds: which N crystals are drawn, initial head weights")
+    seeds: list[int] = param([0, 1, 2, 3, 4], "seeds: which N crystals are drawn, initial head weights")
     pretrain_targets: list[str] = param(list(C.MP_TARGETS), "MP targets of the pre-trained encoders")
     algorithms: list[str] = param(["fedavg"], "federated encoders (05_federated) to fine-tune")
     partition: str = param("iid", "partition of the federated encoders")
