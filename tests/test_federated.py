@@ -50,6 +50,12 @@ def graph_set():
     return featurize(salts(), "salts", graph_spec("gcn"), cache=False)
 
 
+def gcn_federation(graph_set, config: FedConfig) -> Federation:
+    """A small GCN federated over the iid shards of ``setup``."""
+    split, y, shards = setup(graph_set)
+    return Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
+
+
 def setup(graph_set, clients=3, scheme="iid"):
     split = split_indices(len(graph_set), 0, (0.8, 0.1, 0.1))
     y = graph_set.target("y")
@@ -162,11 +168,8 @@ def test_federation_is_deterministic_and_learns(graph_set):
 
 
 def test_an_interrupted_federation_continues_exactly_where_it_stopped(graph_set):
-    split, y, shards = setup(graph_set)
-
     def federation():
-        config = FedConfig("fedprox", rounds=4, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
-        return Federation(lambda: build_model("gcn", hidden=16), graph_set.graphs, y, split, shards, config)
+        return gcn_federation(graph_set, FedConfig("fedprox", rounds=4, local_epochs=1, mu=0.1, lr=0.01, batch_size=8))
 
     whole = federation()
     expected = whole.run(show=False)
@@ -206,15 +209,7 @@ def test_a_federated_run_of_the_store_resumes_from_its_last_round(graph_set, tmp
 
 
 def test_rounds_stop_patience_rounds_after_the_best(graph_set):
-    split, y, shards = setup(graph_set)
-    federation = Federation(
-        lambda: build_model("gcn", hidden=16),
-        graph_set.graphs,
-        y,
-        split,
-        shards,
-        FedConfig(rounds=30, local_epochs=1, lr=0.05, batch_size=8, patience=2),
-    )
+    federation = gcn_federation(graph_set, FedConfig(rounds=30, local_epochs=1, lr=0.05, batch_size=8, patience=2))
     history = federation.run(show=False)
     best = int(history["val_mse"].idxmin())
     assert len(history) < 30 and len(history) - 1 - best == 2 and federation.best[1] == best + 1
@@ -271,15 +266,7 @@ def test_a_round_without_any_usable_update_is_an_error(graph_set):
 
 
 def test_local_batch_norm_stays_on_the_clients(graph_set):
-    split, y, shards = setup(graph_set)
-    federation = Federation(
-        lambda: build_model("gcn", hidden=16),
-        graph_set.graphs,
-        y,
-        split,
-        shards,
-        FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"),
-    )
+    federation = gcn_federation(graph_set, FedConfig(rounds=2, local_epochs=1, batch_size=8, bn="local"))
     initial = {k: v.clone() for k, v in federation.global_state.items()}
     federation.run(show=False)
     key = "norms.0.running_mean"

@@ -193,11 +193,15 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return joined["a"].to_numpy(), joined["b"].to_numpy()
 
 
-def _compare(before: np.ndarray, after: np.ndarray) -> dict:
-    """Relative MAE gain of ``after`` over ``before`` and whether it is beyond seed noise (paired t-test)."""
+def _compare(before: np.ndarray, after: np.ndarray, names: tuple[str, str]) -> dict:
+    """Both MAEs (mean ± std in the display unit, named by ``names``), the relative MAE gain of ``after`` over
+    ``before`` and whether it is beyond seed noise (paired t-test)."""
+    info = catalogue.target(THERMAL_TARGET)
     gain = 1 - after.mean() / before.mean()
     p = float(stats.ttest_rel(after, before).pvalue) if len(after) >= 3 else float("nan")
     return {
+        f"{names[0]} MAE ({info.axis_unit})": mean_std(before / info.scale),
+        f"{names[1]} MAE ({info.axis_unit})": mean_std(after / info.scale),
         "seeds": len(after),
         "relative MAE gain": float(gain),
         "paired t-test p": p,
@@ -211,7 +215,6 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
     ``relative MAE gain`` is 1 - MAE(pre-trained) / MAE(scratch) of the seed means; ``beyond noise`` needs
     three or more seeds and a paired t-test p below :data:`SIGNIFICANCE`.
     """
-    info = catalogue.target(THERMAL_TARGET)
     rows = []
     for (model, n), at_n in runs.groupby(["model", "n_train"], sort=False):
         scratch = at_n[at_n["source"] == SCRATCH]
@@ -225,9 +228,7 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
                     "source": catalogue.source_display(source),
                     "mode": mode,
                     "N": int(n),
-                    f"scratch MAE ({info.axis_unit})": mean_std(before / info.scale),
-                    f"pre-trained MAE ({info.axis_unit})": mean_std(after / info.scale),
-                    **_compare(before, after),
+                    **_compare(before, after, ("scratch", "pre-trained")),
                 }
             )
     return pd.DataFrame(rows)
@@ -268,7 +269,6 @@ def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
 def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
     """Each federated encoder against the central one of the same model, target, mode and N, paired by seed
     (a positive gain: the federated encoder transfers better)."""
-    info = catalogue.target(THERMAL_TARGET)
     pre = runs[runs["source"] != SCRATCH]
     rows = []
     for (model, target, mode, n), group in pre.groupby(["model", "pretrain_target", "mode", "n_train"], sort=False):
@@ -284,9 +284,7 @@ def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
                     "federated": catalogue.algorithm_display(pretraining),
                     "mode": mode,
                     "N": int(n),
-                    f"central MAE ({info.axis_unit})": mean_std(before / info.scale),
-                    f"federated MAE ({info.axis_unit})": mean_std(after / info.scale),
-                    **_compare(before, after),
+                    **_compare(before, after, ("central", "federated")),
                 }
             )
     return pd.DataFrame(rows)
