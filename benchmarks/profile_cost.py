@@ -10,7 +10,8 @@ for (the `paper` profile's parameters of each notebook) by the measured seconds 
 (results/benchmarks/models.csv: one thread, mp-cgcnn crystals; train_speed.csv: CGCNN on aflow, two
 threads, counted as two cores). Evaluation and featurisation make the real cost somewhat higher: a projection,
 labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
-training. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
+training. Fine-tuning with a frozen encoder trains the head on stored crystal vectors
+(benchmarks/frozen_finetune.py: ~30x faster per epoch than the whole model) and is left out. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
 """
 
 from __future__ import annotations
@@ -115,11 +116,12 @@ def projection(profile: str = "paper") -> pd.DataFrame:
     thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
     sizes = sum(thermal_train if n is None else n for n in p.sizes)
     encoders = len(p.pretrain_targets) * (len(p.algorithms) + int(p.central))
-    runs = (1 + encoders * len(p.modes)) * len(p.seeds)  # scratch, and every encoder in every mode
+    trained = [m for m in p.modes if m != "frozen"]  # a frozen encoder trains its head on stored vectors: ~free
+    runs = (1 + encoders * len(trained)) * len(p.seeds)  # scratch, and every encoder trained
     for model in p.models:
         what = (
-            f"{model}: (scratch + {encoders} encoders x {len(p.modes)} modes) x {len(p.sizes)} sizes x "
-            f"{len(p.seeds)} seeds x {p.epochs} epochs"
+            f"{model}: (scratch + {encoders} encoders trained) x {len(p.sizes)} sizes x "
+            f"{len(p.seeds)} seeds x {p.epochs} epochs (frozen encoders: head only, not counted)"
         )
         add("06_transfer", what, runs * sizes * p.epochs, "cgcnn (aflow)" if model == "cgcnn" else model)
     return pd.DataFrame(rows)

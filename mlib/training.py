@@ -157,6 +157,8 @@ class Trainer:
     checkpoint, and :meth:`resume` refuses a checkpoint with another key.
     """
 
+    store_vectors = True  # a frozen encoder's crystal vectors are computed once (see :attr:`head_only`)
+
     def __init__(
         self,
         model: nn.Module,
@@ -177,15 +179,52 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         milestones = [LR_STEP_EPOCH] if config.lr_schedule == "step" else []
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
-        self.val_batches = make_batches(graphs, y, split["val"], config.batch_size)
+        self.vectors: torch.Tensor | None = None  # crystal vectors of a frozen encoder, made once when first needed
+        self.val_batches = self.batches(split["val"], config.batch_size)
         self.history: list[dict[str, float]] = []
         self.best_val = math.inf
         self.epoch = 0
 
+    @property
+    def head_only(self) -> bool:
+        """A frozen encoder with a separable head: each crystal's vector is computed once, only the head trains.
+
+        The same numbers as running the whole model (the frozen encoder is in eval mode, so a crystal's
+        vector does not depend on its batch), at the cost of the head alone; ``store_vectors = False``
+        runs the whole model on every batch instead (tests and benchmarks compare the two).
+        """
+        frozen = self.fine_tune is not None and self.fine_tune.encoder == "frozen"
+        return self.store_vectors and frozen and hasattr(self.model, "regress")
+
+    def batches(self, rows: np.ndarray, size: int, rng: np.random.Generator | None = None) -> list:
+        """Batches of ``rows`` (shuffled by ``rng``); with :attr:`head_only` no graphs are batched."""
+        if not self.head_only:
+            return make_batches(self.graphs, self.y, rows, size, rng)
+        rows = rng.permutation(rows) if rng is not None else np.asarray(rows)
+        return [(None, self.y[chunk], chunk) for chunk in (rows[k : k + size] for k in range(0, len(rows), size))]
+
+    @torch.no_grad()
+    def _crystal_vectors(self) -> torch.Tensor:
+        """The frozen encoder's vector of every crystal of the split, shape (crystals, features)."""
+        if self.vectors is None:
+            self._set_mode(False)
+            rows = np.concatenate(list(self.split.values()))
+            parts = [(self.model.embed(g), chunk) for g, _, chunk in make_batches(self.graphs, self.y, rows, 256)]
+            self.vectors = torch.zeros(len(self.graphs), parts[0][0].shape[1])
+            for vectors, chunk in parts:
+                self.vectors[chunk] = vectors
+        return self.vectors
+
+    def forward(self, graph: dgl.DGLGraph | None, rows: np.ndarray) -> torch.Tensor:
+        """The model's standardised prediction for a batch (the head on stored vectors when :attr:`head_only`)."""
+        if self.head_only:
+            return self.model.regress(self._crystal_vectors()[rows])
+        return self.model(graph)
+
     def epoch_batches(self) -> list:
         """This epoch's training batches: which crystals share a batch is drawn anew (seeded by seed and epoch)."""
         rng = np.random.default_rng([self.config.seed, self.epoch])
-        return make_batches(self.graphs, self.y, self.split["train"], self.config.batch_size, rng)
+        return self.batches(self.split["train"], self.config.batch_size, rng)
 
     def _param_groups(self) -> list[dict]:
         """All parameters at ``lr``; when fine-tuning, the head at ``lr`` and the encoder scaled or left out."""
@@ -241,11 +280,13 @@ class Trainer:
     def run_epoch(self, batches, train: bool) -> tuple[float, float]:
         """One pass over batches (training steps if ``train``): mean MSE of the standardised target, and mean
         absolute error in the target's unit."""
+        if self.head_only:
+            self._crystal_vectors()  # made once, with the whole model in eval mode
         self._set_mode(train)
         squared, absolute, count = 0.0, 0.0, 0
-        for graph, y, _ in batches:
+        for graph, y, rows in batches:
             with torch.set_grad_enabled(train):
-                pred = self.model(graph)
+                pred = self.forward(graph, rows)
                 loss = nn.functional.mse_loss(pred, self.scaler.encode(y))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -327,7 +368,13 @@ class Trainer:
 
     def evaluate(self, part: str = "test") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Metrics, predictions and row numbers on a split (original units)."""
-        pred, rows = predict(self.model, make_batches(self.graphs, self.y, self.split[part], 256), self.scaler)
+        self.model.eval()
+        preds, rows = [], []
+        with torch.no_grad():
+            for graph, _, chunk in self.batches(self.split[part], 256):
+                preds.append(self.scaler.decode(self.forward(graph, chunk)).numpy())
+                rows.append(chunk)
+        pred, rows = np.concatenate(preds), np.concatenate(rows)
         return regression_metrics(self.y[rows].numpy(), pred), pred, rows
 
 

@@ -43,7 +43,7 @@ def salts() -> list[Structure]:
     ]
 
 
-@pytest.mark.parametrize("name", FIVE)
+@pytest.mark.parametrize("name", ["cgcnn", *FIVE])
 def test_one_value_per_crystal_and_crystal_vectors(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -53,6 +53,7 @@ def test_one_value_per_crystal_and_crystal_vectors(name):
     assert model(dgl.batch(graphs[:1])).shape == (1,)
     vectors = model.embed(batch)
     assert vectors.shape[0] == 4 and vectors.ndim == 2 and torch.isfinite(vectors).all()
+    torch.testing.assert_close(model.regress(vectors), model(batch))  # the head alone, as frozen fine-tuning runs it
 
 
 @pytest.mark.parametrize("name", FIVE)
@@ -113,6 +114,7 @@ def test_matgl_wrapper_round_trip(tmp_path, name):
     # the crystal vector is what enters matgl's final MLP
     final = loaded.net.output_proj if name == "megnet" else loaded.net.final_layer
     torch.testing.assert_close(final(loaded.embed(batch)).reshape(-1), loaded(batch))
+    torch.testing.assert_close(loaded.regress(loaded.embed(batch)), loaded(batch))
 
 
 def test_registry_rejects_unknown_models_and_hyperparameters():

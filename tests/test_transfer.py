@@ -18,7 +18,7 @@ from mlib.study.transfer import (
     transfer_split,
     where_pretraining_stops_helping,
 )
-from mlib.training import fit_regressor
+from mlib.training import Trainer, fit_regressor
 
 
 def graph_set(model: str, n: int = 24):
@@ -93,6 +93,29 @@ def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):
     for key in encoder:  # weights and batch-norm statistics
         torch.testing.assert_close(state[key], saved[key])
     assert any(not torch.equal(state[k], saved[k]) for k in heads if k in saved)
+
+
+def test_a_frozen_encoder_trains_its_head_on_stored_crystal_vectors_with_the_same_numbers(
+    pretrained, tmp_path, monkeypatch
+):
+    name, hyper, path = pretrained
+
+    def frozen_run(folder):
+        def build():
+            model = build_model(name, **hyper)
+            load_encoder(model, path)
+            return model
+
+        config = TrainConfig(epochs=3, batch_size=8, lr=0.01)
+        return fit_regressor(build, graph_set(name), "y", config, folder, show=False, fine_tune=FineTune("frozen"))
+
+    fast = frozen_run(tmp_path / "head-only")
+    assert fast.trainer.head_only and fast.trainer.vectors is not None
+    monkeypatch.setattr(Trainer, "store_vectors", False)
+    whole = frozen_run(tmp_path / "whole-model")
+    assert whole.trainer.vectors is None
+    pd.testing.assert_frame_equal(fast.history, whole.history, rtol=1e-4)
+    pd.testing.assert_frame_equal(fast.predictions, whole.predictions, rtol=1e-4)
 
 
 def test_training_the_encoder_uses_the_scaled_learning_rate(pretrained, tmp_path):

@@ -23,7 +23,7 @@ class PooledRegressor(nn.Module):
     """Mean of the atom vectors (the crystal vector v_c), then CGCNN's softplus MLP head to one value.
 
     Subclasses define ``atom_vectors(graph)``; ``embed(graph)`` gives v_c, shape (crystals, hidden),
-    and ``forward(graph)`` one value per crystal.
+    ``regress(v_c)`` the head's value per crystal, and ``forward(graph)`` both in turn.
     """
 
     def __init__(self, hidden: int, head_hidden: int, n_head: int) -> None:
@@ -52,8 +52,12 @@ class PooledRegressor(nn.Module):
             graph.ndata["v"] = self.atom_vectors(graph)
             return dgl.mean_nodes(graph, "v")
 
-    def forward(self, graph: dgl.DGLGraph) -> torch.Tensor:
-        h = F.softplus(self.conv_to_head(F.softplus(self.embed(graph))))
+    def regress(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The head: crystal vectors, shape (crystals, hidden), to one value per crystal."""
+        h = F.softplus(self.conv_to_head(F.softplus(vectors)))
         for layer in self.head:
             h = F.softplus(layer(h))
         return self.out(h).squeeze(-1)
+
+    def forward(self, graph: dgl.DGLGraph) -> torch.Tensor:
+        return self.regress(self.embed(graph))

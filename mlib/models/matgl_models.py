@@ -72,6 +72,10 @@ class MatglRegressor(nn.Module):
             handle.remove()
         return captured[0].reshape(graph.batch_size, -1)
 
+    def regress(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The final MLP alone: crystal vectors (as :meth:`embed` gives them) to one value per crystal."""
+        return self.final(vectors).reshape(-1)
+
 
 def megnet(**hyper) -> MatglRegressor:
     """MEGNet (matgl) with the paper's crystal settings; ``hyper`` overrides :data:`MEGNET_DEFAULTS`."""
