@@ -223,7 +223,7 @@ class GraphParams(NotebookParams):
     tie_order: str = param(
         C.TIE_ORDERS[0], "neighbours at equal distance: pymatgen (its order, as the reference) or index"
     )
-    workers: int = param(2, "worker processes (featurisation, independent runs)")
+    workers: int = param(2, "worker processes (featurisation, independent runs, sweep workers)")
 
     def validate(self) -> None:
         super().validate()

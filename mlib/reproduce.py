@@ -167,6 +167,23 @@ def publish(staging: Path, results: Path, seconds: float) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def quiet_kernel_manager() -> type:
+    """jupyter_client's kernel manager, less the SIGINT it sends a kernel before asking it to shut down.
+
+    A finished notebook has nothing to interrupt; yet a kernel still leaving its last cell's handler (a
+    process pool's teardown can take a moment) logs "KeyboardInterrupt caught in kernel" for that SIGINT.
+    The runner's own interrupt (Ctrl-C) ends the kernel and its workers with SIGTERM instead.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class QuietShutdown(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:  # jupyter_client 8: called first by shutdown_kernel
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return QuietShutdown
+
+
 def execute(nb: Path, results: Path, values: dict[str, Any]) -> float:
     """Run one notebook with papermill into its staging folder, then publish it; returns the wall time (s)."""
     import papermill as pm
@@ -184,6 +201,7 @@ def execute(nb: Path, results: Path, values: dict[str, Any]) -> float:
         progress_bar=sys.stderr.isatty(),
         log_output=True,
         stdout_file=None,
+        kernel_manager_class=quiet_kernel_manager(),
     )
     seconds = time.time() - start
     publish(staging, results, seconds)

@@ -110,6 +110,8 @@ def objective(
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 trial.set_user_attr("val_mae", min(h["val_mae"] for h in trainer.history))
                 trial.report(record["val_mse"], int(record["epoch"]))
+                if record["epoch"] == 1:
+                    _skip_if_duplicate(trial, hyper)  # an earlier trial that drew the same point meanwhile
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
@@ -124,7 +126,10 @@ def objective(
 
 
 def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
-    """Two workers can draw the same grid point at once; the later trial yields to the earlier one."""
+    """Two workers can draw the same grid point at once; the later trial yields to the earlier one.
+
+    Checked when the trial starts and again after its first epoch: by then a trial that started before it
+    has drawn its point, so two workers that drew the same point at the same moment do not both go on."""
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
     for other in trial.study.get_trials(deepcopy=False, states=live):
         if other.number < trial.number and other.params == hyper:
@@ -191,9 +196,11 @@ def run_worker(
     n_trials: int | None = None,
     timeout: float | None = None,
     atom_features: str = catalogue.CGCNN_DEFAULTS["atom_features"],
+    own_trials: int | None = None,
 ) -> None:
     """One worker: pull trials from the shared study until the grid ends, the study holds ``n_trials``
-    finished trials (complete or pruned, counting those of earlier runs and other workers), or ``timeout``."""
+    finished trials (complete or pruned, counting those of earlier runs and other workers), this worker has
+    run ``own_trials``, or ``timeout``."""
     split = split_indices(len(graphs), seed)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
@@ -202,6 +209,7 @@ def run_worker(
     callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] if n_trials is not None else []
     study.optimize(
         objective(graphs, y, split, space, epochs, seed, atom_features),
+        n_trials=own_trials,
         timeout=timeout,
         callbacks=callbacks,
         catch=(RuntimeError,),

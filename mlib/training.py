@@ -39,7 +39,8 @@ from torch import nn
 from mlib import model_file, store
 from mlib.catalogue import BEST_BY, LR_STEP_EPOCH
 from mlib.graphs.featurize import GraphSet
-from mlib.models.registry import MODEL_CODE_VERSION
+from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig
 from mlib.progress import progress
 from mlib.scaling import Standardizer
@@ -551,3 +552,47 @@ def fit_regressor(
         },
     )
     return FitResult(history, metrics, by_criterion, predictions, graph_set, out_dir, model, trainer, seconds)
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One :func:`fit_regressor` run that a worker process can make: the model named, not built by a closure."""
+
+    model: str
+    hyper: dict
+    config: TrainConfig
+    out_dir: Path
+    split: dict[str, np.ndarray] | None = None
+    reuse: list[Path] | None = None
+
+
+def _fit_job(shared: tuple[GraphSet, str], job: FitJob) -> dict:
+    graph_set, target = shared
+    result = fit_regressor(
+        lambda: build_model(job.model, **job.hyper),
+        graph_set,
+        target,
+        job.config,
+        job.out_dir,
+        show=False,
+        split=job.split,
+        reuse=job.reuse,
+    )
+    parts = result.predictions["split"].value_counts()
+    return {
+        "metrics": result.metrics,
+        "train": int(parts.get("train", 0)),
+        "test": int(parts.get("test", 0)),
+        "epochs": len(result.history),
+        "seconds": result.seconds,
+    }
+
+
+def fit_jobs(graph_set: GraphSet, target: str, jobs: list[FitJob], workers: int = 1, desc: str = "runs") -> list[dict]:
+    """Each job's test ``metrics``, split sizes (``train``, ``test``), ``epochs`` and ``seconds``, in job order
+    (finished runs are read back).
+
+    ``workers > 1`` makes that many runs at once in separate processes, one thread each: on two cores,
+    two one-thread runs train about 1.4x the crystals per second of one two-thread run.
+    """
+    return run_jobs(_fit_job, [(job,) for job in jobs], (graph_set, target), workers, desc)

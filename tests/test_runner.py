@@ -93,3 +93,25 @@ def test_committed_notebooks_are_clean_and_declare_their_schema(path: Path):
 def test_notebook_dir_has_numbered_notebooks():
     assert [p.stem for p in reproduce.notebooks()][:1] == ["01_data"]
     assert NOTEBOOK_DIR.is_dir()
+
+
+def test_a_finished_notebooks_kernel_is_shut_down_without_an_interrupt(monkeypatch):
+    import asyncio
+    import inspect
+
+    from jupyter_client import AsyncKernelManager
+
+    # jupyter_client interrupts before it asks a kernel to shut down: the runner's manager drops that SIGINT
+    assert "_async_interrupt_kernel" in inspect.getsource(AsyncKernelManager._async_shutdown_kernel)
+    sent = []
+
+    async def interrupt(self):
+        sent.append(self.shutting_down)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", interrupt)
+    manager = reproduce.quiet_kernel_manager()()
+    manager.shutting_down = True
+    asyncio.run(manager._async_interrupt_kernel())
+    manager.shutting_down = False
+    asyncio.run(manager._async_interrupt_kernel())  # an interrupt asked for while a cell runs still goes through
+    assert sent == [False]

@@ -81,6 +81,18 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert len(done) == len(set(done)) == SPACE.size()
 
 
+def test_of_two_trials_that_drew_the_same_point_at_once_the_later_yields():
+    study = optuna.create_study(direction="maximize")
+    hyper = {"hidden": 8}
+    earlier, later = study.ask(), study.ask()  # both start; the later draws first and passes its check
+    later.suggest_categorical("hidden", [8])
+    sweep._skip_if_duplicate(later, hyper)
+    earlier.suggest_categorical("hidden", [8])
+    sweep._skip_if_duplicate(earlier, hyper)  # the earlier one goes on: no earlier trial has its point
+    with pytest.raises(optuna.TrialPruned, match="same configuration as trial 0"):
+        sweep._skip_if_duplicate(later, hyper)  # the check after the later one's first epoch
+
+
 def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     sweep.make_study("toy", url, SPACE, "grid", epochs=60, heartbeat=1)

@@ -13,6 +13,8 @@ CGCNN runs are runs of the store, ``<store>/03b_composition/crabnet/seed<k>/`` a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -22,12 +24,10 @@ from mlib.data import crabnet
 from mlib.data.thermal import records_frame
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
-from mlib.models.registry import build_model
 from mlib.outputs import Run, mean_std
 from mlib.params import CompositionParams, TrainConfig
-from mlib.progress import track
 from mlib.study import train
-from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
+from mlib.training import FitJob, fit_jobs, regression_metrics, split_indices
 
 NOTEBOOK = "03b_composition"
 MATCHED = "aflow ∩ CrabNet split"
@@ -59,17 +59,10 @@ def _matched_graphs(P: CompositionParams, matched: pd.DataFrame) -> GraphSet:
     return featurize(frame, MATCHED if P.limit is None else f"{MATCHED} (first {P.limit:,})", spec, workers=P.workers)
 
 
-def _cgcnn(P: CompositionParams, graphs: GraphSet, seed: int, folder, **kwargs) -> FitResult:
+def _cgcnn(P: CompositionParams, seed: int, folder: Path, **kwargs) -> FitJob:
     """One CGCNN run with 02_train's defaults (its key equals 02's for the same crystals and split)."""
-    return fit_regressor(
-        lambda: build_model("cgcnn", atom_features=P.atom_features),
-        graphs,
-        THERMAL_TARGET,
-        TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed),
-        folder,
-        show=False,
-        **kwargs,
-    )
+    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed)
+    return FitJob("cgcnn", {"atom_features": P.atom_features}, config, folder, **kwargs)
 
 
 def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) -> pd.DataFrame:
@@ -77,11 +70,9 @@ def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) 
     graphs = _matched_graphs(P, matched)
     parts = graphs.table["part"].to_numpy()
     split = {part: np.flatnonzero(parts == part) for part in crabnet.PARTS}
-    rows = []
-    for seed in track(P.seeds, len(P.seeds), "CGCNN on CrabNet's split", unit="seed"):
-        result = _cgcnn(P, graphs, seed, run.runs("crabnet", f"seed{seed}"), split=split)
-        rows.append({"seed": seed, **result.metrics})
-    table = pd.DataFrame(rows)
+    jobs = [_cgcnn(P, seed, run.runs("crabnet", f"seed{seed}"), split=split) for seed in P.seeds]
+    done = fit_jobs(graphs, THERMAL_TARGET, jobs, P.workers, "CGCNN on CrabNet's split")
+    table = pd.DataFrame([{"seed": seed, **r["metrics"]} for seed, r in zip(P.seeds, done)])
     where = f"{graphs.label}: train {len(split['train']):,}, val {len(split['val']):,}, test {len(split['test']):,}"
     run.save_table(table, "cgcnn_crabnet_seeds", f"CGCNN on CrabNet's split (matched), test metrics per seed: {where}")
     return table.assign(crystals=len(graphs), train=len(split["train"]), test=len(split["test"]))
@@ -145,12 +136,20 @@ def structure_on_own_splits(P: CompositionParams, run: Run) -> pd.DataFrame:
     """CGCNN (02_train's defaults) on the study's 6:2:2 split of each of ``own_seeds``: 02_train's finished
     runs are read back when their keys match, other runs are trained here."""
     graphs = _thermal_set(P)
-    rows = []
-    for seed in track(P.own_seeds, len(P.own_seeds), "CGCNN on the study's splits", unit="split"):
-        reuse = [train.thermal_model_file(P.store_dir, P.dataset, seed).parent]
-        result = _cgcnn(P, graphs, seed, run.runs("own", f"seed{seed}"), reuse=reuse)
-        rows.append({"seed": seed, "train": int((result.predictions["split"] == "train").sum()), **result.metrics})
-    return pd.DataFrame(rows).assign(test=int((result.predictions["split"] == "test").sum()), dataset=graphs.label)
+    jobs = [
+        _cgcnn(
+            P,
+            seed,
+            run.runs("own", f"seed{seed}"),
+            reuse=[train.thermal_model_file(P.store_dir, P.dataset, seed).parent],
+        )
+        for seed in P.own_seeds
+    ]
+    done = fit_jobs(graphs, THERMAL_TARGET, jobs, P.workers, "CGCNN on the study's splits")
+    rows = [
+        {"seed": seed, "train": r["train"], **r["metrics"], "test": r["test"]} for seed, r in zip(P.own_seeds, done)
+    ]
+    return pd.DataFrame(rows).assign(dataset=graphs.label)
 
 
 def compare(

@@ -20,18 +20,19 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from mlib import catalogue, datasets, model_file, plots, published, sweep
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.thermal import duplicate_spread, records_frame
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
-from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.models.registry import MODEL_CODE_VERSION
 from mlib.outputs import Run, mean_std
+from mlib.parallel import run_jobs
 from mlib.params import SweepParams, TrainConfig
-from mlib.progress import track
 from mlib.study import train
-from mlib.training import FitResult, fit_regressor, split_indices
+from mlib.training import FitJob, fit_jobs, split_indices
 
 NOTEBOOK = "03_sweep"
 
@@ -81,17 +82,14 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         f"(more workers: python -m mlib.sweep --study {name} ...)",
         flush=True,
     )
-    sweep.run_worker(
-        study,
-        graph_set.graphs,
-        graph_set.target(THERMAL_TARGET),
-        space,
-        P.epochs,
-        P.seed,
-        P.n_trials,
-        P.timeout_min * 60 if P.timeout_min else None,
-        P.atom_features,
+    done = len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
+    left = max(P.n_trials - done, 0) if P.n_trials is not None else None
+    shares = (
+        [None] * P.workers if left is None else [left // P.workers + (k < left % P.workers) for k in range(P.workers)]
     )
+    workers = [(name, storage_url(P, name), P.seed + k, share) for k, share in enumerate(shares) if share != 0]
+    shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
+    run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
     trials = sweep.trials_table(study)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
     finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
@@ -104,6 +102,16 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     )
     run.save_table(best, "best_config", f"Best configuration, beside the paper's: {where}")
     return trials
+
+
+def _search_worker(shared: tuple, name: str, url: str, sampler_seed: int, share: int | None) -> None:
+    """One worker of the study: its own sampler seed (two workers do not propose the same trials) and its
+    ``share`` of the trials still to run (the workers together complete the study to ``n_trials``)."""
+    P, graphs, y = shared
+    space = P.space()
+    study = sweep.make_study(name, url, space, P.sampler, P.pruner, P.epochs, sampler_seed)
+    timeout = P.timeout_min * 60 if P.timeout_min else None
+    sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, timeout, P.atom_features, share)
 
 
 def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -132,16 +140,13 @@ def _label(hyper: dict) -> str:
     return ", ".join(f"{k} {hyper[k]:g}" for k in HYPER)
 
 
-def _fit(P: SweepParams, run: Run, graph_set: GraphSet, hyper: dict, seed: int, **kwargs) -> FitResult:
+def _job(P: SweepParams, hyper: dict, seed: int, out_dir: Path, **kwargs) -> FitJob:
     """One CGCNN run of ``hyper`` (conv_layers, batch_size, hidden, lr) with the 02_train defaults otherwise."""
-    return fit_regressor(
-        lambda: build_model(
-            "cgcnn", hidden=hyper["hidden"], n_conv=hyper["conv_layers"], atom_features=P.atom_features
-        ),
-        graph_set,
-        THERMAL_TARGET,
+    return FitJob(
+        "cgcnn",
+        {"hidden": hyper["hidden"], "n_conv": hyper["conv_layers"], "atom_features": P.atom_features},
         TrainConfig(epochs=P.epochs, batch_size=hyper["batch_size"], lr=hyper["lr"], seed=seed),
-        show=False,
+        out_dir,
         **kwargs,
     )
 
@@ -163,20 +168,27 @@ def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, w
         best = {k: int(v) if k != "lr" else float(v) for k, v in best.items()}
         if best != paper:
             configs = {"this sweep's best": best, **configs}
+    jobs = [
+        _job(
+            P,
+            hyper,
+            seed,
+            run.runs("final", _label(hyper).replace(", ", "_").replace(" ", ""), f"seed{seed}"),
+            reuse=_paper_run(P, seed) if hyper == paper else None,
+        )
+        for hyper in configs.values()
+        for seed in P.final_seeds
+    ]
+    done = iter(fit_jobs(graph_set, THERMAL_TARGET, jobs, P.workers, "final model"))
     rows, per_split = [], []
     for name, hyper in configs.items():
-        results = {}
-        for seed in track(P.final_seeds, len(P.final_seeds), f"final: {name}", unit="split"):
-            folder = run.runs("final", _label(hyper).replace(", ", "_").replace(" ", ""), f"seed{seed}")
-            reuse = _paper_run(P, seed) if hyper == paper else None
-            results[seed] = _fit(P, run, graph_set, hyper, seed, out_dir=folder, reuse=reuse)
-        table = pd.DataFrame([{"seed": s, **r.metrics} for s, r in results.items()])
+        table = pd.DataFrame([{"seed": seed, **next(done)["metrics"]} for seed in P.final_seeds])
         per_split += [{"configuration": name, **_labelled(hyper), **row} for row in table.to_dict("records")]
         rows.append(
             {
                 "configuration": name,
                 **_labelled(hyper),
-                "splits": len(results),
+                "splits": len(table),
                 **{m: mean_std(table[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
             }
         )
@@ -201,15 +213,20 @@ def limits(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     data = graph_set.with_finite(THERMAL_TARGET)
     split = split_indices(len(data), P.seed)
     paper = dict(published.CGCNN_THERMAL_BEST)
-    rows = []
-    for size in track(P.curve_sizes, len(P.curve_sizes), "learning curve", unit="size"):
-        n = len(split["train"]) if size is None else min(size, len(split["train"]))
-        part = {**split, "train": split["train"][:n]}
-        folder = run.runs("curve", f"n{n}")
-        reuse = _paper_run(P, P.seed) if n == len(split["train"]) else None
-        result = _fit(P, run, data, paper, P.seed, out_dir=folder, split=part, reuse=reuse)
-        rows.append({"train crystals": n, **result.metrics})
-    curve = pd.DataFrame(rows)
+    sizes = [len(split["train"]) if size is None else min(size, len(split["train"])) for size in P.curve_sizes]
+    jobs = [
+        _job(
+            P,
+            paper,
+            P.seed,
+            run.runs("curve", f"n{n}"),
+            split={**split, "train": split["train"][:n]},
+            reuse=_paper_run(P, P.seed) if n == len(split["train"]) else None,
+        )
+        for n in sizes
+    ]
+    done = fit_jobs(data, THERMAL_TARGET, jobs, P.workers, "learning curve")
+    curve = pd.DataFrame([{"train crystals": n, **r["metrics"]} for n, r in zip(sizes, done)])
     records, _ = datasets.agl_records()
     spread = duplicate_spread(records_frame(records))
     floor = pd.DataFrame(
