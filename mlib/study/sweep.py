@@ -108,6 +108,7 @@ def _search_worker(shared: tuple, name: str, url: str, sampler_seed: int, share:
     """One worker of the study: its own sampler seed (two workers do not propose the same trials) and its
     ``share`` of the trials still to run (the workers together complete the study to ``n_trials``)."""
     P, graphs, y = shared
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as in the notebook: trials are reported by tables
     space = P.space()
     study = sweep.make_study(name, url, space, P.sampler, P.pruner, P.epochs, sampler_seed)
     timeout = P.timeout_min * 60 if P.timeout_min else None
