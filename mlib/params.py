@@ -336,7 +336,9 @@ class SweepParams(GraphParams):
     pruner: str = param("hyperband", "none, hyperband or halving (on the validation loss)")
     epochs: int = param(C.TRAINING["epochs"], "epochs of an unpruned trial")
     n_trials: int | None = param(60, "finished trials the study should hold; null: until the grid or timeout ends")
-    timeout_min: float | None = param(None, "stop starting trials after this many minutes; null: no limit")
+    timeout_min: float | None = param(
+        None, "stop starting trials once the study has searched this many minutes (over all runs); null: no limit"
+    )
     storage: str | None = param(None, "Optuna RDB URL; null: a SQLite file in the run store")
     study_name: str = param("cgcnn-thermal", "Optuna study name")
     search_space: dict | None = param(None, "narrow the paper's grid, e.g. {hidden: [32, 64]}; null: the whole grid")

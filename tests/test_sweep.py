@@ -194,3 +194,36 @@ def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgr
     assert len(failed) == 1 and not [t for t in trials if t.state == TrialState.RUNNING]
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+
+
+def test_time_spent_counts_finished_trials_once_and_neither_failed_ones_nor_gaps():
+    from datetime import datetime, timedelta
+
+    from mlib.study.sweep import time_spent
+
+    t0 = datetime(2026, 1, 1)
+    study = optuna.create_study(direction="maximize")
+    spans = [  # (start, end in minutes, state): two workers overlap; a killed worker's trial fails; a day passes
+        (0, 30, TrialState.COMPLETE),
+        (10, 20, TrialState.PRUNED),
+        (25, 45, TrialState.COMPLETE),
+        (40, 1440, TrialState.FAIL),
+        (1440, 1450, TrialState.COMPLETE),
+    ]
+    for start, end, state in spans:
+        study.add_trial(
+            optuna.trial.FrozenTrial(
+                number=0,
+                state=state,
+                value=0.5 if state == TrialState.COMPLETE else None,
+                datetime_start=t0 + timedelta(minutes=start),
+                datetime_complete=t0 + timedelta(minutes=end),
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=0,
+            )
+        )
+    assert time_spent(study) == (45 + 10) * 60

@@ -87,9 +87,17 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     shares = (
         [None] * P.workers if left is None else [left // P.workers + (k < left % P.workers) for k in range(P.workers)]
     )
-    workers = [(name, storage_url(P, name), P.seed + k, share) for k, share in enumerate(shares) if share != 0]
-    shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
-    run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
+    timeout = None
+    if P.timeout_min is not None:
+        spent = time_spent(study)
+        timeout = P.timeout_min * 60 - spent
+        print(f"time budget: {spent / 60:.0f} of {P.timeout_min:g} min spent by earlier runs of this study", flush=True)
+    if timeout is None or timeout > 0:
+        workers = [
+            (name, storage_url(P, name), P.seed + k, share, timeout) for k, share in enumerate(shares) if share != 0
+        ]
+        shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
+        run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
     trials = sweep.trials_table(study)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
     finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
@@ -104,14 +112,37 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     return trials
 
 
-def _search_worker(shared: tuple, name: str, url: str, sampler_seed: int, share: int | None) -> None:
-    """One worker of the study: its own sampler seed (two workers do not propose the same trials) and its
-    ``share`` of the trials still to run (the workers together complete the study to ``n_trials``)."""
+def time_spent(study: optuna.Study) -> float:
+    """Wall seconds during which finished trials (complete or pruned) of the study ran, overlaps counted once.
+
+    A rerun of the notebook searches for what is left of ``timeout_min``, as it completes the study to
+    ``n_trials``: trials of an interrupted worker (failed) and the time between sittings do not count.
+    """
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete) for t in finished if t.datetime_start and t.datetime_complete
+    )
+    total, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start >= end:
+            total += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            total += (stop - end).total_seconds()
+            end = stop
+    return total
+
+
+def _search_worker(
+    shared: tuple, name: str, url: str, sampler_seed: int, share: int | None, timeout: float | None
+) -> None:
+    """One worker of the study: its own sampler seed (two workers do not propose the same trials), its
+    ``share`` of the trials still to run (the workers together complete the study to ``n_trials``) and the
+    ``timeout`` (seconds) left of the study's time budget."""
     P, graphs, y = shared
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as in the notebook: trials are reported by tables
     space = P.space()
     study = sweep.make_study(name, url, space, P.sampler, P.pruner, P.epochs, sampler_seed)
-    timeout = P.timeout_min * 60 if P.timeout_min else None
     sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, timeout, P.atom_features, share)
 
 
