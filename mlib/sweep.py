@@ -126,11 +126,13 @@ def objective(
 
 
 def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
-    """Two workers can draw the same grid point at once; the later trial yields to the earlier one.
+    """A point drawn again yields to the earlier trial of it, finished, pruned or running: TPE can propose a
+    point it has tried (training is seeded, so a rerun repeats it), and two workers can draw one at once.
 
     Checked when the trial starts and again after its first epoch: by then a trial that started before it
     has drawn its point, so two workers that drew the same point at the same moment do not both go on."""
-    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    states = optuna.trial.TrialState
+    live = (states.COMPLETE, states.PRUNED, states.RUNNING)
     for other in trial.study.get_trials(deepcopy=False, states=live):
         if other.number < trial.number and other.params == hyper:
             trial.set_user_attr("duplicate_of", other.number)

@@ -91,6 +91,11 @@ def test_of_two_trials_that_drew_the_same_point_at_once_the_later_yields():
     sweep._skip_if_duplicate(earlier, hyper)  # the earlier one goes on: no earlier trial has its point
     with pytest.raises(optuna.TrialPruned, match="same configuration as trial 0"):
         sweep._skip_if_duplicate(later, hyper)  # the check after the later one's first epoch
+    study.tell(earlier, state=TrialState.PRUNED)
+    again = study.ask()  # a sampler proposing a point that was tried and pruned: it is not trained again
+    again.suggest_categorical("hidden", [8])
+    with pytest.raises(optuna.TrialPruned, match="same configuration as trial 0"):
+        sweep._skip_if_duplicate(again, hyper)
 
 
 def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
