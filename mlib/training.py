@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,12 +117,15 @@ def make_batches(
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Pearson R, MAE, RMSE, MSE and R2."""
+    """Pearson R, MAE, RMSE, MSE and R2 (a diverged model's constant predictions: R is NaN, without a warning)."""
     err = pred - y
     ss_tot = float(((y - y.mean()) ** 2).sum())
     mse = float((err**2).mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (stats.ConstantInputWarning, stats.NearConstantInputWarning))
+        r = float(stats.pearsonr(y, pred)[0]) if len(y) > 1 else float("nan")
     return {
-        "pearson_r": float(stats.pearsonr(y, pred)[0]) if len(y) > 1 else float("nan"),
+        "pearson_r": r,
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt(mse)),
         "mse": mse,
