@@ -16,6 +16,7 @@ import time
 
 import pandas as pd
 
+from mlib.outputs import write_table
 from mlib.paths import RESULTS_DIR
 
 
@@ -50,12 +51,9 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
     print(f"peak memory of the main process: {peak:,.0f} MiB; cpu cores: {os.cpu_count()}")
-    out = RESULTS_DIR / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
     table = table.assign(peak_mib=round(peak), cores=os.cpu_count())
-    table.to_csv(out / "featurize.csv", index=False)
     caption = f"Featurisation of mp-cgcnn ({len(frame):,} crystals), {os.cpu_count()} cores"
-    (out / "featurize.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
+    write_table(RESULTS_DIR / "benchmarks", "featurize", table, caption, ".1f")
 
 
 if __name__ == "__main__":

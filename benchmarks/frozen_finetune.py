@@ -22,6 +22,7 @@ import pandas as pd
 from mlib import catalogue, datasets
 from mlib.catalogue import THERMAL_TARGET
 from mlib.models.registry import build_model
+from mlib.outputs import write_table
 from mlib.params import FineTune, TrainConfig
 from mlib.paths import RESULTS_DIR
 from mlib.training import Trainer, seed_everything, split_indices
@@ -70,14 +71,11 @@ def main() -> None:
     speedup = rows[0]["epoch s"] / rows[1]["epoch s"]
     print(table.to_string(index=False))
     print(f"speed-up per epoch: {speedup:.0f}x")
-    out = RESULTS_DIR / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "frozen_finetune.csv", index=False)
     caption = (
         f"Frozen-encoder fine-tuning of {args.model} on {graph_set.label}, {len(split['train']):,} training crystals: "
         f"head on stored crystal vectors {speedup:.0f}x faster per epoch"
     )
-    (out / "frozen_finetune.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n")
+    write_table(RESULTS_DIR / "benchmarks", "frozen_finetune", table, caption, ".3f")
 
 
 if __name__ == "__main__":

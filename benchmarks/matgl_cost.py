@@ -144,22 +144,15 @@ def main() -> None:
     ops = pd.concat(ops, ignore_index=True)
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     print(ops.to_string(index=False, float_format=lambda v: f"{v:.1%}"))
+    from mlib.outputs import write_table
     from mlib.paths import RESULTS_DIR
 
     out = RESULTS_DIR / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "matgl_cost.csv", index=False)
-    ops.to_csv(out / "matgl_ops.csv", index=False)
     where = f"mp-cgcnn (first {args.crystals:,}), {len(graph_set):,} crystals, batch {args.batch}, 1 thread"
     speedup = table["train crystals/s"].iloc[-1] / table["train crystals/s"].iloc[-2]
-    (out / "matgl_cost.md").write_text(
-        f"**MEGNet and M3GNet training pass by phase, {where}: cached three-body graphs {speedup:.2f}x**\n\n"
-        f"{table.to_markdown(index=False, floatfmt='.2f')}\n"
-    )
-    (out / "matgl_ops.md").write_text(
-        f"**The five operators with the most CPU time in a training pass, {where}**\n\n"
-        f"{ops.to_markdown(index=False, floatfmt='.3f')}\n"
-    )
+    caption = f"MEGNet and M3GNet training pass by phase, {where}: cached three-body graphs {speedup:.2f}x"
+    write_table(out, "matgl_cost", table, caption, ".2f")
+    write_table(out, "matgl_ops", ops, f"The five operators with the most CPU time in a training pass, {where}", ".3f")
 
 
 if __name__ == "__main__":

@@ -138,16 +138,14 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).assign(batch=args.batch, threads=1, cores=os.cpu_count())
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    from mlib.outputs import write_table
     from mlib.paths import RESULTS_DIR
 
-    out = RESULTS_DIR / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "models.csv", index=False)
     caption = (
         f"Six models on the same {table['crystals'].iloc[0]:,} mp-cgcnn crystals (first {args.crystals:,}), "
         f"batch {args.batch}, {os.cpu_count()} cores: speed, peak memory, M3GNet three-body graphs"
     )
-    (out / "models.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.1f')}\n")
+    write_table(RESULTS_DIR / "benchmarks", "models", table, caption, ".1f")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import pandas as pd
 
 from mlib import params, profiles
+from mlib.outputs import write_table
 from mlib.paths import RESULTS_DIR
 
 BENCH = RESULTS_DIR / "benchmarks"
@@ -150,15 +151,12 @@ def main() -> None:
         ],
         ignore_index=True,
     )
-    BENCH.mkdir(parents=True, exist_ok=True)
-    name = f"{args.profile}_cost"
-    summary.to_csv(BENCH / f"{name}.csv", index=False)
     cores = 16 if args.profile == "paper" else 2
     caption = (
         f"Projected CPU cost of the {args.profile} profile (training only, from measured speeds; "
         f"{totals.sum():,.0f} core-hours: about {totals.sum() / cores:,.1f} hours on {cores} cores)"
     )
-    (BENCH / f"{name}.md").write_text(f"**{caption}**\n\n{summary.to_markdown(index=False, floatfmt='.3g')}\n")
+    write_table(BENCH, f"{args.profile}_cost", summary, caption, ".3g")
     print(caption)
     print(totals.round(1).to_string())
 

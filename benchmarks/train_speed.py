@@ -29,6 +29,7 @@ from mlib import catalogue, datasets
 from mlib.catalogue import THERMAL_TARGET
 from mlib.models.cgcnn import CGCNNConv
 from mlib.models.registry import build_model
+from mlib.outputs import write_table
 from mlib.params import TrainConfig
 from mlib.paths import RESULTS_DIR
 from mlib.training import Trainer, make_batches, predict, seed_everything, split_indices
@@ -120,14 +121,11 @@ def main() -> None:
     speedup = rows[1]["train crystals/s"] / rows[0]["train crystals/s"]
     print(table.to_string(index=False))
     print(f"speed-up of the fast convolution: {speedup:.2f}x")
-    out = RESULTS_DIR / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "train_speed.csv", index=False)
     caption = (
         f"CGCNN training speed at the paper's best setting, {graphs.label}, per-epoch batches, "
         f"{os.cpu_count()} cores: fast convolution {speedup:.2f}x the literal one"
     )
-    (out / "train_speed.md").write_text(f"**{caption}**\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n")
+    write_table(RESULTS_DIR / "benchmarks", "train_speed", table, caption, ".2f")
 
 
 if __name__ == "__main__":

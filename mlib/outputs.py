@@ -23,6 +23,21 @@ def mean_std(values: Iterable[float], digits: int = 4) -> str:
     return f"{values.mean():.{digits}g} ± {std:.2g}"
 
 
+def write_table(
+    folder: Path, name: str, df: pd.DataFrame, caption: str, floatfmt: str = ".4g", markdown: bool = True
+) -> pd.DataFrame:
+    """``folder/name.csv`` and, unless ``markdown=False``, ``folder/name.md`` (the bold caption, then the table,
+    as the README's result markers embed it); both written atomically."""
+    if not caption.strip():
+        raise ValueError(f"table {name!r} needs a caption naming its data set and crystal count")
+    store.write_csv(Path(folder) / f"{name}.csv", df)
+    if markdown:
+        store.write_text(
+            Path(folder) / f"{name}.md", f"**{caption}**\n\n{df.to_markdown(index=False, floatfmt=floatfmt)}\n"
+        )
+    return df
+
+
 def in_notebook() -> bool:
     """Whether this code runs in a Jupyter kernel (where figures are displayed inline)."""
     try:
@@ -64,13 +79,7 @@ class Run:
         self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g", markdown: bool = True
     ) -> pd.DataFrame:
         """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption."""
-        if not caption.strip():
-            raise ValueError(f"table {name!r} needs a caption naming its data set and crystal count")
-        store.write_csv(self.path(f"{name}.csv"), df)
-        if markdown:
-            store.write_text(
-                self.path(f"{name}.md"), f"**{caption}**\n\n{df.to_markdown(index=False, floatfmt=floatfmt)}\n"
-            )
+        write_table(self.path(f"{name}.csv").parent, name, df, caption, floatfmt, markdown)
         self._note(f"{name}.csv", caption)
         return df
 
