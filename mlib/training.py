@@ -134,12 +134,15 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches, scaler: Standardizer) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (original units) and row numbers over pre-built batches."""
+def predict(
+    model: nn.Module, batches, scaler: Standardizer, forward: Callable | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (original units) and row numbers over pre-built batches; ``forward(graph, rows)``, if given,
+    replaces ``model(graph)`` (a frozen encoder's stored crystal vectors)."""
     model.eval()
     preds, rows = [], []
     for graph, _, chunk in batches:
-        preds.append(scaler.decode(model(graph)).numpy())
+        preds.append(scaler.decode(forward(graph, chunk) if forward else model(graph)).numpy())
         rows.append(chunk)
     return np.concatenate(preds), np.concatenate(rows)
 
@@ -373,13 +376,7 @@ class Trainer:
 
     def evaluate(self, part: str = "test") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Metrics, predictions and row numbers on a split (original units)."""
-        self.model.eval()
-        preds, rows = [], []
-        with torch.no_grad():
-            for graph, _, chunk in self.batches(self.split[part], 256):
-                preds.append(self.scaler.decode(self.forward(graph, chunk)).numpy())
-                rows.append(chunk)
-        pred, rows = np.concatenate(preds), np.concatenate(rows)
+        pred, rows = predict(self.model, self.batches(self.split[part], 256), self.scaler, self.forward)
         return regression_metrics(self.y[rows].numpy(), pred), pred, rows
 
 
