@@ -139,8 +139,10 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
             raise optuna.TrialPruned(f"same configuration as trial {other.number}")
 
 
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """Every trial: parameters, state, validation R (finished trials), lowest validation MAE, epochs, seconds."""
+def trials_table(study: optuna.Study, epochs: int) -> pd.DataFrame:
+    """Every trial: parameters, state, validation R (finished trials), lowest validation MAE, epochs, seconds,
+    and why a trial did not complete (a failed trial that ran all ``epochs`` ended with constant
+    predictions, so an undefined R; one that did not was stopped with its worker)."""
     complete = optuna.trial.TrialState.COMPLETE
     rows = [
         {
@@ -151,10 +153,24 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "val_mae": t.user_attrs.get("val_mae"),
             "epochs_run": t.user_attrs.get("epochs_run"),
             "seconds": t.user_attrs.get("seconds"),
+            "note": _note(t, epochs),
         }
         for t in study.trials
     ]
     return pd.DataFrame(rows)
+
+
+def _note(trial: optuna.trial.FrozenTrial, epochs: int) -> str:
+    states = optuna.trial.TrialState
+    if "duplicate_of" in trial.user_attrs:
+        return f"same configuration as trial {trial.user_attrs['duplicate_of']}"
+    if trial.state == states.FAIL:
+        if trial.user_attrs.get("epochs_run") == epochs:
+            return "diverged: constant validation predictions, R undefined"
+        return "stopped with its worker (interrupted run); the point was free to be drawn again"
+    if trial.state == states.PRUNED:
+        return f"pruned after epoch {trial.last_step}" if trial.last_step is not None else "pruned"
+    return ""
 
 
 def cost_summary(trials: pd.DataFrame, space: SearchSpace, epochs: int) -> pd.DataFrame:

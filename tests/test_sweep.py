@@ -232,3 +232,30 @@ def test_time_spent_counts_finished_trials_once_and_neither_failed_ones_nor_gaps
             )
         )
     assert time_spent(study) == (45 + 10) * 60
+
+
+def test_trials_table_says_why_a_trial_did_not_complete():
+    study = optuna.create_study(direction="maximize")
+    trials = [  # (state, epochs run, last reported epoch, user attributes)
+        (TrialState.COMPLETE, 200, 200, {}),
+        (TrialState.PRUNED, 10, 10, {}),
+        (TrialState.PRUNED, None, None, {"duplicate_of": 0}),
+        (TrialState.FAIL, 200, 200, {}),  # ran every epoch, then its R was NaN: diverged
+        (TrialState.FAIL, 95, 95, {}),  # its worker was stopped
+    ]
+    for state, epochs_run, step, attrs in trials:
+        attrs = {**attrs, **({"epochs_run": epochs_run} if epochs_run else {})}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=0.9 if state == TrialState.COMPLETE else None,
+                user_attrs=attrs,
+                intermediate_values={step: 0.1} if step else {},
+            )
+        )
+    notes = sweep.trials_table(study, epochs=200)["note"].tolist()
+    assert notes[0] == ""
+    assert notes[1] == "pruned after epoch 10"
+    assert notes[2] == "same configuration as trial 0"
+    assert notes[3].startswith("diverged")
+    assert notes[4].startswith("stopped with its worker")

@@ -73,7 +73,7 @@ def graphs(P: SweepParams) -> tuple[GraphSet, str]:
 
 def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.DataFrame:
     """Run (or complete) the study; tables of every trial, the top 10 and the best beside the paper's."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are reported by the tables, not by log lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials, failed ones too, are reported by the tables
     space = P.space()
     name = study_name(P, graph_set)
     study = sweep.make_study(name, storage_url(P, name), space, P.sampler, P.pruner, P.epochs, P.seed)
@@ -98,7 +98,7 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         ]
         shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
         run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
-    trials = sweep.trials_table(study)
+    trials = sweep.trials_table(study, P.epochs)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
     finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
     run.save_table(finished.head(10), "top10", f"Top 10 configurations by validation R: {where}")
@@ -140,7 +140,7 @@ def _search_worker(
     ``share`` of the trials still to run (the workers together complete the study to ``n_trials``) and the
     ``timeout`` (seconds) left of the study's time budget."""
     P, graphs, y = shared
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as in the notebook: trials are reported by tables
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in the notebook: trials are reported by tables
     space = P.space()
     study = sweep.make_study(name, url, space, P.sampler, P.pruner, P.epochs, sampler_seed)
     sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, timeout, P.atom_features, share)
@@ -222,6 +222,8 @@ def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, w
                 **_labelled(hyper),
                 "splits": len(table),
                 **{m: mean_std(table[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
+                "dataset": graph_set.label,
+                "epochs": P.epochs,
             }
         )
     rows.append({"configuration": f"paper ({published.CGCNN_PAPER})", **paper, **published.CGCNN_THERMAL})
