@@ -62,7 +62,8 @@ def package_versions() -> dict[str, str]:
 
 
 def git_state() -> dict[str, str | bool | None]:
-    """Commit of the code and whether the code had uncommitted changes (``results/`` is not code)."""
+    """Commit of the code and whether the code had uncommitted changes (``results/`` and the README, whose
+    tables are filled in from ``results/``, are not code)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -73,7 +74,7 @@ def git_state() -> dict[str, str | bool | None]:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)README.md")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
