@@ -201,21 +201,23 @@ def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgr
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
 
 
-def test_time_spent_counts_finished_trials_once_and_neither_failed_ones_nor_gaps():
+def test_time_spent_counts_finished_and_diverged_trials_once_and_neither_interrupted_ones_nor_gaps():
     from datetime import datetime, timedelta
 
     from mlib.study.sweep import time_spent
 
     t0 = datetime(2026, 1, 1)
     study = optuna.create_study(direction="maximize")
-    spans = [  # (start, end in minutes, state): two workers overlap; a killed worker's trial fails; a day passes
-        (0, 30, TrialState.COMPLETE),
-        (10, 20, TrialState.PRUNED),
-        (25, 45, TrialState.COMPLETE),
-        (40, 1440, TrialState.FAIL),
-        (1440, 1450, TrialState.COMPLETE),
+    spans = [  # (start, end in minutes, state, epochs run): two workers overlap; a killed worker's trial fails;
+        # a day passes; a trial diverges (fails after its last epoch)
+        (0, 30, TrialState.COMPLETE, 200),
+        (10, 20, TrialState.PRUNED, 10),
+        (25, 45, TrialState.COMPLETE, 200),
+        (40, 1440, TrialState.FAIL, 95),
+        (1440, 1450, TrialState.COMPLETE, 200),
+        (1460, 1465, TrialState.FAIL, 200),
     ]
-    for start, end, state in spans:
+    for start, end, state, epochs_run in spans:
         study.add_trial(
             optuna.trial.FrozenTrial(
                 number=0,
@@ -225,13 +227,13 @@ def test_time_spent_counts_finished_trials_once_and_neither_failed_ones_nor_gaps
                 datetime_complete=t0 + timedelta(minutes=end),
                 params={},
                 distributions={},
-                user_attrs={},
+                user_attrs={"epochs_run": epochs_run},
                 system_attrs={},
                 intermediate_values={},
                 trial_id=0,
             )
         )
-    assert time_spent(study) == (45 + 10) * 60
+    assert time_spent(study, epochs=200) == (45 + 10 + 5) * 60
 
 
 def test_trials_table_says_why_a_trial_did_not_complete():

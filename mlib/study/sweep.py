@@ -89,7 +89,7 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     )
     timeout = None
     if P.timeout_min is not None:
-        spent = time_spent(study)
+        spent = time_spent(study, P.epochs)
         timeout = P.timeout_min * 60 - spent
         print(f"time budget: {spent / 60:.0f} of {P.timeout_min:g} min spent by earlier runs of this study", flush=True)
     if timeout is None or timeout > 0:
@@ -112,13 +112,21 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     return trials
 
 
-def time_spent(study: optuna.Study) -> float:
-    """Wall seconds during which finished trials (complete or pruned) of the study ran, overlaps counted once.
+def time_spent(study: optuna.Study, epochs: int) -> float:
+    """Wall seconds during which the study's trials ran, overlaps counted once: complete and pruned trials,
+    and failed ones that trained all ``epochs`` (they diverged to an undefined validation R; their time was
+    spent on the search as much as any other's).
 
     A rerun of the notebook searches for what is left of ``timeout_min``, as it completes the study to
-    ``n_trials``: trials of an interrupted worker (failed) and the time between sittings do not count.
+    ``n_trials``: trials of an interrupted worker (failed before their last epoch) and the time between
+    sittings do not count.
     """
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.user_attrs.get("epochs_run") == epochs)
+    ]
     spans = sorted(
         (t.datetime_start, t.datetime_complete) for t in finished if t.datetime_start and t.datetime_complete
     )
