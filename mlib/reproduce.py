@@ -31,7 +31,7 @@ import yaml
 
 from mlib import catalogue, profiles
 from mlib import params as P
-from mlib.paths import NOTEBOOK_DIR, RESULTS_DIR
+from mlib.paths import NOTEBOOK_DIR, REPO_ROOT, RESULTS_DIR
 
 KERNEL = "python3"  # resolved by jupyter_client to the interpreter running this module (the venv's)
 STAGING = ".staging"
@@ -159,12 +159,28 @@ def publish(staging: Path, results: Path, seconds: float) -> None:
     record.update(finished=True, wall_time_s=round(seconds, 2))
     record["parameters"]["out_dir"] = os.path.relpath(results.resolve(), NOTEBOOK_DIR)
     record_path.write_text(json.dumps(record, indent=2, default=str))
+    for notebook in staging.glob("*.ipynb"):
+        relative_paths(notebook, results)
     old = results.parent / STAGING / f"{results.name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
     if results.exists():
         results.rename(old)
     staging.rename(results)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def relative_paths(notebook: Path, results: Path) -> None:
+    """Papermill records the absolute input and output paths of the machine that ran the notebook; the
+    published copy names them relative to the repository instead."""
+    import nbformat
+
+    doc = nbformat.read(notebook, as_version=4)
+    record = doc.metadata.get("papermill")
+    if record is None:
+        return
+    record["input_path"] = os.path.relpath(NOTEBOOK_DIR / notebook.name, REPO_ROOT)
+    record["output_path"] = os.path.relpath(results.resolve() / notebook.name, REPO_ROOT)
+    nbformat.write(doc, notebook)
 
 
 def quiet_kernel_manager() -> type:

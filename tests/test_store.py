@@ -146,10 +146,15 @@ def test_publish_swaps_the_staged_results_in(tmp_path):
     staging = reproduce.staging_folder(results)
     staging.mkdir(parents=True)
     (staging / "provenance.json").write_text(json.dumps({"finished": False, "parameters": {"out_dir": "x"}}))
+    executed = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": "/home/me/mlib/notebooks/01_data.ipynb"}})
+    nbformat.write(executed, staging / "01_data.ipynb")
     reproduce.publish(staging, results, 12.0)
     record = json.loads((results / "provenance.json").read_text())
     assert record["finished"] is True and record["wall_time_s"] == 12.0 and not (results / "old.csv").exists()
     assert reproduce.finished(results) and not staging.exists()
+    paths = nbformat.read(results / "01_data.ipynb", as_version=4).metadata["papermill"]
+    assert paths["input_path"] == "notebooks/01_data.ipynb"  # not the machine's absolute path
+    assert not paths["output_path"].startswith("/") and paths["output_path"].endswith("01_data/01_data.ipynb")
 
 
 def test_prerequisites_are_checked_before_anything_runs(tmp_path):
