@@ -10,14 +10,20 @@ for (the `paper` profile's parameters of each notebook) by the measured seconds 
 (results/benchmarks/models.csv: one thread, mp-cgcnn crystals; train_speed.csv: CGCNN on aflow, two
 threads, counted as two cores). Evaluation and featurisation make the real cost somewhat higher: a projection,
 labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
-training. Fine-tuning with a frozen encoder trains the head on stored crystal vectors
+training. Where the profile's own 04b runs have finished (results/<profile>/store/04b_models), their measured
+wall seconds (one-thread workers) over the projection of the same run give each model's ratio of real to
+projected cost (per-epoch batching, validation passes and two workers sharing the memory bandwidth), and a
+calibrated column applies it to that model's rows. Fine-tuning with a frozen encoder trains the head on stored crystal vectors
 (benchmarks/frozen_finetune.py: ~30x faster per epoch than the whole model) and is left out. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 
+import numpy as np
 import pandas as pd
 
 from mlib import params, profiles
@@ -42,6 +48,21 @@ def core_seconds_per_crystal_epoch() -> dict[str, float]:
     scaled = cost["cgcnn (aflow)"] * ATOMS_PER_CRYSTAL["mp"] / ATOMS_PER_CRYSTAL["aflow"]
     cost["cgcnn (mp)"] = cost.pop("cgcnn", scaled)  # measured on MP crystals by models.py where it has run
     return cost
+
+
+ON_MP = {"cgcnn": "cgcnn (mp)"}  # the cost row of a model on MP crystals
+
+
+def measured_ratios(profile: str) -> dict[str, float]:
+    """Per model: median over the profile's finished 04b runs of measured seconds / projected seconds."""
+    cost = core_seconds_per_crystal_epoch()
+    ratios: dict[str, list[float]] = {}
+    for path in sorted((RESULTS_DIR / profile / "store" / "04b_models").glob("*/*/seed*/run.json")):
+        record = json.loads(path.read_text())["record"]
+        model = path.parts[-4]
+        projected = record["train"] * record["epochs"] * cost[ON_MP.get(model, model)]
+        ratios.setdefault(ON_MP.get(model, model), []).append(record["seconds"] / projected)
+    return {model: float(np.median(values)) for model, values in ratios.items()}
 
 
 def profile_params(profile: str, notebook: str) -> params.NotebookParams:
@@ -97,7 +118,7 @@ def projection(profile: str = "paper") -> pd.DataFrame:
         "cgcnn (aflow)",
     )
     p, f = profile_params(profile, "04b_models"), profile_params(profile, "05_federated")
-    on_mp = {"cgcnn": "cgcnn (mp)"}  # the cost row of a model on MP crystals
+    on_mp = ON_MP
     for model in p.models:
         runs = len(p.targets) * len(p.seeds)
         what = f"{model}: {len(p.targets)} targets x {len(p.seeds)} seeds x {p.epochs} epochs"
@@ -107,12 +128,14 @@ def projection(profile: str = "paper") -> pd.DataFrame:
         add("05_federated", what, runs * epochs * mp_train(f, model), on_mp.get(model, model))
     grid = len(f.fedprox_partitions) * len(f.fedprox_seeds) * (1 + len(f.fedprox_mus))  # FedAvg and each mu
     epochs = f.rounds * sum(f.fedprox_local_epochs)  # one run per local-epochs setting
+    model = f.compare_model
+    crystals = min(mp_train(f, model), (f.fedprox_limit or math.inf) * MP_SPLIT[0])
     what = (
         f"FedProx grid, {f.compare_model}: {len(f.fedprox_partitions)} partitions x {len(f.fedprox_seeds)} seeds x "
         f"{1 + len(f.fedprox_mus)} (FedAvg, mu) x {f.rounds} rounds x local epochs {f.fedprox_local_epochs}"
+        + (f", first {f.fedprox_limit:,} crystals" if f.fedprox_limit else "")
     )
-    model = f.compare_model
-    add("05_federated", what, grid * epochs * mp_train(f, model), on_mp.get(model, model))
+    add("05_federated", what, grid * epochs * crystals, on_mp.get(model, model))
     p = profile_params(profile, "06_transfer")
     thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
     sizes = sum(thermal_train if n is None else n for n in p.sizes)
@@ -133,6 +156,11 @@ def main() -> None:
     parser.add_argument("--profile", default="paper", choices=profiles.names(), help="the profile to project")
     args = parser.parse_args()
     table = projection(args.profile)
+    ratios = measured_ratios(args.profile)
+    calibrated = table["core-hours (projected)"] * table["model"].map(ratios).fillna(1.0)
+    if ratios:
+        table["measured / projected"] = table["model"].map(ratios)
+        table["core-hours (calibrated)"] = calibrated
     totals = table.groupby("notebook", sort=False)["core-hours (projected)"].sum()
     summary = pd.concat(
         [
@@ -145,6 +173,7 @@ def main() -> None:
                         "model": "",
                         "training crystal-epochs": table["training crystal-epochs"].sum(),
                         "core-hours (projected)": totals.sum(),
+                        **({"core-hours (calibrated)": calibrated.sum()} if ratios else {}),
                     }
                 ]
             ),
@@ -154,7 +183,13 @@ def main() -> None:
     cores = 16 if args.profile == "paper" else 2
     caption = (
         f"Projected CPU cost of the {args.profile} profile (training only, from measured speeds; "
-        f"{totals.sum():,.0f} core-hours: about {totals.sum() / cores:,.1f} hours on {cores} cores)"
+        f"{totals.sum():,.0f} core-hours: about {totals.sum() / cores:,.1f} hours on {cores} cores"
+        + (
+            f"; calibrated by {', '.join(sorted(ratios))} runs that finished: {calibrated.sum():,.0f} core-hours, "
+            f"about {calibrated.sum() / cores:,.1f} hours; models without a finished run counted as projected)"
+            if ratios
+            else ")"
+        )
     )
     write_table(BENCH, f"{args.profile}_cost", summary, caption, ".3g")
     print(caption)

@@ -480,6 +480,7 @@ class FederatedParams(MPStudyParams):
     fedprox_mus: list[float] = param([], "FedProx grid: mu values against FedAvg (empty: no grid)")
     fedprox_local_epochs: list[int] = param([1, 5], "FedProx grid: local epochs per round")
     fedprox_seeds: list[int] = param([0, 1, 2], "FedProx grid: seeds (three or more for a verdict)")
+    fedprox_limit: int | None = param(None, "FedProx grid: its first N crystals (a labelled subset); null: all")
 
     def validate(self) -> None:
         super().validate()
@@ -502,6 +503,7 @@ class FederatedParams(MPStudyParams):
                 f"fedprox_mus must be finite and > 0 (FedAvg is the mu = 0 baseline), got {self.fedprox_mus}"
             )
         self.seeds_ok("fedprox_seeds")
+        self.positive("fedprox_limit")
         if not self.fedprox_local_epochs or min(self.fedprox_local_epochs) < 1:
             raise ParameterError(f"fedprox_local_epochs must be integers >= 1, got {self.fedprox_local_epochs}")
 

@@ -101,6 +101,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     verdict = pd.read_csv(root / "05_federated" / "fedprox_verdict.csv")
     assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
     assert verdict["central MAE"].notna().all()  # the central baseline with as many epochs
+    caption = (root / "05_federated" / "fedprox_verdict.md").read_text().splitlines()[0]
+    assert "(first 50)" in caption and "50 crystals" in caption  # the grid's subset (fedprox_limit) is named
 
     curve = pd.read_csv(root / "06_transfer" / "runs.csv")
     assert set(curve["source"]) == {

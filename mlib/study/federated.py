@@ -409,10 +409,14 @@ def _partition_spec(spec: str, alpha: float) -> tuple[str, float, str]:
 def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: str) -> pd.DataFrame | None:
     """Where FedProx matters: one model and target under each partition of ``fedprox_partitions``, FedAvg and
     FedProx at every mu of ``fedprox_mus``, with ``fedprox_local_epochs`` local epochs per round, over
-    ``fedprox_seeds``;
+    ``fedprox_seeds``, on the first ``fedprox_limit`` crystals (named so in every caption);
     the client drift of every round; a verdict per partition and local epochs (None: no mu asked for)."""
     if not P.fedprox_mus:
         return None
+    grid_set = sets[P.compare_model].first(P.fedprox_limit)
+    if len(grid_set) < len(sets[P.compare_model]):
+        sets = {P.compare_model: grid_set}
+        where = f"{grid_set.label} (8:1:1 split), {P.clients} clients"
     jobs, labels = [], []
     for spec in P.fedprox_partitions:
         scheme, alpha, label = _partition_spec(spec, P.alpha)
