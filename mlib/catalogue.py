@@ -151,6 +151,12 @@ PAPER_GRID: dict[str, list] = {
     "hidden": [2, 4, 8, 16, 32, 64],
     "lr": [0.1, 0.01, 0.001],
 }
+GRID_DISPLAY = {
+    "conv_layers": "conv layers",
+    "batch_size": "batch size",
+    "hidden": "hidden size",
+    "lr": "learning rate",
+}
 SAMPLERS: tuple[str, ...] = ("grid", "tpe")
 PRUNERS: tuple[str, ...] = ("none", "hyperband", "halving")
 

@@ -127,13 +127,28 @@ def paired_differences(points: pd.DataFrame, target: Target):
     return fig
 
 
+def _plain_log_y(ax) -> None:
+    """A log y axis labelled in plain numbers at 1, 2, 5 x 10^k."""
+    ax.set_yscale("log")
+    ticks = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
+    ax.yaxis.set_major_formatter(ticks)
+    ax.yaxis.set_minor_formatter(ticks)
+
+
+def _log_sizes_axes(ax, sizes: list[int]) -> None:
+    """Log-log axes against training-set size: the sizes run as x ticks, y ticks at 1, 2, 5 x 10^k."""
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
+    _plain_log_y(ax)
+
+
 def error_vs_size(curve: pd.DataFrame, target: Target, floor: float):
     """Test MAE against the number of training crystals (log-log), with the label spread of one compound."""
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     ax.plot(curve["train crystals"], curve["mae"] / target.scale, marker="o", label="CGCNN, test MAE")
     ax.axhline(floor / target.scale, color="grey", ls="--", label="label spread of one compound (mean |dev.|)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_sizes_axes(ax, [int(n) for n in curve["train crystals"]])
     ax.set_xlabel("training crystals")
     ax.set_ylabel(f"test MAE ({target.axis_unit})")
     ax.legend(fontsize=8)
@@ -241,22 +256,45 @@ def embedding_map(
     return fig
 
 
-def sweep_scatter(trials: pd.DataFrame, params: list[str], metric: str = "val_r"):
-    """The objective of every finished trial against each hyperparameter."""
-    fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3.2), sharey=True)
-    for ax, name in zip(np.atleast_1d(axes), params):
-        sns.stripplot(trials, x=name, y=metric, hue="state", ax=ax, size=4, jitter=0.2, legend=ax is axes[-1])
-        ax.set_xlabel(name)
-    np.atleast_1d(axes)[0].set_ylabel("validation Pearson R")
-    fig.tight_layout()
+def sweep_scatter(trials: pd.DataFrame, params: list[str], target: Target, rungs: tuple[int, ...] = (10, 30, 90)):
+    """Lowest validation MAE of every trial that reported one against each hyperparameter, coloured by how far
+    it trained: stopped at a pruner's rung (``rungs``, epochs), all epochs, or cut short by an interruption."""
+    data = trials.dropna(subset=["val_mae"]).assign(mae=lambda t: t["val_mae"] / target.scale)
+    full = int(data["epochs_run"].max())
+    data["trained"] = [
+        f"{int(e)} (all)" if e == full else f"{int(e)} (pruned)" if e in rungs else "interrupted"
+        for e in data["epochs_run"]
+    ]
+    order = [f"{r} (pruned)" for r in rungs] + [f"{full} (all)", "interrupted"]
+    order = [o for o in order if o in set(data["trained"])]
+    palette = dict(zip(order, sns.color_palette("viridis", len(order) - ("interrupted" in order)) + ["grey"]))
+    fig, axes = plt.subplots(1, len(params), figsize=(3.0 * len(params) + 1.4, 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], params):
+        sns.stripplot(data, x=name, y="mae", hue="trained", palette=palette, ax=ax, size=4, jitter=0.2, legend=False)
+        ax.set_xlabel(catalogue.GRID_DISPLAY.get(name, name))
+        ax.set_ylabel("")
+        _plain_log_y(ax)
+    axes[0][0].set_ylabel(f"lowest validation MAE ({target.axis_unit})")
+    handles = [Line2D([], [], ls="", marker="o", color=palette[o], label=o) for o in order]
+    fig.legend(handles=handles, title="epochs trained", fontsize=8, title_fontsize=8, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
     return fig
 
 
-def sweep_heatmap(trials: pd.DataFrame, rows: str = "hidden", columns: str = "lr", metric: str = "val_r"):
-    """Best objective for each (rows, columns) pair over the other hyperparameters."""
-    table = trials.pivot_table(index=rows, columns=columns, values=metric, aggfunc="max")
+def sweep_heatmap(trials: pd.DataFrame, target: Target, rows: str = "hidden", columns: str = "lr"):
+    """Lowest validation MAE any trial reached for each (rows, columns) pair, over the other hyperparameters."""
+    table = trials.pivot_table(index=rows, columns=columns, values="val_mae", aggfunc="min") / target.scale
     fig, ax = plt.subplots(figsize=(4.8, 3.8))
-    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": "best validation R"})
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis_r",
+        ax=ax,
+        cbar_kws={"label": f"validation MAE ({target.axis_unit})"},
+    )
+    ax.set_xlabel(catalogue.GRID_DISPLAY.get(columns, columns))
+    ax.set_ylabel(catalogue.GRID_DISPLAY.get(rows, rows))
     fig.tight_layout()
     return fig
 
@@ -382,14 +420,7 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
             ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)
             low = np.maximum(stats["mean"] - stats["std"], stats["mean"] / 10)  # a log axis shows no value <= 0
             ax.fill_between(stats.index, low, stats["mean"] + stats["std"], alpha=0.15, color=style["color"])
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        sizes = sorted(set(runs.loc[runs["model"] == model, "n_train"]))
-        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ticks = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")  # 1, 2, 5 x 10^k
-        ax.yaxis.set_major_formatter(ticks)
-        ax.yaxis.set_minor_formatter(ticks)
+        _log_sizes_axes(ax, sorted(set(runs.loc[runs["model"] == model, "n_train"])))
         ax.set_xlabel("training crystals N")
         ax.set_title(catalogue.model_display(model))
     axes[0][0].set_ylabel(f"test MAE ({target.axis_unit})")

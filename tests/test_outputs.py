@@ -90,4 +90,20 @@ def test_figures_carry_units_and_display_names():
         "test MAE (eV), mean over seeds",
     ]
     assert "central baseline" in [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    trials = pd.DataFrame(
+        {
+            "conv_layers": [3, 3, 4],
+            "batch_size": [64, 16, 64],
+            "hidden": [32, 32, 64],
+            "lr": [0.001, 0.1, 0.1],
+            "val_mae": [7e-6, 5e-6, 2.3e-5],
+            "epochs_run": [10, 200, 95],
+        }
+    )
+    fig = plots.sweep_scatter(trials, list(catalogue.PAPER_GRID), thermal)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["conv layers", "batch size", "hidden size", "learning rate"]
+    assert fig.axes[0].get_ylabel() == "lowest validation MAE (10^-6 1/K)"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["10 (pruned)", "200 (all)", "interrupted"]
+    fig = plots.sweep_heatmap(trials, thermal)
+    assert fig.axes[0].get_ylabel() == "hidden size" and fig.axes[0].get_xlabel() == "learning rate"
     plt.close("all")

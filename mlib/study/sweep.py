@@ -157,14 +157,17 @@ def _search_worker(
 def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.DataFrame:
     """Validation R against each hyperparameter, the hidden x lr heat map, and the cost against the full grid."""
     space = P.space()
-    finished = trials[trials["state"] == "COMPLETE"]
+    info = catalogue.target(THERMAL_TARGET)
     run.save_figure(
-        plots.sweep_scatter(trials.dropna(subset=["val_r"]), list(space.grid())),
-        "val_r_by_param",
-        f"Validation R of every trial against each hyperparameter, {where}",
+        plots.sweep_scatter(trials, list(space.grid()), info),
+        "val_mae_by_param",
+        f"Lowest validation MAE of every trial against each hyperparameter, by epochs trained, {where}",
     )
     run.save_figure(
-        plots.sweep_heatmap(finished), "heatmap_hidden_lr", f"Best validation R by hidden size and lr, {where}"
+        plots.sweep_heatmap(trials, info),
+        "heatmap_hidden_lr",
+        f"Lowest validation MAE any trial reached by hidden size and learning rate (pruned trials stopped early), "
+        f"{where}",
     )
     return run.save_table(
         sweep.cost_summary(trials, space, P.epochs),
