@@ -100,8 +100,13 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
     trials = sweep.trials_table(study, P.epochs)
     run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
-    finished = trials[trials["state"] == "COMPLETE"].sort_values("val_r", ascending=False)
-    run.save_table(finished.head(10), "top10", f"Top 10 configurations by validation R: {where}")
+    lowest = trials.dropna(subset=["val_mae"]).sort_values("val_mae")
+    run.save_table(
+        lowest.head(10),
+        "top10",
+        f"Top 10 trials by lowest validation MAE (1/K; pruned trials stopped early, the objective is validation R "
+        f"of completed trials): {where}",
+    )
     best = pd.DataFrame(
         [
             {"run": "this sweep", **study.best_params, "val_r": study.best_value},
