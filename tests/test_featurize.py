@@ -158,3 +158,16 @@ def test_atom_features_from_a_file_of_ones_own(tmp_path):
     assert build("02_train", {**base, "atom_features": str(tmp_path / "mine.json")}).atom_features.endswith("mine.json")
     with pytest.raises(ParameterError, match="absolute path of an existing"):
         build("02_train", {**base, "atom_features": "mine.json"})
+
+
+def test_a_subset_of_a_subset_names_its_own_count_only():
+    import dgl
+    import pandas as pd
+
+    from mlib.graphs.featurize import GraphSet
+    from mlib.graphs.neighbors import GraphSpec
+
+    ids = [f"c{k}" for k in range(100)]
+    full = GraphSet("mp-cgcnn", [dgl.graph(([], []), num_nodes=1) for _ in ids], pd.DataFrame({"id": ids}), GraphSpec())
+    assert full.first(None) is full and full.first(500) is full
+    assert full.first(60).first(50).label == "mp-cgcnn (first 50), 50 crystals"

@@ -66,7 +66,7 @@ class GraphSet:
         """The first ``limit`` crystals as a labelled subset (``name (first N)``); all when None."""
         if limit is None or limit >= len(self):
             return self
-        return self.subset(range(limit), f"{self.name} (first {limit:,})")
+        return self.subset(range(limit), f"{self.name.removesuffix(f' (first {len(self):,})')} (first {limit:,})")
 
     def target(self, column: str) -> torch.Tensor:
         return torch.tensor(self.table[column].to_numpy(dtype=np.float32))
