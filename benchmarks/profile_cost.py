@@ -120,11 +120,14 @@ def projection(profile: str = "paper") -> pd.DataFrame:
     p, f = profile_params(profile, "04b_models"), profile_params(profile, "05_federated")
     on_mp = ON_MP
     for model in p.models:
-        runs = len(p.targets) * len(p.seeds)
-        what = f"{model}: {len(p.targets)} targets x {len(p.seeds)} seeds x {p.epochs} epochs"
+        runs = len(p.targets) * len(p.seeds_for(model))
+        what = f"{model}: {len(p.targets)} targets x {len(p.seeds_for(model))} seeds x {p.epochs} epochs"
         add("04b_models", what, runs * p.epochs * mp_train(p, model), on_mp.get(model, model))
-        epochs, runs = f.rounds * f.local_epochs, len(f.algorithms) * len(f.targets) * len(f.seeds)
-        what = f"{model}: {len(f.algorithms)} algorithms x {len(f.targets)} targets x {len(f.seeds)} seeds x {epochs} epochs"
+        algorithms, seeds = f.algorithms_for(model), f.seeds_for(model)
+        epochs, runs = f.rounds * f.local_epochs, len(algorithms) * len(f.targets) * len(seeds)
+        what = (
+            f"{model}: {len(algorithms)} algorithms x {len(f.targets)} targets x {len(seeds)} seeds x {epochs} epochs"
+        )
         add("05_federated", what, runs * epochs * mp_train(f, model), on_mp.get(model, model))
     grid = len(f.fedprox_partitions) * len(f.fedprox_seeds) * (1 + len(f.fedprox_mus))  # FedAvg and each mu
     epochs = f.rounds * sum(f.fedprox_local_epochs)  # one run per local-epochs setting

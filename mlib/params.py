@@ -432,6 +432,18 @@ class MPStudyParams(GraphParams):
         None,
         "early stopping: epochs (central; federated: rounds) without a lower validation loss; null: train them all",
     )
+    model_seeds: dict | None = param(
+        None, "per-model seeds, some of `seeds` (fewer for costly models), e.g. {m3gnet: [0, 1]}; null: seeds for all"
+    )
+
+    def seeds_for(self, model: str) -> list[int]:
+        """The seeds ``model`` runs with."""
+        return list((self.model_seeds or {}).get(model, self.seeds))
+
+    def seeds_label(self) -> str:
+        """How captions name the seeds: ``seeds [0, 1, 2]`` and the models that run fewer."""
+        fewer = [f"{C.MODELS[m].display} {self.seeds_for(m)}" for m in self.models if self.seeds_for(m) != self.seeds]
+        return f"seeds {self.seeds}" + (f" ({', '.join(fewer)})" if fewer else "")
 
     def validate(self) -> None:
         super().validate()
@@ -445,6 +457,12 @@ class MPStudyParams(GraphParams):
             if model not in C.MODELS or not isinstance(n, int) or isinstance(n, bool) or n < 2:
                 raise ParameterError(
                     f"model_limits: {model!r}: {n!r}; give models of {sorted(C.MODELS)} and integers >= 2"
+                )
+        for model, seeds in (self.model_seeds or {}).items():
+            if model not in C.MODELS or not isinstance(seeds, list) or not seeds or not set(seeds) <= set(self.seeds):
+                raise ParameterError(
+                    f"model_seeds: {model!r}: {seeds!r}; give models of {sorted(C.MODELS)} and non-empty lists "
+                    f"of the seeds {self.seeds}"
                 )
 
 
@@ -481,6 +499,13 @@ class FederatedParams(MPStudyParams):
     fedprox_local_epochs: list[int] = param([1, 5], "FedProx grid: local epochs per round")
     fedprox_seeds: list[int] = param([0, 1, 2], "FedProx grid: seeds (three or more for a verdict)")
     fedprox_limit: int | None = param(None, "FedProx grid: its first N crystals (a labelled subset); null: all")
+    model_algorithms: dict | None = param(
+        None, "per-model algorithms, some of `algorithms`, e.g. {cgcnn: [fedavg]}; null: algorithms for all"
+    )
+
+    def algorithms_for(self, model: str) -> list[str]:
+        """The federated algorithms ``model`` runs with."""
+        return list((self.model_algorithms or {}).get(model, self.algorithms))
 
     def validate(self) -> None:
         super().validate()
@@ -504,6 +529,17 @@ class FederatedParams(MPStudyParams):
             )
         self.seeds_ok("fedprox_seeds")
         self.positive("fedprox_limit")
+        for model, algorithms in (self.model_algorithms or {}).items():
+            if (
+                model not in C.MODELS
+                or not isinstance(algorithms, list)
+                or not algorithms
+                or not set(algorithms) <= set(self.algorithms)
+            ):
+                raise ParameterError(
+                    f"model_algorithms: {model!r}: {algorithms!r}; give models of {sorted(C.MODELS)} and lists of "
+                    f"the algorithms {self.algorithms}"
+                )
         if not self.fedprox_local_epochs or min(self.fedprox_local_epochs) < 1:
             raise ParameterError(f"fedprox_local_epochs must be integers >= 1, got {self.fedprox_local_epochs}")
 

@@ -284,6 +284,17 @@ def test_config_and_notebook_parameters_fail_fast():
         build("05_federated", {"out_dir": "x", "partition": "random"})
     with pytest.raises(ParameterError, match="unknown algorithm"):
         build("05_federated", {"out_dir": "x", "algorithms": ["fedsgd"]})
+    with pytest.raises(ParameterError, match="model_seeds: 'm3gnet': \\[5\\]"):
+        build("05_federated", {"out_dir": "x", "seeds": [0, 1], "model_seeds": {"m3gnet": [5]}})
+    with pytest.raises(ParameterError, match="model_algorithms: 'cgcnn'"):
+        build("05_federated", {"out_dir": "x", "model_algorithms": {"cgcnn": ["fedsgd"]}})
+    P = build(
+        "05_federated",
+        {"out_dir": "x", "seeds": [0, 1], "model_seeds": {"m3gnet": [0]}, "model_algorithms": {"cgcnn": ["fedavg"]}},
+    )
+    assert P.seeds_for("m3gnet") == [0] and P.seeds_for("gcn") == [0, 1]
+    assert P.algorithms_for("cgcnn") == ["fedavg"] and P.algorithms_for("gcn") == list(P.algorithms)
+    assert P.seeds_label() == "seeds [0, 1] (M3GNet [0])"
 
 
 def free_port() -> int:

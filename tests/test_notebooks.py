@@ -80,13 +80,18 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert sorted(embed["id"]) == sorted(test_ids)
 
     runs = pd.read_csv(root / "04b_models" / "runs.csv")
-    assert len(runs) == 6 * 2 * 2 and runs["mae"].notna().all()  # 6 models x 2 targets x 2 seeds
+    assert len(runs) == 6 * 2 * 2 - 2 and runs["mae"].notna().all()  # 6 models x 2 targets x 2 seeds, M3GNet one
+    assert set(pd.read_csv(root / "04b_models" / "metrics.csv").set_index("model")["seeds"].items()) >= {
+        ("M3GNet", 1),
+        ("GCN", 2),
+    }
     for row in runs.itertuples():
         folder = root / "store" / "04b_models" / row.model / row.target / f"seed{row.seed}"
         assert row.mae == pytest.approx(recomputed(pd.read_csv(folder / "predictions.csv"))["mae"])
 
     table1 = pd.read_csv(root / "05_federated" / "table1.csv")
-    assert len(table1) == 6 * 2 * 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
+    assert len(table1) == 6 * 2 * 2 - 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
+    assert set(table1.loc[table1["model"] == "CGCNN", "algorithm"]) == {"FedAvg"}  # model_algorithms
     assert set(table1["unit"]) == {"eV/atom", "eV"} and (table1["MAE / central"] > 0).all()
     federated = pd.read_csv(root / "05_federated" / "federated_runs.csv")
     for row in federated.itertuples():

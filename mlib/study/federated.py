@@ -187,19 +187,23 @@ def run_study(
     store_root: Path,
     hyper: dict[str, dict] | None = None,
     workers: int = 1,
+    model_seeds: dict[str, list[int]] | None = None,
+    model_algorithms: dict[str, list[str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories.
+    """Every (model, target, algorithm, seed) on one partition: summary rows and per-round histories
+    (``model_seeds``, ``model_algorithms``: a model's own, fewer seeds or algorithms).
 
     ``workers`` runs that many federations at once in separate processes (one thread each: the same
     results as one by one on one thread).
     """
-    hyper = hyper or {}
+    hyper, model_seeds, model_algorithms = hyper or {}, model_seeds or {}, model_algorithms or {}
     jobs = [
         (m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(store_root))
         for t in targets
         for s in seeds
         for a in algorithms
         for m in models
+        if s in model_seeds.get(m, seeds) and a in model_algorithms.get(m, algorithms)
     ]
     done = run_jobs(_federated_job, jobs, sets, workers, desc=f"federated runs ({scheme})")
     histories = [
@@ -219,11 +223,12 @@ def run_central(
     hyper: dict[str, dict] | None = None,
     workers: int = 1,
     group: str = "",
+    model_seeds: dict[str, list[int]] | None = None,
 ) -> pd.DataFrame:
     """The central baseline: all training crystals on one machine for rounds x local epochs epochs (early
     stopping after patience x local epochs epochs, the same amount of training as the federation's patience);
-    ``group``: a sub-study's folder."""
-    hyper = hyper or {}
+    ``group``: a sub-study's folder; ``model_seeds``: a model's own, fewer seeds."""
+    hyper, model_seeds = hyper or {}, model_seeds or {}
     config = TrainConfig(
         epochs=base.rounds * base.local_epochs,
         batch_size=base.batch_size,
@@ -235,6 +240,7 @@ def run_central(
         for t in targets
         for s in seeds
         for m in models
+        if s in model_seeds.get(m, seeds)
     ]
     return pd.DataFrame(run_jobs(_central_job, jobs, sets, workers, desc="central runs"))
 
@@ -333,8 +339,12 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         store_root,
         P.model_hyper,
         P.workers,
+        P.model_seeds,
+        P.model_algorithms,
     )
-    central = run_central(P.models, P.targets, P.seeds, sets, base, store_root, P.model_hyper, P.workers)
+    central = run_central(
+        P.models, P.targets, P.seeds, sets, base, store_root, P.model_hyper, P.workers, model_seeds=P.model_seeds
+    )
     epochs = P.rounds * P.local_epochs
     stopping = f", early stopping after {P.patience} rounds without a lower validation loss" if P.patience else ""
     run.save_table(fed, "federated_runs", f"Every federated run ({P.partition} partition): {where}", markdown=False)
@@ -343,7 +353,13 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     table = run.save_table(
         table1(fed, central),
         "table1",
-        f"Table 1: test metrics, mean ± std over seeds {P.seeds}, "
+        f"Table 1: test metrics, mean ± std over {P.seeds_label()}"
+        + (
+            f" ({', '.join(f'{catalogue.model_display(m)} {P.algorithms_for(m)} only' for m in P.model_algorithms)})"
+            if P.model_algorithms
+            else ""
+        )
+        + ", "
         f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
         f"{epochs} epochs){stopping}: {where}",
     )

@@ -156,20 +156,22 @@ def train_models(
     store_root: Path,
     hyper: dict[str, dict] | None = None,
     workers: int = 1,
+    model_seeds: dict[str, list[int]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, seed): one row of test metrics each, and all predictions.
 
     ``sets`` maps a graph kind (``cgcnn``, ``matgl``) to the graph set of that kind; ``hyper`` maps a
-    model to hyperparameters that override its defaults; ``config.seed`` is replaced by each seed.
-    ``workers`` runs that many trainings at once in separate processes (one thread each: the same
-    results as one by one on one thread).
+    model to hyperparameters that override its defaults; ``config.seed`` is replaced by each seed
+    (``model_seeds``: a model's own, fewer seeds). ``workers`` runs that many trainings at once in separate
+    processes (one thread each: the same results as one by one on one thread).
     """
-    hyper = hyper or {}
+    hyper, model_seeds = hyper or {}, model_seeds or {}
     jobs = [
         (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
         for t in targets
         for s in seeds
         for m in models
+        if s in model_seeds.get(m, seeds)
     ]
     done = run_jobs(_train_job, jobs, sets, workers, desc="runs")
     return pd.DataFrame([row for row, _ in done]), pd.concat([pred for _, pred in done], ignore_index=True)
@@ -215,7 +217,7 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
     """Every model x target x seed; tables of runs, predictions and the mean ± std summary."""
     config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=P.seed, patience=P.patience)
     runs, predictions = train_models(
-        P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper, P.workers
+        P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper, P.workers, P.model_seeds
     )
     run.save_table(
         runs,
@@ -231,7 +233,7 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
         f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
     )
     run.save_table(
-        summarise(runs), "metrics", f"Centralised test metrics, mean ± std over seeds {P.seeds}, {budget}: {where}"
+        summarise(runs), "metrics", f"Centralised test metrics, mean ± std over {P.seeds_label()}, {budget}: {where}"
     )
     return runs, predictions
 
@@ -244,4 +246,4 @@ def figures(P: ModelsParams, run: Run, runs: pd.DataFrame, predictions: pd.DataF
         "parity",
         f"Predicted against true on the test split (seed {P.seeds[0]}), {where}",
     )
-    run.save_figure(plots.metric_bars(runs, "mae"), "mae_bars", f"Test MAE, mean ± std over seeds {P.seeds}, {where}")
+    run.save_figure(plots.metric_bars(runs, "mae"), "mae_bars", f"Test MAE, mean ± std over {P.seeds_label()}, {where}")
