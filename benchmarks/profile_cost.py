@@ -60,7 +60,10 @@ def measured_ratios(profile: str) -> dict[str, float]:
     for path in sorted((RESULTS_DIR / profile / "store" / "04b_models").glob("*/*/seed*/run.json")):
         record = json.loads(path.read_text())["record"]
         model = path.parts[-4]
-        projected = record["train"] * record["epochs"] * cost[ON_MP.get(model, model)]
+        epochs = record.get("timed_epochs", record["epochs"])  # a resumed run's untimed epochs are not counted
+        if not epochs:
+            continue
+        projected = record["train"] * epochs * cost[ON_MP.get(model, model)]
         ratios.setdefault(ON_MP.get(model, model), []).append(record["seconds"] / projected)
     return {model: float(np.median(values)) for model, values in ratios.items()}
 

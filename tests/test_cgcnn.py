@@ -114,6 +114,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(h_resumed["val_mse"], h_full["val_mse"], rtol=1e-6)
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q)
+    assert resumed.timed_epochs == 4 and resumed.seconds > 0  # the first sitting's epochs are counted too
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
