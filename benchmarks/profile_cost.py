@@ -11,7 +11,7 @@ for (the `paper` profile's parameters of each notebook) by the measured seconds 
 threads, counted as two cores). Evaluation and featurisation make the real cost somewhat higher: a projection,
 labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
 training. Where the profile's own 04b runs have finished (results/<profile>/store/04b_models), their measured
-wall seconds (one-thread workers) over the projection of the same run give each model's ratio of real to
+wall seconds (one-thread workers, over every sitting of a resumed run) over the projection of the same run give each model's ratio of real to
 projected cost (per-epoch batching, validation passes and two workers sharing the memory bandwidth), and a
 calibrated column applies it to that model's rows. Fine-tuning with a frozen encoder trains the head on stored crystal vectors
 (benchmarks/frozen_finetune.py: ~30x faster per epoch than the whole model) and is left out. Writes results/benchmarks/<profile>_cost.csv (and .md for the README).
@@ -60,7 +60,7 @@ def measured_ratios(profile: str) -> dict[str, float]:
     for path in sorted((RESULTS_DIR / profile / "store" / "04b_models").glob("*/*/seed*/run.json")):
         record = json.loads(path.read_text())["record"]
         model = path.parts[-4]
-        epochs = record.get("timed_epochs", record["epochs"])  # a resumed run's untimed epochs are not counted
+        epochs = record.get("timed_epochs")  # older records timed only a resumed run's last sitting: not used
         if not epochs:
             continue
         projected = record["train"] * epochs * cost[ON_MP.get(model, model)]
