@@ -29,6 +29,7 @@ from mlib.progress import track
 
 T = TypeVar("T")
 _SHARED: Any = None
+RUN_LINES = 40  # most progress lines a batch of runs prints outside a terminal
 
 
 def end_with_parent() -> None:
@@ -104,11 +105,12 @@ def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], shared: Any, workers: 
 
     ``fn`` must be a module-level function (it is pickled to the workers).
     """
+    steps = min(len(jobs), RUN_LINES)  # a training run takes minutes to hours: a line for each, up to RUN_LINES
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run")]
+        return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run", steps=steps)]
     results: list[Any] = [None] * len(jobs)
     with worker_pool(min(workers, len(jobs)), _init, (pickle.dumps(shared),)) as pool:
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}
-        for future in track(as_completed(futures), len(jobs), desc, unit="run"):
+        for future in track(as_completed(futures), len(jobs), desc, unit="run", steps=steps):
             results[futures[future]] = future.result()
     return results

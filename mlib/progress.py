@@ -63,18 +63,21 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(total: int | None, desc: str, initial: int = 0, unit: str = "it", disable: bool = False):
-    """A progress counter: ``update(n)``, ``set_postfix(...)``, ``close()``."""
+def progress(total: int | None, desc: str, initial: int = 0, unit: str = "it", disable: bool = False, steps: int = 4):
+    """A progress counter: ``update(n)``, ``set_postfix(...)``, ``close()``; outside a terminal, a line at each
+    of ``steps`` equal parts of the work."""
     if disable:
         return tqdm(total=total, disable=True)
     if interactive():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
-    return LineProgress(total, desc, initial, unit)
+    return LineProgress(total, desc, initial, unit, steps)
 
 
-def track(items: Iterable[T], total: int | None, desc: str, unit: str = "it", disable: bool = False) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int | None, desc: str, unit: str = "it", disable: bool = False, steps: int = 4
+) -> Iterator[T]:
     """Iterate ``items`` with a progress counter."""
-    bar = progress(total, desc, unit=unit, disable=disable)
+    bar = progress(total, desc, unit=unit, disable=disable, steps=steps)
     try:
         for item in items:
             yield item

@@ -115,3 +115,18 @@ def test_a_finished_notebooks_kernel_is_shut_down_without_an_interrupt(monkeypat
     manager.shutting_down = False
     asyncio.run(manager._async_interrupt_kernel())  # an interrupt asked for while a cell runs still goes through
     assert sent == [False]
+
+
+def test_outside_a_terminal_progress_prints_a_line_per_step(capsys, monkeypatch):
+    from mlib import progress
+
+    monkeypatch.setattr(progress, "interactive", lambda: False)
+    assert list(progress.track(range(3), 3, "runs", unit="run", steps=3)) == [0, 1, 2]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "runs: 0/3 run (starting)" and [line.split(" in ")[0] for line in lines[1:]] == [
+        "runs: 1/3 run",
+        "runs: 2/3 run",
+        "runs: 3/3 run",
+    ]
+    list(progress.track(range(100), 100, "epochs"))  # the default: a line at each quarter
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 4
