@@ -432,7 +432,7 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
     grid_set = sets[P.compare_model].first(P.fedprox_limit)
     if len(grid_set) < len(sets[P.compare_model]):
         sets = {P.compare_model: grid_set}
-        where = f"{grid_set.label} (8:1:1 split), {P.clients} clients"
+        where = f"{central_study.describe_sets(sets)}, {P.clients} clients"
     jobs, labels = [], []
     for spec in P.fedprox_partitions:
         scheme, alpha, label = _partition_spec(spec, P.alpha)
