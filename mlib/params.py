@@ -507,6 +507,15 @@ class FederatedParams(MPStudyParams):
         """The federated algorithms ``model`` runs with."""
         return list((self.model_algorithms or {}).get(model, self.algorithms))
 
+    def algorithms_label(self) -> str:
+        """How captions name the models that run fewer algorithms: `` (CGCNN FedAvg only)``, or nothing."""
+        fewer = [
+            f"{C.MODELS[m].display} {' and '.join(C.ALGORITHMS[a] for a in self.algorithms_for(m))} only"
+            for m in self.models
+            if self.algorithms_for(m) != list(self.algorithms)
+        ]
+        return f" ({', '.join(fewer)})" if fewer else ""
+
     def validate(self) -> None:
         super().validate()
         self.all_of("algorithms", C.ALGORITHMS, "algorithm")

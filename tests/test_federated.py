@@ -295,6 +295,8 @@ def test_config_and_notebook_parameters_fail_fast():
     assert P.seeds_for("m3gnet") == [0] and P.seeds_for("gcn") == [0, 1]
     assert P.algorithms_for("cgcnn") == ["fedavg"] and P.algorithms_for("gcn") == list(P.algorithms)
     assert P.seeds_label() == "seeds [0, 1] (M3GNet [0])"
+    assert P.algorithms_label() == " (CGCNN FedAvg only)"
+    assert build("05_federated", {"out_dir": "x"}).algorithms_label() == ""
 
 
 def free_port() -> int:

@@ -353,13 +353,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     table = run.save_table(
         table1(fed, central),
         "table1",
-        f"Table 1: test metrics, mean ± std over {P.seeds_label()}"
-        + (
-            f" ({', '.join(f'{catalogue.model_display(m)} {P.algorithms_for(m)} only' for m in P.model_algorithms)})"
-            if P.model_algorithms
-            else ""
-        )
-        + ", "
+        f"Table 1: test metrics, mean ± std over {P.seeds_label()}{P.algorithms_label()}, "
         f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
         f"{epochs} epochs){stopping}: {where}",
     )
