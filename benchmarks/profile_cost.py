@@ -6,7 +6,8 @@ training speeds.
 No GPU path exists: DGL publishes no CUDA build for the pinned torch 2.13 (and DGL 2.x cannot load with it),
 so the `paper` profile's settings (every crystal of mp.2018.6.1, 300 epochs, the exhaustive sweep) run on
 CPU cores. This script multiplies, for each notebook, the training crystal-epochs the `paper` profile asks
-for (the `paper` profile's parameters of each notebook) by the measured seconds per crystal-epoch of each model
+for (the `paper` profile's parameters of each notebook; data set sizes from the tables 01_data and
+03b_composition published) by the measured seconds per crystal-epoch of each model
 (results/benchmarks/models.csv: one thread, mp-cgcnn crystals; train_speed.csv: CGCNN on aflow, two
 threads, counted as two cores). Evaluation and featurisation make the real cost somewhat higher: a projection,
 labelled as such; early stopping (``patience``) and the sweep's pruning make it lower: an upper bound for
@@ -26,26 +27,44 @@ import math
 import numpy as np
 import pandas as pd
 
-from mlib import params, profiles
+from mlib import catalogue, params, profiles, published
 from mlib.outputs import write_table
 from mlib.paths import RESULTS_DIR
 
 BENCH = RESULTS_DIR / "benchmarks"
-TRAIN_FRACTION = 0.6
-MP_SPLIT = (0.8, 0.1, 0.1)  # 04b/05's split (mlib.catalogue.MP_SPLIT)
-MP_CRYSTALS = {"mp.2018.6.1": 69_239, "mp-cgcnn": 36_737}  # the data sets' sizes (01_data, the paper)
-THERMAL_CRYSTALS = 5_261  # aflow from the mirror (01_data); the live AGL set is about as large
-ATOMS_PER_CRYSTAL = {"aflow": 9.9, "mp": 25.8}  # means of 01_data's graph summary
+TRAIN_FRACTION = catalogue.THERMAL_SPLIT[0]
 
 
-def core_seconds_per_crystal_epoch() -> dict[str, float]:
+def published_result(profile: str, notebook: str, name: str) -> pd.DataFrame:
+    """A table a notebook published: the profile's own, else the cpu profile's (the data sets' sizes are the
+    mirror's there; the live AFLOW set of the paper profile is about as large)."""
+    for folder in dict.fromkeys((profile, "cpu")):
+        path = RESULTS_DIR / folder / notebook / f"{name}.csv"
+        if path.exists():
+            return pd.read_csv(path)
+    raise SystemExit(f"{path} does not exist: run `make reproduce PROFILE=cpu ARGS='--only {notebook}'` first")
+
+
+def data_sizes(profile: str) -> pd.DataFrame:
+    """Crystals and mean atoms per crystal of each data set, from 01_data's graph summary; mp.2018.6.1, where no
+    profile has featurised it, at its published size with mp-cgcnn's atoms per crystal."""
+    sizes = published_result(profile, "01_data", "graph_summary").set_index("dataset")
+    sizes = sizes[["crystals", "atoms/crystal (mean)"]].astype(float)
+    name = published.MP_2018_DATASET["name"]
+    if name not in sizes.index:
+        sizes.loc[name] = [published.MP_2018_DATASET["crystals"], sizes.loc["mp-cgcnn", "atoms/crystal (mean)"]]
+    return sizes
+
+
+def core_seconds_per_crystal_epoch(profile: str) -> dict[str, float]:
     """Measured training cost per crystal and epoch, in core-seconds (threads x seconds)."""
     models = pd.read_csv(BENCH / "models.csv").set_index("model")
     cost = {m: row["threads"] / row["train crystals/s"] for m, row in models.iterrows()}
     speed = pd.read_csv(BENCH / "train_speed.csv")
     fast = speed[speed["convolution"].str.startswith("fast")].iloc[0]
     cost["cgcnn (aflow)"] = fast["threads"] / fast["train crystals/s"]
-    scaled = cost["cgcnn (aflow)"] * ATOMS_PER_CRYSTAL["mp"] / ATOMS_PER_CRYSTAL["aflow"]
+    atoms = data_sizes(profile)["atoms/crystal (mean)"]
+    scaled = cost["cgcnn (aflow)"] * atoms["mp-cgcnn"] / atoms["aflow"]
     cost["cgcnn (mp)"] = cost.pop("cgcnn", scaled)  # measured on MP crystals by models.py where it has run
     return cost
 
@@ -55,7 +74,7 @@ ON_MP = {"cgcnn": "cgcnn (mp)"}  # the cost row of a model on MP crystals
 
 def measured_ratios(profile: str) -> dict[str, float]:
     """Per model: median over the profile's finished 04b runs of measured seconds / projected seconds."""
-    cost = core_seconds_per_crystal_epoch()
+    cost = core_seconds_per_crystal_epoch(profile)
     ratios: dict[str, list[float]] = {}
     for path in sorted((RESULTS_DIR / profile / "store" / "04b_models").glob("*/*/seed*/run.json")):
         record = json.loads(path.read_text())["record"]
@@ -74,14 +93,20 @@ def profile_params(profile: str, notebook: str) -> params.NotebookParams:
     return params.build(notebook, values)
 
 
-def mp_train(p: params.MPStudyParams, model: str) -> float:
+def first(crystals: float, limit: int | None) -> float:
+    """A data set's crystals cut to its first ``limit`` (None: all)."""
+    return min(crystals, limit or math.inf)
+
+
+def mp_train(p: params.MPStudyParams, model: str, crystals: pd.Series) -> float:
     """Training crystals of a model in 04b/05: the data set, cut to ``limit`` or the model's own limit."""
     limit = min((n for n in (p.limit, (p.model_limits or {}).get(model)) if n is not None), default=None)
-    return min(MP_CRYSTALS[p.dataset], limit or MP_CRYSTALS[p.dataset]) * MP_SPLIT[0]
+    return first(crystals[p.dataset], limit) * catalogue.MP_SPLIT[0]
 
 
 def projection(profile: str = "paper") -> pd.DataFrame:
-    cost = core_seconds_per_crystal_epoch()
+    cost = core_seconds_per_crystal_epoch(profile)
+    crystals = data_sizes(profile)["crystals"]
     rows = []
 
     def add(notebook: str, what: str, crystal_epochs: float, model: str) -> None:
@@ -96,10 +121,10 @@ def projection(profile: str = "paper") -> pd.DataFrame:
         )
 
     p = profile_params(profile, "02_train")
-    thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
+    thermal_train = first(crystals["aflow"], p.thermal_limit) * TRAIN_FRACTION
     runs = len(p.seeds) + len(set(p.ensemble_seeds) - {p.seed}) + len(p.compare) * len(p.compare_seeds)
     add("02_train", f"{runs} thermal runs x {p.epochs} epochs", runs * p.epochs * thermal_train, "cgcnn (aflow)")
-    mp = min(MP_CRYSTALS[p.mp_dataset], p.mp_limit or MP_CRYSTALS[p.mp_dataset]) * TRAIN_FRACTION
+    mp = first(crystals[p.mp_dataset], p.mp_limit) * TRAIN_FRACTION
     add("02_train", f"MP {p.mp_target}, {p.mp_epochs} epochs", p.mp_epochs * mp, "cgcnn (mp)")
     p = profile_params(profile, "03_sweep")
     trials = p.space().size() if p.sampler == "grid" or p.n_trials is None else min(p.n_trials, p.space().size())
@@ -113,7 +138,8 @@ def projection(profile: str = "paper") -> pd.DataFrame:
     runs = len(p.final_seeds) + len(p.curve_sizes)  # the sweep's best on every split, the curve's sizes
     add("03_sweep", f"final model and learning curve ({runs} runs)", runs * p.epochs * thermal_train, "cgcnn (aflow)")
     p = profile_params(profile, "03b_composition")
-    crabnet_train = 3_240  # CrabNet's train formulas matched to AFLOW (03b_composition's mapping table)
+    mapping = published_result(profile, "03b_composition", "crabnet_mapping").set_index("outcome")
+    crabnet_train = mapping.loc["matched", "train"]  # CrabNet's train formulas matched to AFLOW
     add(
         "03b_composition",
         f"CGCNN on CrabNet's split x {len(p.seeds)} seeds",
@@ -125,25 +151,25 @@ def projection(profile: str = "paper") -> pd.DataFrame:
     for model in p.models:
         runs = len(p.targets) * len(p.seeds_for(model))
         what = f"{model}: {len(p.targets)} targets x {len(p.seeds_for(model))} seeds x {p.epochs} epochs"
-        add("04b_models", what, runs * p.epochs * mp_train(p, model), on_mp.get(model, model))
+        add("04b_models", what, runs * p.epochs * mp_train(p, model, crystals), on_mp.get(model, model))
         algorithms, seeds = f.algorithms_for(model), f.seeds_for(model)
         epochs, runs = f.rounds * f.local_epochs, len(algorithms) * len(f.targets) * len(seeds)
         what = (
             f"{model}: {len(algorithms)} algorithms x {len(f.targets)} targets x {len(seeds)} seeds x {epochs} epochs"
         )
-        add("05_federated", what, runs * epochs * mp_train(f, model), on_mp.get(model, model))
+        add("05_federated", what, runs * epochs * mp_train(f, model, crystals), on_mp.get(model, model))
     grid = len(f.fedprox_partitions) * len(f.fedprox_seeds) * (1 + len(f.fedprox_mus))  # FedAvg and each mu
     epochs = f.rounds * sum(f.fedprox_local_epochs)  # one run per local-epochs setting
     model = f.compare_model
-    crystals = min(mp_train(f, model), (f.fedprox_limit or math.inf) * MP_SPLIT[0])
+    grid_train = min(mp_train(f, model, crystals), (f.fedprox_limit or math.inf) * catalogue.MP_SPLIT[0])
     what = (
         f"FedProx grid, {f.compare_model}: {len(f.fedprox_partitions)} partitions x {len(f.fedprox_seeds)} seeds x "
         f"{1 + len(f.fedprox_mus)} (FedAvg, mu) x {f.rounds} rounds x local epochs {f.fedprox_local_epochs}"
         + (f", first {f.fedprox_limit:,} crystals" if f.fedprox_limit else "")
     )
-    add("05_federated", what, grid * epochs * crystals, on_mp.get(model, model))
+    add("05_federated", what, grid * epochs * grid_train, on_mp.get(model, model))
     p = profile_params(profile, "06_transfer")
-    thermal_train = min(THERMAL_CRYSTALS, p.thermal_limit or THERMAL_CRYSTALS) * TRAIN_FRACTION
+    thermal_train = first(crystals["aflow"], p.thermal_limit) * TRAIN_FRACTION
     sizes = sum(thermal_train if n is None else n for n in p.sizes)
     encoders = len(p.pretrain_targets) * (len(p.algorithms) + int(p.central))
     trained = [m for m in p.modes if m != "frozen"]  # a frozen encoder trains its head on stored vectors: ~free
@@ -186,7 +212,7 @@ def main() -> None:
         ],
         ignore_index=True,
     )
-    cores = 16 if args.profile == "paper" else 2
+    cores = profile_params(args.profile, "04b_models").workers  # one-thread training workers, one per core
     caption = (
         f"Projected CPU cost of the {args.profile} profile (training only, from measured speeds; "
         f"{totals.sum():,.0f} core-hours: about {totals.sum() / cores:,.1f} hours on {cores} cores"
