@@ -28,6 +28,7 @@ CGCNN_MP_FORMATION_ENERGY = {"dataset": "Materials Project (CGCNN paper)", "mae"
 
 # The federated study's data set (figshare article 7451351), as it reports it.
 MP_2018_DATASET = {"name": "mp.2018.6.1", "crystals": 69_239}
+
 # The federated study's Table 1 on mp.2018.6.1 (69,239 crystals), FedAvg: test MAE and R2 where reported.
 FEDERATED_TABLE1 = [
     {"target": "formation_energy_per_atom", "model": "m3gnet", "algorithm": "fedavg", "mae": 0.099, "r2": 0.975},
