@@ -199,9 +199,11 @@ def test_a_federated_run_of_the_store_resumes_from_its_last_round(graph_set, tmp
     folder = run_folder(tmp_path / "a", "iid", "fedavg", "gcn", "y", 0)
     for name in ("run.json", "model.pt", "history.csv"):  # as if interrupted after its last round
         (folder / name).unlink()
+    checkpoint = torch.load(folder / "last.pt", weights_only=False)
     again, resumed = run_federated(*args, tmp_path / "a")
     pd.testing.assert_frame_equal(resumed, history)
     assert again["mae"] == row["mae"]
+    assert checkpoint["seconds"] > 0 and again["seconds"] >= checkpoint["seconds"]  # earlier sittings counted
     (folder / "run.json").unlink()
     other = ("gcn", {"hidden": 16}, graph_set, "y", replace(config, lr=0.02), "iid", 3, 0.5)
     with pytest.raises(RunMismatch, match="last.pt holds a run made with another key"):

@@ -88,6 +88,7 @@ def run_federated(
     else:
         runs.clear(folder)
     split, shards = shards_for(graph_set, target, config.seed, scheme, clients, alpha)
+    earlier = saved.get("seconds", 0.0) if saved is not None else 0.0  # wall seconds of earlier sittings
     start = time.perf_counter()
     federation = Federation(
         lambda: build_model(model, **hyper), graph_set.graphs, graph_set.target(target), split, shards, config
@@ -96,7 +97,10 @@ def run_federated(
         federation.restore(saved["federation"])
     history = federation.run(
         show=False,
-        on_round=lambda f: store.save_torch(checkpoint, {"key": store.canonical(key), "federation": f.state()}),
+        on_round=lambda f: store.save_torch(
+            checkpoint,
+            {"key": store.canonical(key), "federation": f.state(), "seconds": earlier + time.perf_counter() - start},
+        ),
     )
     summary = federation.summary()
     model_file.save(
@@ -123,7 +127,7 @@ def run_federated(
         "best_round": summary["best_round"],
         "failed": summary["failed"],
         "rejected": summary["rejected"],
-        "seconds": time.perf_counter() - start,
+        "seconds": earlier + time.perf_counter() - start,  # over every sitting of a resumed run
     }
     store.write_csv(folder / "history.csv", history)
     store.write_csv(folder / "rounds.csv", pd.DataFrame(federation.log))
