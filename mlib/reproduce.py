@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import yaml
 
-from mlib import catalogue, profiles
+from mlib import catalogue, costs, profiles
 from mlib import params as P
 from mlib.paths import NOTEBOOK_DIR, REPO_ROOT, RESULTS_DIR
 
@@ -315,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                 "in its provenance.json): its numbers will change",
                 flush=True,
             )
+        started, outcome = time.time(), "failed"
         try:
             seconds = execute(nb, results, values)
+            outcome = "finished"
         except PapermillExecutionError as exc:
             print(
                 f"error: {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
@@ -326,12 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         except KeyboardInterrupt:
+            outcome = "interrupted"
             print(
                 f"interrupted: {nb.stem} stopped; {results} is unchanged and every finished run is kept in "
                 f"{results.parent / STORE}: rerun the same command to resume",
                 file=sys.stderr,
             )
             return 130
+        finally:
+            costs.log_sitting(results.parent / STORE, nb.stem, started, outcome)
+            costs.write(results.parent)
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
     if args.out.resolve() == RESULTS_DIR.resolve():
         from mlib import readme

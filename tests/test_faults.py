@@ -195,6 +195,8 @@ def test_stopping_a_run_ends_every_child_and_says_where_to_resume(tmp_path):
     _, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [p.cmdline()[:3] for p in alive]
     assert not (tmp_path / "out" / "smoke" / "01_data").exists()
+    sittings = pd.read_csv(tmp_path / "out" / "smoke" / "store" / "01_data" / "sittings.csv")
+    assert list(sittings["outcome"]) == ["interrupted"] and sittings["seconds"].iloc[0] >= 0  # its time is kept
 
 
 def test_a_run_on_changed_data_is_announced(tmp_path, mirror_at):
