@@ -12,7 +12,7 @@ from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, TrainConfig, build
-from mlib.study.models import common_crystals, summarise
+from mlib.study.models import beside_paper, common_crystals, summarise
 from mlib.training import fit_regressor, seed_everything
 from tests.conftest import DISTORTED
 
@@ -170,6 +170,18 @@ def test_summary_is_mean_and_std_over_seeds():
     )
     row = summarise(runs).iloc[0]
     assert row["seeds"] == 3 and row["MAE"] == "0.2 ± 0.1" and row["MSE"] == "2 ± 1"
+
+
+def test_cgcnn_stands_beside_the_cgcnn_papers_mae_for_each_target_it_ran():
+    from mlib import published
+
+    runs = pd.DataFrame(
+        {"model": ["cgcnn", "cgcnn", "gcn"], "target": "band_gap", "crystals": 100, "test": 10}
+        | {"mae": [0.3, 0.5, 0.1], "r2": [0.8, 0.9, 0.5]}
+    )
+    table = beside_paper(runs)
+    assert len(table) == 1 and table.loc[0, "MAE (this study)"] == "0.4 ± 0.14"  # GCN and formation energy: none
+    assert table.loc[0, "MAE (CGCNN paper)"] == published.CGCNN_MP_MAE["band_gap"] and table.loc[0, "unit"] == "eV"
 
 
 def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):

@@ -92,6 +92,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     for row in runs.itertuples():
         folder = root / "store" / "04b_models" / row.model / row.target / f"seed{row.seed}"
         assert row.mae == pytest.approx(recomputed(pd.read_csv(folder / "predictions.csv"))["mae"])
+    beside = pd.read_csv(root / "04b_models" / "vs_paper.csv").set_index("target")
+    assert set(beside.index) == {"formation energy", "band gap"} and (beside["seeds"] == 2).all()
 
     table1 = pd.read_csv(root / "05_federated" / "table1.csv")
     assert len(table1) == 6 * 2 * 2 - 2 and table1["central MAE"].notna().all()  # models x algorithms x targets

@@ -333,7 +333,7 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
 
 
 def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
-    """The same model on an MP target, beside the CGCNN paper's formation-energy MAE (None: skipped)."""
+    """The same model on an MP target, beside the CGCNN paper's MAE (None: skipped)."""
     if P.mp_dataset is None:
         return None
     mp = datasets.load_mp(P.mp_dataset, P.mp_limit, _spec(P), P.workers)
@@ -347,7 +347,11 @@ def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
         formula_column="formula",
     )
     info = catalogue.target(P.mp_target)
-    paper = published.CGCNN_MP_FORMATION_ENERGY if P.mp_target == "formation_energy_per_atom" else {}
+    paper = (
+        {"dataset": published.CGCNN_MP_DATASET, "mae": published.CGCNN_MP_MAE[P.mp_target]}
+        if P.mp_target in published.CGCNN_MP_MAE
+        else {}
+    )
     test = int((result.predictions["split"] == "test").sum())
     metrics = pd.DataFrame(
         [
