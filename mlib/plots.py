@@ -323,19 +323,22 @@ def parity_grid(predictions: pd.DataFrame, title: str, split: str = "test"):
 
 
 def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
-    """Mean and std over seeds of a test metric, per model, one panel per target (with its unit)."""
+    """Mean and std over seeds of a test metric, per model, one panel per target (with its unit); where models
+    saw different numbers of crystals (a ``crystals`` column), each label names its model's count."""
     targets = list(dict.fromkeys(runs["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    width = max(4.5, 0.9 * runs["model"].nunique() + 1)
+    fig, axes = plt.subplots(1, len(targets), figsize=(width * len(targets), 3.9), squeeze=False)
     for ax, name in zip(axes[0], targets):
         target = catalogue.target(name)
-        stats = runs[runs["target"] == name].groupby("model", sort=False)[metric].agg(["mean", "std"]) / target.scale
-        ax.bar(
-            [catalogue.model_display(m) for m in stats.index],
-            stats["mean"],
-            yerr=stats["std"].fillna(0),
-            capsize=3,
-            color=sns.color_palette()[: len(stats)],
-        )
+        part = runs[runs["target"] == name]
+        stats = part.groupby("model", sort=False)[metric].agg(["mean", "std"]) / target.scale
+        labels = [catalogue.model_display(m) for m in stats.index]
+        if "crystals" in part and part["crystals"].nunique() > 1:
+            counts = part.groupby("model", sort=False)["crystals"].first()
+            labels = [f"{label}\n{counts[m]:,}" for label, m in zip(labels, stats.index)]
+            ax.set_xlabel("model, and the crystals it trained and was tested on", fontsize=8)
+        ax.bar(labels, stats["mean"], yerr=stats["std"].fillna(0), capsize=3, color=sns.color_palette()[: len(stats)])
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_title(target.display, fontsize=10)
         ax.set_ylabel(f"test {metric.upper()} ({target.axis_unit}), mean ± std over seeds", fontsize=8)
     fig.tight_layout()

@@ -74,6 +74,11 @@ def test_figures_carry_units_and_display_names():
         "GCN",
         "M3GNet",
     ]
+    fig = plots.metric_bars(runs.assign(crystals=[36736, 36736, 4999]))  # a model on a subset says so
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "GCN\n36,736",
+        "M3GNet\n4,999",
+    ] and "crystals" in fig.axes[0].get_xlabel()
     history = pd.DataFrame(
         {
             "round": [1, 2] * 2,
