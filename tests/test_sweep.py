@@ -1,5 +1,6 @@
 """Sweeps: search-space checks, two workers sharing one SQLite study, resume after a killed worker."""
 
+import os
 import subprocess
 import sys
 import time
@@ -16,10 +17,17 @@ from tests.sweep_worker import SPACE
 TrialState = optuna.trial.TrialState
 
 
+def one_thread() -> dict[str, str]:
+    """The environment of a worker process: one thread each, so that workers on a busy machine do not
+    oversubscribe its cores (spinning thread pools slow every process many times over)."""
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
 def start_worker(url: str, epochs: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.sweep_worker", url, str(epochs)],
         cwd=REPO_ROOT,
+        env=one_thread(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -126,7 +134,6 @@ def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
 def postgres():
     """A throw-away PostgreSQL cluster (Debian's package) in a temporary folder; yields its database URL."""
     import glob
-    import os
     import pwd
     import shutil
     import socket
@@ -173,7 +180,8 @@ def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgr
     command = [sys.executable, "-m", "mlib.sweep", "--storage", postgres, "--study", "cgcnn-grid", "--sampler", "grid"]
     command += ["--pruner", "none", "--epochs", "40", "--limit", "60", "--space", space, "--heartbeat", "1"]
     workers = [
-        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in "ab"
+        subprocess.Popen(command, cwd=REPO_ROOT, env=one_thread(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in "ab"
     ]
     deadline, killed = time.time() + 240, None
     while time.time() < deadline and killed is None:
@@ -191,7 +199,7 @@ def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgr
             worker.kill()
         errors = [w.stderr.read().decode()[-1500:] for w in workers]
         pytest.fail(f"both workers never ran a trial at once; their stderr: {errors}")
-    assert workers[1].wait(timeout=300) == 0, workers[1].stderr.read().decode()[-2000:]
+    assert workers[1].wait(timeout=600) == 0, workers[1].stderr.read().decode()[-2000:]  # up to 4 trials alone
     trials = optuna.load_study(study_name="cgcnn-grid", storage=postgres).get_trials()
     complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == len(set(complete)) == 4  # every grid point finished exactly once
