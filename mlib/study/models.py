@@ -160,7 +160,7 @@ def train_models(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (model, target, seed): one row of test metrics each, and all predictions.
 
-    ``sets`` maps a graph kind (``cgcnn``, ``matgl``) to the graph set of that kind; ``hyper`` maps a
+    ``sets`` maps each model to the graph set it reads (:func:`load_graph_sets`); ``hyper`` maps a
     model to hyperparameters that override its defaults; ``config.seed`` is replaced by each seed
     (``model_seeds``: a model's own, fewer seeds). ``workers`` runs that many trainings at once in separate
     processes (one thread each: the same results as one by one on one thread).
@@ -262,7 +262,7 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
             paper,
             "vs_paper",
             f"CGCNN beside {published.CGCNN_PAPER} ({published.CGCNN_MP_DATASET}, its own MP snapshot and split), "
-            f"{budget}: {where}",
+            f"{budget}: {describe_sets({'cgcnn': sets['cgcnn']})}",
         )
     return runs, predictions
 
