@@ -562,6 +562,9 @@ def fit_regressor(
             "timed_epochs": trainer.timed_epochs,  # fewer than epochs: a run resumed from an untimed checkpoint
         },
     )
+    # the tables as a later read-back gives them (float32 predictions as written), so that a study's tables do
+    # not depend on whether a run was made in this sitting or read from the store
+    history, predictions = store.read_csv(out_dir / "history.csv"), store.read_csv(out_dir / "predictions.csv")
     return FitResult(history, metrics, by_criterion, predictions, graph_set, out_dir, model, trainer, seconds)
 
 
