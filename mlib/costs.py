@@ -33,17 +33,6 @@ def log_sitting(store_root: Path, notebook: str, started: float, outcome: str) -
     return store.write_text(log, f"{old}{begun},{time.time() - started:.0f},{outcome}\n")
 
 
-def sittings_of_last_run(log: Path) -> pd.DataFrame:
-    """The sittings that made the notebook's current results: those after the previous finished sitting, up to
-    the last one (all of them while it has not finished)."""
-    table = pd.read_csv(log)
-    done = table.index[table["outcome"] == "finished"]
-    if len(done) == 0:
-        return table
-    start = done[-2] + 1 if len(done) > 1 else 0
-    return table.loc[start : done[-1]]
-
-
 def run_core_seconds(store_root: Path, notebook: str) -> tuple[int, float]:
     """Finished runs of ``notebook`` in the store and the sum of their recorded seconds (every sitting)."""
     seconds = [
@@ -54,8 +43,9 @@ def run_core_seconds(store_root: Path, notebook: str) -> tuple[int, float]:
 
 
 def measured(profile_root: Path) -> pd.DataFrame:
-    """One row per notebook: whether it is published and the wall time of the sitting that published it, its
-    logged sittings and their wall hours, its runs and their core-hours (03_sweep's search trials, kept in its Optuna storage, counted from its published trials)."""
+    """One row per notebook: whether it is published and the wall time of the sitting that published it, every
+    sitting logged for it (interrupted ones and reruns that only read runs back included) and their wall hours,
+    its runs and their core-hours (03_sweep's search trials, kept in its Optuna storage, counted from its published trials)."""
     store_root = Path(profile_root) / "store"
     rows = []
     for notebook in catalogue.NOTEBOOKS:
@@ -64,7 +54,7 @@ def measured(profile_root: Path) -> pd.DataFrame:
         record = json.loads(provenance.read_text()) if provenance.exists() else {}
         published = provenance.exists() and record.get("finished", True) is not False
         log = store_root / notebook / SITTINGS
-        sittings = sittings_of_last_run(log) if log.exists() else pd.DataFrame(columns=["seconds"])
+        sittings = pd.read_csv(log) if log.exists() else pd.DataFrame(columns=["seconds"])
         runs, seconds = run_core_seconds(store_root, notebook)
         trials = results / "trials.csv"
         if published and trials.exists():
@@ -75,7 +65,7 @@ def measured(profile_root: Path) -> pd.DataFrame:
                 "published": "yes" if published else "not yet",
                 "wall hours (publishing sitting)": (record.get("wall_time_s") or float("nan")) / 3600,
                 "sittings logged": len(sittings),
-                "wall hours (logged sittings)": sittings["seconds"].sum() / 3600 if len(sittings) else float("nan"),
+                "wall hours (all logged sittings)": sittings["seconds"].sum() / 3600 if len(sittings) else float("nan"),
                 "finished runs in the store": runs,
                 "core-hours of its runs": seconds / 3600,
             }
@@ -88,7 +78,7 @@ def write(profile_root: Path) -> pd.DataFrame:
     table = measured(profile_root)
     caption = (
         f"Measured cost of each notebook of the {Path(profile_root).name} profile: wall time of the sitting that "
-        "published its results and of the sittings the runner logged for them, and the training time its "
+        "published its results and of every sitting the runner logged for it, and the training time its "
         "finished runs recorded over every sitting (one-thread workers: core-hours)"
     )
     write_table(Path(profile_root), TABLE, table, caption, ".3g")
