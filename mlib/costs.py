@@ -18,6 +18,7 @@ import pandas as pd
 
 from mlib import catalogue, store
 from mlib.outputs import write_table
+from mlib.provenance import finished
 
 SITTINGS = "sittings.csv"
 TABLE = "measured_time"
@@ -52,7 +53,7 @@ def measured(profile_root: Path) -> pd.DataFrame:
         results = Path(profile_root) / notebook
         provenance = results / "provenance.json"
         record = json.loads(provenance.read_text()) if provenance.exists() else {}
-        published = provenance.exists() and record.get("finished", True) is not False
+        published = finished(results)
         log = store_root / notebook / SITTINGS
         sittings = pd.read_csv(log) if log.exists() else pd.DataFrame(columns=["seconds"])
         runs, seconds = run_core_seconds(store_root, notebook)

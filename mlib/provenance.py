@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 import sys
@@ -80,3 +81,10 @@ def git_state() -> dict[str, str | bool | None]:
 
 def environment() -> dict[str, str]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds the results of a notebook that ran to its end (its ``provenance.json`` says so;
+    older records without the flag count as finished)."""
+    path = folder / "provenance.json"
+    return path.exists() and json.loads(path.read_text()).get("finished", True) is not False

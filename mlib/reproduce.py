@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import yaml
 
-from mlib import catalogue, costs, profiles
+from mlib import catalogue, costs, profiles, provenance
 from mlib import params as P
 from mlib.paths import NOTEBOOK_DIR, REPO_ROOT, RESULTS_DIR
 
@@ -72,18 +72,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def finished(folder: Path) -> bool:
-    """Whether ``folder`` holds the results of a notebook that ran to its end."""
-    path = folder / "provenance.json"
-    return path.exists() and json.loads(path.read_text()).get("finished", True) is not False
-
-
 def check_prerequisites(chosen: list[Path], root: Path) -> None:
     """Every prerequisite of a chosen notebook runs earlier in this call or has finished results under ``root``."""
     before: set[str] = set()
     for nb in chosen:
         for needed in catalogue.NOTEBOOKS.get(nb.stem, ()):
-            if needed not in before and not finished(root / needed):
+            if needed not in before and not provenance.finished(root / needed):
                 raise RunnerError(
                     f"{nb.stem} reads the results of {needed}, which has not run in this profile "
                     f"({root / needed} is missing): run {needed} first, or add it to --only"
@@ -143,7 +137,7 @@ def changed_data(results: Path) -> list[str]:
 def expected_seconds(results: Path) -> float | None:
     """Wall time of the last finished run of this notebook in this profile (its provenance), if any."""
     path = results / "provenance.json"
-    if not finished(results):
+    if not provenance.finished(results):
         return None
     return json.loads(path.read_text()).get("wall_time_s")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from papermill.exceptions import PapermillExecutionError
 
-from mlib import model_file, reproduce, store
+from mlib import model_file, provenance, reproduce, store
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
@@ -152,7 +152,7 @@ def test_publish_swaps_the_staged_results_in(tmp_path):
     reproduce.publish(staging, results, 12.0)
     record = json.loads((results / "provenance.json").read_text())
     assert record["finished"] is True and record["wall_time_s"] == 12.0 and not (results / "old.csv").exists()
-    assert reproduce.finished(results) and not staging.exists()
+    assert provenance.finished(results) and not staging.exists()
     paths = nbformat.read(results / "01_data.ipynb", as_version=4).metadata["papermill"]
     assert paths["input_path"] == "notebooks/01_data.ipynb"  # not the machine's absolute path
     assert not paths["output_path"].startswith("/") and paths["output_path"].endswith("01_data/01_data.ipynb")
