@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -79,7 +81,11 @@ def anion_elements(formulas: pd.Series) -> pd.Series:
         elements = Composition(formula).elements
         return max(elements, key=lambda el: (el.X if el.X == el.X else 0.0, el.Z)).symbol
 
-    return formulas.map(anion)
+    # pymatgen warns that noble gases (He, Ne, Ar) have no Pauling value and gives NaN, which ``anion`` ranks
+    # as 0; the warning (with the interpreter's path) would only be noise in the executed notebook.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity", category=UserWarning)
+        return formulas.map(anion)
 
 
 def describe(shards: list[np.ndarray], target: np.ndarray, chemistry: pd.Series | None = None) -> pd.DataFrame:
