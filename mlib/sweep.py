@@ -110,12 +110,12 @@ def objective(
                 trial.set_user_attr("seconds", time.perf_counter() - start)
                 trial.set_user_attr("val_mae", min(h["val_mae"] for h in trainer.history))
                 trial.report(record["val_mse"], int(record["epoch"]))
-                if record["epoch"] == 1:
-                    _skip_if_duplicate(trial, hyper)  # an earlier trial that drew the same point meanwhile
+                _skip_if_duplicate(trial, hyper)  # an earlier trial that drew the same point meanwhile
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
             trainer.fit(show=False, on_epoch=report)
+            _skip_if_duplicate(trial, hyper)
             trainer.load_best()
             metrics, _, _ = trainer.evaluate("val")
         finally:
@@ -129,8 +129,9 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
     """A point drawn again yields to the earlier trial of it, finished, pruned or running: TPE can propose a
     point it has tried (training is seeded, so a rerun repeats it), and two workers can draw one at once.
 
-    Checked when the trial starts and again after its first epoch: by then a trial that started before it
-    has drawn its point, so two workers that drew the same point at the same moment do not both go on."""
+    Checked when the trial starts, after every epoch and before it reports its value: a trial numbered before
+    it may draw its point late (its worker descheduled on a loaded machine), so the later of two workers
+    that drew the same point at once yields as soon as the earlier one's point is in the storage."""
     states = optuna.trial.TrialState
     live = (states.COMPLETE, states.PRUNED, states.RUNNING)
     for other in trial.study.get_trials(deepcopy=False, states=live):
