@@ -115,7 +115,6 @@ def objective(
                     raise optuna.TrialPruned()
 
             trainer.fit(show=False, on_epoch=report)
-            _skip_if_duplicate(trial, hyper)
             trainer.load_best()
             metrics, _, _ = trainer.evaluate("val")
         finally:
@@ -129,7 +128,7 @@ def _skip_if_duplicate(trial: optuna.Trial, hyper: dict) -> None:
     """A point drawn again yields to the earlier trial of it, finished, pruned or running: TPE can propose a
     point it has tried (training is seeded, so a rerun repeats it), and two workers can draw one at once.
 
-    Checked when the trial starts, after every epoch and before it reports its value: a trial numbered before
+    Checked when the trial starts and after every epoch (the last one included): a trial numbered before
     it may draw its point late (its worker descheduled on a loaded machine), so the later of two workers
     that drew the same point at once yields as soon as the earlier one's point is in the storage."""
     states = optuna.trial.TrialState
