@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from mlib import catalogue
 from mlib.catalogue import Target
@@ -127,10 +127,10 @@ def paired_differences(points: pd.DataFrame, target: Target):
     return fig
 
 
-def _plain_log_y(ax) -> None:
-    """A log y axis labelled in plain numbers at 1, 2, 5 x 10^k."""
+def _plain_log_y(ax, digits: str = "125") -> None:
+    """A log y axis labelled in plain numbers at d x 10^k for each leading digit d in ``digits``."""
     ax.set_yscale("log")
-    ticks = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
+    ticks = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in digits else "")
     ax.yaxis.set_major_formatter(ticks)
     ax.yaxis.set_minor_formatter(ticks)
 
@@ -363,9 +363,7 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
             base = central[(central["target"] == name) & (central["model"] == model)]["mae"] / target.scale
             if len(base):
                 ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        _plain_log_y(ax, digits="12345")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(f"test MAE ({target.axis_unit}), mean over seeds")
@@ -373,7 +371,7 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
     handles, names = axes[0][0].get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--", lw=0.8)]
     names += ["federated (global model)", "central baseline"]
-    axes[0][-1].legend(handles, names, fontsize=7, loc="upper right")
+    fig.legend(handles, names, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -378,7 +378,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     return table
 
 
-def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: str) -> pd.DataFrame:
+def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet]) -> pd.DataFrame:
     """One model and target federated under every partition: what non-IID data costs, FedAvg against FedProx."""
     runs = [
         run_study(
@@ -398,12 +398,13 @@ def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet], 
         for scheme in P.compare_partitions
     ]
     comparison = partition_table(pd.concat(runs, ignore_index=True))
+    comparison["partition"] = [_partition_spec(scheme, P.alpha)[2] for scheme in comparison["partition"]]
     what = f"{catalogue.model_display(P.compare_model)}, {catalogue.target(P.compare_target).display}"
+    where = f"{central_study.describe_sets({P.compare_model: sets[P.compare_model]})}, {P.clients} clients"
     run.save_table(
         comparison,
         "partitions",
-        f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by "
-        f"partition (dirichlet alpha {P.alpha}), {where}",
+        f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by partition, {where}",
     )
     run.save_figure(
         plots.partition_bars(comparison, P.compare_target, f"{what}: {where}"),
