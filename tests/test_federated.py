@@ -482,3 +482,22 @@ def test_flower_run_config_defaults_are_the_catalogue_s():
         FEDERATION["lr"],
         FEDERATION["mu"],
     )
+
+
+def test_published_tables_show_display_names_and_units():
+    from mlib.study.federated import display_names, partition_table
+
+    runs = pd.DataFrame(
+        {
+            "model": ["gcn"] * 4,
+            "target": ["formation_energy_per_atom"] * 4,
+            "partition": ["iid", "iid", "chemistry", "chemistry"],
+            "algorithm": ["fedavg", "fedprox", "fedavg", "fedprox"],
+            "mae": [0.1, 0.12, 0.5, 0.4],
+        }
+    )
+    table = display_names(partition_table(runs))
+    assert list(table.columns[:4]) == ["model", "target", "unit", "partition"]
+    assert set(table["model"]) == {"GCN"} and set(table["target"]) == {"formation energy"}
+    assert set(table["unit"]) == {"eV/atom"} and list(table["algorithm"]) == ["FedAvg", "FedProx"] * 2
+    assert table["MAE mean"].tolist() == [0.1, 0.12, 0.5, 0.4]

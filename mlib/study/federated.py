@@ -285,6 +285,16 @@ def partition_table(runs: pd.DataFrame) -> pd.DataFrame:
     return stats.reset_index().rename(columns={"mean": "MAE mean", "std": "MAE std", "count": "seeds"})
 
 
+def display_names(table: pd.DataFrame) -> pd.DataFrame:
+    """A table's target, model and algorithm identifiers as the catalogue displays them, the target's unit beside."""
+    out = table.copy()
+    out.insert(out.columns.get_loc("target") + 1, "unit", [catalogue.target(t).unit for t in out["target"]])
+    out["target"] = [catalogue.target(t).display for t in out["target"]]
+    out["model"] = out["model"].map(catalogue.model_display)
+    out["algorithm"] = out["algorithm"].map(catalogue.algorithm_display)
+    return out
+
+
 def partitions_overview(
     graph_set: GraphSet, target: str, seed: int, schemes: list[str], clients: int, alpha: float
 ) -> pd.DataFrame:
@@ -362,7 +372,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         f"{epochs} epochs){stopping}: {where}",
     )
     run.save_table(
-        beside_paper(fed),
+        display_names(beside_paper(fed)),
         "vs_paper",
         "Mean test MAE and R2 beside the federated paper's (paper: full "
         f"mp.2018.6.1; {published.FEDERATED_PAPER}): {where}",
@@ -402,7 +412,7 @@ def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet]) 
     what = f"{catalogue.model_display(P.compare_model)}, {catalogue.target(P.compare_target).display}"
     where = f"{central_study.describe_sets({P.compare_model: sets[P.compare_model]})}, {P.clients} clients"
     run.save_table(
-        comparison,
+        display_names(comparison),
         "partitions",
         f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by partition, {where}",
     )
