@@ -94,7 +94,7 @@ def test_figures_carry_units_and_display_names():
         "test MAE (eV/atom), mean over seeds",
         "test MAE (eV), mean over seeds",
     ]
-    assert "central baseline" in [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert "central baseline" in [t.get_text() for t in fig.legends[0].get_texts()]
     trials = pd.DataFrame(
         {
             "conv_layers": [3, 3, 4],
