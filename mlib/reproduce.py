@@ -154,7 +154,7 @@ def publish(staging: Path, results: Path, seconds: float) -> None:
     record["parameters"]["out_dir"] = os.path.relpath(results.resolve(), NOTEBOOK_DIR)
     record_path.write_text(json.dumps(record, indent=2, default=str))
     for notebook in staging.glob("*.ipynb"):
-        relative_paths(notebook, results)
+        tidy(notebook, results)
     old = results.parent / STAGING / f"{results.name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
     if results.exists():
@@ -163,17 +163,23 @@ def publish(staging: Path, results: Path, seconds: float) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def relative_paths(notebook: Path, results: Path) -> None:
-    """Papermill records the absolute input and output paths of the machine that ran the notebook; the
-    published copy names them relative to the repository instead."""
+def tidy(notebook: Path, results: Path) -> None:
+    """Make the executed notebook read well on GitHub: repository-relative paths, one stream output per run of lines.
+
+    Papermill records the absolute input and output paths of the machine that ran the notebook; the published
+    copy names them relative to the repository instead. Each progress line a cell prints arrives as its own stream
+    output; consecutive ones of one stream (stdout, stderr) are merged, as nbconvert's CoalesceStreamsPreprocessor
+    does, so a cell shows one block of lines instead of hundreds of outputs.
+    """
     import nbformat
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     doc = nbformat.read(notebook, as_version=4)
+    doc, _ = CoalesceStreamsPreprocessor(enabled=True).preprocess(doc, {})
     record = doc.metadata.get("papermill")
-    if record is None:
-        return
-    record["input_path"] = os.path.relpath(NOTEBOOK_DIR / notebook.name, REPO_ROOT)
-    record["output_path"] = os.path.relpath(results.resolve() / notebook.name, REPO_ROOT)
+    if record is not None:
+        record["input_path"] = os.path.relpath(NOTEBOOK_DIR / notebook.name, REPO_ROOT)
+        record["output_path"] = os.path.relpath(results.resolve() / notebook.name, REPO_ROOT)
     nbformat.write(doc, notebook)
 
 

@@ -148,12 +148,24 @@ def test_publish_swaps_the_staged_results_in(tmp_path):
     staging.mkdir(parents=True)
     (staging / "provenance.json").write_text(json.dumps({"finished": False, "parameters": {"out_dir": "x"}}))
     executed = nbformat.v4.new_notebook(metadata={"papermill": {"input_path": "/home/me/mlib/notebooks/01_data.ipynb"}})
+    lines = [nbformat.v4.new_output("stream", name="stdout", text=f"run {i} of 3 done\n") for i in (1, 2, 3)]
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})
+    warning = nbformat.v4.new_output("stream", name="stderr", text="a warning\n")
+    executed.cells = [nbformat.v4.new_code_cell("train()", outputs=[*lines, figure, *lines[:2], warning])]
     nbformat.write(executed, staging / "01_data.ipynb")
     reproduce.publish(staging, results, 12.0)
     record = json.loads((results / "provenance.json").read_text())
     assert record["finished"] is True and record["wall_time_s"] == 12.0 and not (results / "old.csv").exists()
     assert provenance.finished(results) and not staging.exists()
-    paths = nbformat.read(results / "01_data.ipynb", as_version=4).metadata["papermill"]
+    published = nbformat.read(results / "01_data.ipynb", as_version=4)
+    outputs = [(o.output_type, o.get("name"), o.get("text")) for o in published.cells[0].outputs]
+    assert outputs == [  # a run of progress lines is one output; a figure or another stream ends the run
+        ("stream", "stdout", "run 1 of 3 done\nrun 2 of 3 done\nrun 3 of 3 done\n"),
+        ("display_data", None, None),
+        ("stream", "stdout", "run 1 of 3 done\nrun 2 of 3 done\n"),
+        ("stream", "stderr", "a warning\n"),
+    ]
+    paths = published.metadata["papermill"]
     assert paths["input_path"] == "notebooks/01_data.ipynb"  # not the machine's absolute path
     assert not paths["output_path"].startswith("/") and paths["output_path"].endswith("01_data/01_data.ipynb")
 
