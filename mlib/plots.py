@@ -425,7 +425,17 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
         ax.set_xlabel("training crystals N")
         ax.set_title(catalogue.model_display(model))
     axes[0][0].set_ylabel(f"test MAE ({target.axis_unit})")
-    axes[0][-1].legend(fontsize=7, title="pre-trained encoder (MP target)", title_fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(  # beside the panels: inside one, it hid that panel's curves at small N
+        handles,
+        names,
+        fontsize=8,
+        title="pre-trained encoder (MP target)",
+        title_fontsize=8,
+        handlelength=3,  # long enough to tell a frozen encoder's dashes from a trained one's line
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+    )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

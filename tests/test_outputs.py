@@ -111,4 +111,22 @@ def test_figures_carry_units_and_display_names():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["10 (pruned)", "200 (all)", "interrupted"]
     fig = plots.sweep_heatmap(trials, thermal)
     assert fig.axes[0].get_ylabel() == "hidden size" and fig.axes[0].get_xlabel() == "learning rate"
+    curves = pd.DataFrame(
+        {
+            "model": "gcn",
+            "source": ["scratch"] * 2 + ["fedavg-band_gap"] * 4,
+            "mode": ["scratch"] * 2 + ["frozen", "frozen", "train", "train"],
+            "n_train": [50, 100] * 3,
+            "mae": [2e-5, 1e-5, 3e-5, 2e-5, 1.8e-5, 0.9e-5],
+        }
+    )
+    fig = plots.transfer_curves(curves, catalogue.THERMAL_TARGET, "t")
+    assert fig.axes[0].get_ylabel() == "test MAE (10^-6 1/K)" and fig.axes[0].get_legend() is None  # beside, not over
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "from scratch",
+        "FedAvg on band gap, encoder frozen",
+        "FedAvg on band gap, encoder trained",
+    ]
+    assert [line.get_linestyle() for line in legend.get_lines()] == ["-", "--", "-"]
     plt.close("all")
