@@ -15,6 +15,7 @@ from mlib.study.transfer import (
     gains,
     head_keys,
     load_encoder,
+    pretraining_data,
     transfer_split,
     where_pretraining_stops_helping,
 )
@@ -65,6 +66,13 @@ def test_encoder_weights_load_into_a_new_model_with_a_fresh_head(pretrained):
         torch.testing.assert_close(model.state_dict()[key], saved[key])
     for key, value in head_before.items():
         torch.testing.assert_close(model.state_dict()[key], value)  # the head is new, not the pre-trained one
+
+
+def test_captions_name_the_crystals_the_encoders_were_pre_trained_on(pretrained):
+    name, _, path = pretrained
+    store_root = path.parent.parent
+    sources = {name: {"central-y": str(path.relative_to(store_root))}}
+    assert pretraining_data(store_root, sources) == "salts, 24 crystals"  # from the model file and its run
 
 
 def test_a_frozen_encoder_stays_unchanged_after_training(pretrained, tmp_path):

@@ -309,6 +309,18 @@ def encoders(P: TransferParams) -> dict[str, dict[str, str]]:
     return out
 
 
+def pretraining_data(store_dir: str | Path, sources: dict[str, dict[str, str]]) -> str:
+    """The crystals the encoders were pre-trained on, from their model files and runs: e.g. ``mp-cgcnn,
+    36,736 crystals`` (one entry per distinct data set and size, as MEGNet/M3GNet train on subsets)."""
+    runs = store.Store(store_dir)
+    labels = {}
+    for paths in sources.values():
+        for path in paths.values():
+            crystals = runs.record((runs.root / path).parent, "04b_models and 05_federated")["crystals"]
+            labels[f"{model_file.read(runs.root / path)['dataset']}, {crystals:,} crystals"] = None
+    return "; ".join(labels)
+
+
 def prepare(P: TransferParams) -> tuple[dict[str, GraphSet], dict[str, dict[str, str]], str]:
     """The thermal graphs each model reads, its pre-trained encoders, and the caption fragment."""
     hyper = P.model_hyper or {}
@@ -320,7 +332,9 @@ def prepare(P: TransferParams) -> tuple[dict[str, GraphSet], dict[str, dict[str,
             loaded[spec] = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs.first(P.thermal_limit)
         sets[model] = loaded[spec].with_finite(THERMAL_TARGET)
     names = ", ".join(catalogue.model_display(m) for m in P.models)
-    return sets, encoders(P), f"{names} on {next(iter(sets.values())).label} (test split fixed, 6:2:2)"
+    sources = encoders(P)
+    where = f"{names} on {next(iter(sets.values())).label} (test split fixed, 6:2:2)"
+    return sets, sources, f"{where}; encoders pre-trained on {pretraining_data(P.store_dir, sources)}"
 
 
 def curves(
