@@ -195,6 +195,11 @@ def source_display(source: str) -> str:
     return f"{algorithm_display(pretraining)} on {target(pretrained_on).display}"
 
 
+def data_label(name: str, crystals: int) -> str:
+    """How tables and captions name a set of crystals: ``mp-cgcnn, 36,736 crystals``."""
+    return f"{name}, {crystals:,} crystals"
+
+
 def algorithm_display(name: str) -> str:
     """``fedavg`` -> ``FedAvg``; ``central`` and unknown names pass through."""
     return ALGORITHMS.get(name, name)

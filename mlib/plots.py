@@ -135,6 +135,11 @@ def _plain_log_y(ax, digits: str = "125") -> None:
     ax.yaxis.set_minor_formatter(ticks)
 
 
+def _legend_beside(fig, handles: list, names: list[str], **style) -> None:
+    """One legend for all panels, to the right of them (saved figures are cropped to fit it)."""
+    fig.legend(handles, names, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), **style)
+
+
 def _log_sizes_axes(ax, sizes: list[int]) -> None:
     """Log-log axes against training-set size: the sizes run as x ticks, y ticks at 1, 2, 5 x 10^k."""
     ax.set_xscale("log")
@@ -371,7 +376,7 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
     handles, names = axes[0][0].get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--", lw=0.8)]
     names += ["federated (global model)", "central baseline"]
-    fig.legend(handles, names, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _legend_beside(fig, handles, names)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -426,15 +431,13 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
         ax.set_title(catalogue.model_display(model))
     axes[0][0].set_ylabel(f"test MAE ({target.axis_unit})")
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(  # beside the panels: inside one, it hid that panel's curves at small N
+    _legend_beside(  # inside a panel, it hid that panel's curves at small N
+        fig,
         handles,
         names,
-        fontsize=8,
         title="pre-trained encoder (MP target)",
         title_fontsize=8,
         handlelength=3,  # long enough to tell a frozen encoder's dashes from a trained one's line
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
     )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

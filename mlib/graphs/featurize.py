@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mlib.catalogue import data_label
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.atom_features import MAX_Z
@@ -49,7 +50,7 @@ class GraphSet:
     @property
     def label(self) -> str:
         """How tables and captions name the set: name and crystal count."""
-        return f"{self.name}, {len(self):,} crystals"
+        return data_label(self.name, len(self))
 
     def data_digest(self, target: str) -> str:
         """Digest of exactly what a model trains on here: the source, these crystals' ids and ``target`` values."""

@@ -317,7 +317,7 @@ def pretraining_data(store_dir: str | Path, sources: dict[str, dict[str, str]]) 
     for paths in sources.values():
         for path in paths.values():
             crystals = runs.record((runs.root / path).parent, "04b_models and 05_federated")["crystals"]
-            labels[f"{model_file.read(runs.root / path)['dataset']}, {crystals:,} crystals"] = None
+            labels[catalogue.data_label(model_file.read(runs.root / path)["dataset"], crystals)] = None
     return "; ".join(labels)
 
 
