@@ -441,13 +441,20 @@ def run_key(
     )
 
 
+def _metric_order(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` in :func:`regression_metrics`' order (the store keeps keys sorted), so a table's columns do
+    not depend on whether its runs were trained now or read back."""
+    order = ("pearson_r", "mae", "rmse", "mse", "r2")
+    return {**{k: metrics[k] for k in order if k in metrics}, **metrics}
+
+
 def _read_back(folder: Path, graph_set: GraphSet) -> FitResult:
     """A finished run of the store as a :class:`FitResult` (its model loaded from ``model.pt``)."""
     record = store.Store(folder.parent).record(folder, "the notebook that trains it")
     return FitResult(
         store.read_csv(folder / "history.csv"),
-        record["metrics"],
-        record["by_criterion"],
+        _metric_order(record["metrics"]),
+        {name: _metric_order(metrics) for name, metrics in record["by_criterion"].items()},
         store.read_csv(folder / "predictions.csv"),
         graph_set,
         folder,

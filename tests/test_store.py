@@ -54,6 +54,8 @@ def test_a_finished_run_is_read_back_only_with_its_key(tmp_path):
     again = fit(tmp_path / "run")
     assert first.trainer is not None and again.reused
     assert again.metrics == pytest.approx(first.metrics) and again.history.equals(first.history)
+    assert list(again.metrics) == list(first.metrics)  # table columns in the same order, trained or read back
+    assert [list(m) for m in again.by_criterion.values()] == [list(m) for m in first.by_criterion.values()]
     pd.testing.assert_frame_equal(again.predictions, first.predictions)  # the same tables made or read back
     with pytest.raises(store.RunMismatch, match=r"run holds a run made with another key \(data\.digest"):
         fit(tmp_path / "run", toy_set(shift=1.0))
