@@ -121,6 +121,13 @@ RADIUS = 8.0  # A, CGCNN's neighbour radius
 MAX_NEIGHBORS = 12  # CGCNN's per-atom neighbour cap
 MATGL_CUTOFF = 5.0  # A, MEGNet's and M3GNet's graph cutoff
 MAX_Z = 100  # elements with atom features: Z = 1..100
+# Geometry that no real crystal has, refused before any neighbour list is made (training data, Flower sites and
+# predictions alike). The study's crystals lie far inside (measured on every crystal of aflow and mp-cgcnn): their
+# shortest interatomic distance is 0.75 A (H-H, mp-cgcnn; 0.97 A in aflow), their smallest volume 4.8 A^3 per atom,
+# and at most 46,500 atom pairs lie within 8 A of a cell. Not one is refused (see the README's "What can go wrong").
+MIN_DISTANCE = 0.5  # A: atoms closer than this (the H-H bond, the shortest there is, is 0.74 A)
+MIN_VOLUME_PER_ATOM = 1.0  # A^3
+MAX_PAIRS = 5_000_000  # atom pairs within the graph radius, estimated from the density (the neighbour list's size)
 # Which of the 12th-nearest neighbours an atom keeps when several lie at the same distance: pymatgen's
 # neighbour-list order (the reference implementation's stable sort by distance), or the lowest neighbour index.
 TIE_ORDERS: tuple[str, ...] = ("pymatgen", "index")

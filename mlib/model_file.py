@@ -4,7 +4,9 @@ A model file (``model.pt``) holds the format name and version, the model name an
 arguments, its weights, the target with its unit, the target scaling, the graph specification
 (kind, radius, neighbour cap, tie order, featuriser version), the data set it was trained
 on with the digest of its crystals and targets, and free-form details of the run (configuration,
-date, commit). :func:`load` refuses a file of another format or version with a message saying so.
+date, commit). :func:`load` refuses a file of another format or version with a message saying so, and reads
+every file with ``weights_only=True``: a file that asks for any Python object beyond tensors and plain
+containers is refused before anything in it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from mlib import catalogue, store
@@ -98,7 +99,9 @@ def read(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no model file at {path}")
     try:
-        record = torch.load(path, weights_only=False, map_location="cpu")
+        record = store.load_torch(path)
+    except store.UntrustedFile as exc:
+        raise ModelFileError(str(exc)) from None
     except Exception as exc:  # a truncated or foreign file
         raise ModelFileError(
             f"{path} cannot be read as a model file ({type(exc).__name__}: {exc}); "

@@ -26,7 +26,7 @@ import dgl
 import pandas as pd
 import torch
 
-from mlib import catalogue, model_file
+from mlib import catalogue, model_file, store
 from mlib.graphs.atom_features import MAX_Z
 from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import NeighborError, featurize_one, to_structure
@@ -57,37 +57,84 @@ def load_models(path: Path) -> tuple[list[model_file.SavedModel], float]:
 
 
 def read_inputs(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """``id`` and ``cif`` text of every crystal named: CIF files, folders of CIF files, CSVs (id, cif)."""
-    rows = []
+    """``id``, ``cif`` text and ``reason`` of every crystal named: CIF files, folders of CIF files (``*.cif`` in
+    any case), CSVs (id, cif). Each file is read on its own: one that cannot be read (not text, not a CSV, no
+    rows, missing columns) becomes a row with its reason instead of stopping the others."""
+    rows: list[dict[str, str | None]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(path.glob("*.cif"))
+            files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() == ".cif")
             if not files:
-                raise FileNotFoundError(f"{path} holds no *.cif file")
-            rows += [{"id": str(f), "cif": f.read_text()} for f in files]
-        elif path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path)
-            missing = {"id", "cif"} - set(frame.columns)
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {sorted(missing)}; a CSV needs id and cif")
-            rows += [{"id": str(r.id), "cif": r.cif} for r in frame.itertuples()]
+                rows.append(_unread(path, "folder holds no *.cif file"))
+            rows += [_cif_row(f) for f in files]
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            rows += _csv_rows(path)
         elif path.is_file():
-            rows.append({"id": str(path), "cif": path.read_text()})
+            rows.append(_cif_row(path))
         else:
-            raise FileNotFoundError(f"{path} does not exist")
-    return pd.DataFrame(rows, columns=["id", "cif"])
+            rows.append(_unread(path, "does not exist"))
+    return pd.DataFrame(rows, columns=["id", "cif", "reason"])
+
+
+def _unread(path: Path, reason: str) -> dict[str, str | None]:
+    return {"id": str(path), "cif": None, "reason": reason}
+
+
+def decode(data: bytes) -> str | None:
+    """The text of a file: UTF-8, or Latin-1 where that reads as text (older CIFs); None for binary data."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+        return text if "\x00" not in text and printable >= 0.99 * len(text) else None
+
+
+def _cif_row(path: Path) -> dict[str, str | None]:
+    try:
+        text = decode(path.read_bytes())
+    except OSError as exc:
+        return _unread(path, f"cannot be read ({exc.strerror})")
+    if text is None:
+        return _unread(path, "not a text file (binary data), so not a CIF")
+    if not text.strip():
+        return _unread(path, "empty file")
+    return {"id": str(path), "cif": text, "reason": None}
+
+
+def _csv_rows(path: Path) -> list[dict[str, str | None]]:
+    import io
+
+    try:
+        text = decode(path.read_bytes())
+        if text is None:
+            return [_unread(path, "not a text file (binary data), so not a CSV")]
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except OSError as exc:
+        return [_unread(path, f"cannot be read ({exc.strerror})")]
+    except pd.errors.EmptyDataError:
+        return [_unread(path, "empty file; a CSV needs a header row (id, cif) and one row per crystal")]
+    except (pd.errors.ParserError, ValueError) as exc:
+        return [_unread(path, f"cannot be read as a CSV ({str(exc).strip().splitlines()[-1]})")]
+    missing = {"id", "cif"} - set(frame.columns)
+    if missing:
+        return [_unread(path, f"lacks column(s) {sorted(missing)}; a CSV needs id and cif")]
+    if frame.empty:
+        return [_unread(path, "has a header row but no crystals")]
+    return [
+        {"id": r.id, "cif": r.cif or None, "reason": None if r.cif.strip() else "no CIF text in this row"}
+        for r in frame.itertuples()
+    ]
 
 
 def _graph(cif: str, spec) -> tuple[dgl.DGLGraph | None, str, str]:
     """(graph, formula, reason): the graph of one CIF, or None with the reason it cannot be predicted."""
     try:
-        structure = to_structure(cif if isinstance(cif, str) else "")
+        structure = to_structure(cif)
     except NeighborError as exc:
         return None, "", str(exc)
     formula = structure.composition.reduced_formula
-    if not structure.is_ordered:
-        return None, formula, "partial occupancy: only ordered structures can become crystal graphs"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, result = featurize_one(("crystal", structure), spec, MAX_Z)
@@ -111,7 +158,7 @@ def predict(paths: Sequence[str | Path], model_path: str | Path = DEFAULT_MODEL)
     unit = catalogue.TARGETS[target].unit if target in catalogue.TARGETS else saved.info.get("unit") or ""
     rows = []
     for entry in inputs.itertuples():
-        graph, formula, reason = _graph(entry.cif, saved.spec)
+        graph, formula, reason = (None, "", entry.reason) if entry.reason else _graph(entry.cif, saved.spec)
         values = (
             torch.cat([m.scaler.decode(m.model(graph)) for m in members])
             if graph is not None
@@ -139,6 +186,16 @@ def predict(paths: Sequence[str | Path], model_path: str | Path = DEFAULT_MODEL)
     )
 
 
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the terminal shows it: prediction and spread in the target's display unit (thermal
+    expansion in 10^-6 1/K), four significant digits."""
+    target = catalogue.TARGETS.get(str(table["target"].iloc[0]))
+    scale, unit = (target.scale, target.axis_unit) if target else (1.0, str(table["unit"].iloc[0]))
+    view = table[["id", "formula", "prediction", "spread", "status", "reason"]].copy()
+    view[["prediction", "spread"]] = view[["prediction", "spread"]] / scale
+    return view.rename(columns={"prediction": f"prediction ({unit})", "spread": f"spread ({unit})"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlib.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,16 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = predict(args.inputs, args.model)
     except (FileNotFoundError, ValueError, model_file.ModelFileError) as exc:
         parser.exit(2, f"error: {exc}\n")
-    shown = table[["id", "formula", "prediction", "spread", "unit", "status", "reason"]]
-    print(shown.to_string(index=False))
+    print(shown(table).to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     first = table.iloc[0]
     print(
         f"model: {first['model']} for {first['target']}, trained on {first['dataset']} ({first['trained']}, "
         f"commit {str(first['commit'])[:7]})"
     )
     if args.out:
-        table.to_csv(args.out, index=False)
-        print(f"written to {args.out}")
+        store.write_csv(args.out, table)
+        print(f"written to {args.out} (values in {first['unit']}, full precision)")
     predicted = int((table["status"] == "ok").sum())
     if predicted < len(table):
         print(f"{len(table) - predicted} of {len(table)} crystals could not be predicted (see reason)", file=sys.stderr)

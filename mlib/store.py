@@ -77,6 +77,31 @@ def save_torch(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+class UntrustedFile(ValueError):
+    """A torch file that holds more than tensors and plain containers: loading it could run code."""
+
+
+def load_torch(path: Path) -> Any:
+    """A file written by :func:`save_torch`, read with ``weights_only=True``: tensors, numbers, strings, lists,
+    tuples and dicts only. A pickle that names any other Python object (a function to call, a class to build)
+    is refused with :class:`UntrustedFile` before anything in it runs; other read errors propagate."""
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        wanted = re.search(r"GLOBAL (\S+)", str(exc))
+        raise UntrustedFile(
+            f"{path} was refused: besides tensors and plain containers it asks to load the Python object "
+            f"{wanted.group(1) if wanted else '(unnamed)'}, which could run code; nothing in it was run. The "
+            "study's model files and checkpoints hold tensors, numbers, strings, lists and dicts only: use a file "
+            "written by mlib, from a source you trust"
+        ) from None
+
+
 def canonical(value: Any) -> Any:
     """``value`` as plain JSON types (tuples as lists, keys as strings), for comparing keys."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))

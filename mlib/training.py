@@ -151,7 +151,9 @@ def predict(
 def read_checkpoint(path: Path) -> dict:
     """A checkpoint's contents, or a :class:`CheckpointError` naming the file and what to do."""
     try:
-        return torch.load(path, weights_only=False)
+        return store.load_torch(path)
+    except store.UntrustedFile as exc:
+        raise CheckpointError(str(exc)) from None
     except Exception as exc:  # truncated, zero-length or foreign files
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}); it is damaged: delete it "

@@ -21,6 +21,8 @@ from torch import nn
 
 from mlib import datasets
 from mlib.catalogue import MP_SPLIT
+from mlib.data.errors import BadEntry
+from mlib.data.skips import Skips
 from mlib.federated.client import ClientData, client_data
 from mlib.federated.partition import anion_elements, partition
 from mlib.graphs.featurize import GraphSet, featurize
@@ -49,7 +51,7 @@ NODE_CONFIG = {
 
 
 class SiteDataError(ValueError):
-    """A site's data cannot be used (missing file or columns)."""
+    """A site's data cannot be used (missing file or columns, not a readable CSV)."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,10 @@ def site_graphs(node: dict[str, Any]) -> tuple[GraphSet, np.ndarray]:
         path = Path(str(node["data"]))
         if not path.is_file():
             raise SiteDataError(f"site data {path} does not exist; give this site's CSV (id, cif, {target})")
-        frame = pd.read_csv(path).rename(columns={"cif": "source"})
-        missing = {"id", "source", target} - set(frame.columns)
-        if missing:
-            raise SiteDataError(f"{path}: missing column(s) {sorted(missing)} (need id, cif, {target})")
-        graph_set = featurize(frame, path.stem, model.spec).with_finite(target)
+        frame = read_site_csv(path, target)
+        numeric, skips = numeric_targets(frame, target)
+        graph_set = featurize(numeric, path.stem, model.spec).with_finite(target)
+        graph_set.skips.extend(skips)
         report_skips(graph_set, len(frame), path.with_name(f"{path.stem}.skipped.csv"), int(node["client-id"]))
         return graph_set, np.arange(len(graph_set))
     limit = int(node["limit"]) or None
@@ -118,6 +119,36 @@ def site_graphs(node: dict[str, Any]) -> tuple[GraphSet, np.ndarray]:
         target=graph_set.target(target).numpy(),
     )
     return graph_set, shards[int(node["client-id"])]
+
+
+def read_site_csv(path: Path, target: str) -> pd.DataFrame:
+    """A site's CSV (id, cif, target) as text columns; a file that is not a readable CSV with these columns is
+    refused with one line naming it."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SiteDataError(f"site data {path} is not UTF-8 text; give this site's CSV (id, cif, {target})") from None
+    except pd.errors.EmptyDataError:
+        raise SiteDataError(f"site data {path} is empty; give this site's CSV (id, cif, {target})") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise SiteDataError(f"site data {path} cannot be read as a CSV ({detail}); no crystal was used") from None
+    missing = {"id", "cif", target} - set(frame.columns)
+    if missing:
+        raise SiteDataError(f"{path}: missing column(s) {sorted(missing)} (need id, cif, {target})")
+    return frame.rename(columns={"cif": "source"})
+
+
+def numeric_targets(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, Skips]:
+    """The rows whose ``target`` reads as a number (as floats); the others are counted skips with their text."""
+    values = pd.to_numeric(frame[target].str.strip(), errors="coerce")
+    skips = Skips()
+    for entry_id, text in zip(frame["id"][values.isna()], frame[target][values.isna()]):
+        if text.strip():
+            skips.add(BadEntry(str(entry_id), f"{target} {text!r} is not a number", "target", f"non-numeric {target}"))
+        else:
+            skips.add(BadEntry(str(entry_id), f"no {target} value", "target", f"no {target}"))
+    return frame[values.notna()].assign(**{target: values[values.notna()]}).reset_index(drop=True), skips
 
 
 def report_skips(graph_set: GraphSet, total: int, path: Path, client: int) -> None:

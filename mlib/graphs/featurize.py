@@ -228,13 +228,13 @@ def _save(folder: Path, graph_set: GraphSet) -> None:
 
 
 def _load(folder: Path, name: str, spec: GraphSpec, strict: bool, digest: str) -> GraphSet:
-    """A cache entry, verified against its digest file (an entry written before digests were kept is
-    verified by reading it, then gets its digest)."""
+    """A cache entry, verified against its digest file. An entry without one (interrupted before its digest
+    was written, or altered) cannot be verified and is rebuilt, never signed as it is."""
     recorded = folder / CACHE_DIGEST
-    missing = [file for file in CACHE_FILES if not (folder / file).exists()]
+    missing = [file for file in (*CACHE_FILES, CACHE_DIGEST) if not (folder / file).exists()]
     if missing:
         raise DamagedCache(f"missing {', '.join(missing)}")
-    if recorded.exists() and recorded.read_text() != _files_digest(folder):
+    if recorded.read_text() != _files_digest(folder):
         raise DamagedCache("its files do not match cache.sha256")
     try:
         graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
@@ -244,8 +244,6 @@ def _load(folder: Path, name: str, spec: GraphSpec, strict: bool, digest: str) -
         raise DamagedCache(f"{type(exc).__name__} while reading it") from None
     if len(graphs) != len(table):
         raise DamagedCache(f"{len(graphs)} graphs for {len(table)} table rows")
-    if not recorded.exists():
-        write_text(recorded, _files_digest(folder))
     skips = Skips(strict=strict)
     for row in skip_rows.itertuples():
         skips.add(BadEntry(row.id, row.reason, row.stage, row.kind))

@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from mlib.catalogue import GRAPH_KINDS, MAX_NEIGHBORS, RADIUS, TIE_ORDERS
+from mlib.catalogue import (
+    GRAPH_KINDS,
+    MAX_NEIGHBORS,
+    MAX_PAIRS,
+    MIN_DISTANCE,
+    MIN_VOLUME_PER_ATOM,
+    RADIUS,
+    TIE_ORDERS,
+)
 
 FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
 
@@ -63,10 +71,76 @@ def to_structure(source: Any):
             try:
                 return Structure.from_str(source, fmt="cif")
             except Exception as exc:  # pymatgen raises many types for broken CIFs
+                volume = cif_cell_volume(source)
+                if volume is not None and not volume > 1e-6:
+                    raise NeighborError(
+                        "cell volume", f"cell volume {volume:.3g} A^3 (from the CIF's cell): a degenerate cell (~0)"
+                    ) from None
                 raise NeighborError("unparsable CIF", f"unparsable CIF ({type(exc).__name__}: {exc})") from None
     if isinstance(source, dict):
         return Structure(Lattice(source["lattice"]), source["species"], source["frac_coords"])
     raise NeighborError("no structure", f"cannot read a structure from {type(source).__name__}")
+
+
+def cif_cell_volume(text: str) -> float | None:
+    """The cell volume (A^3) a CIF's cell parameters give (its first data block), or None if they cannot be read."""
+    from pymatgen.io.cif import CifFile, str2float
+
+    try:
+        block = next(iter(CifFile.from_str(text).data.values())).data
+        a, b, c = (str2float(block[f"_cell_length_{x}"]) for x in "abc")
+        cos = np.cos(np.radians([str2float(block[f"_cell_angle_{x}"]) for x in ("alpha", "beta", "gamma")]))
+    except Exception:  # no block, missing or unreadable parameters
+        return None
+    return float(a * b * c * np.sqrt(max(1 - (cos**2).sum() + 2 * cos.prod(), 0.0)))
+
+
+def pairs_within(n_atoms: int, volume: float, radius: float) -> float:
+    """Atom pairs within ``radius`` (A) expected from the density alone: what a neighbour list will hold."""
+    return n_atoms * n_atoms / volume * 4.0 / 3.0 * np.pi * radius**3
+
+
+def check_geometry(structure, radius: float) -> None:
+    """Refuse, with a :class:`NeighborError` saying why, a structure that no real crystal looks like, before any
+    neighbour list within ``radius`` is made (its size is bounded by the density, checked first): partial
+    occupancy, no atoms, a cell of (near) zero volume, atoms closer than :data:`MIN_DISTANCE`, less than
+    :data:`MIN_VOLUME_PER_ATOM` per atom, or more than :data:`MAX_PAIRS` atom pairs within ``radius``."""
+    if not structure.is_ordered:
+        raise NeighborError("partial occupancy", "partial occupancy: only ordered structures can become crystal graphs")
+    n = len(structure)
+    if n == 0:
+        raise NeighborError("no atoms", "structure has no atoms")
+    volume = abs(float(structure.lattice.volume))
+    if not volume / n > 1e-6:  # NaN too
+        raise NeighborError("cell volume", f"cell volume {volume:.3g} A^3 for {n} atoms: a degenerate cell (~0)")
+    if pairs_within(n, volume, MIN_DISTANCE) <= 100_000:  # bounded; denser cells fail the volume floor below
+        shortest = shortest_distance(structure, MIN_DISTANCE)
+        if shortest < MIN_DISTANCE:
+            raise NeighborError(
+                "atoms too close",
+                f"atoms {shortest:.3g} A apart (under {MIN_DISTANCE} A: overlapping atoms or a wrong cell)",
+            )
+    if volume / n < MIN_VOLUME_PER_ATOM:
+        raise NeighborError(
+            "cell volume",
+            f"cell volume {volume:.3g} A^3 for {n} atoms ({volume / n:.3g} A^3 per atom, under "
+            f"{MIN_VOLUME_PER_ATOM} A^3: a wrong cell or wrong units)",
+        )
+    pairs = pairs_within(n, volume, radius)
+    if pairs > MAX_PAIRS:
+        raise NeighborError(
+            "too many atom pairs",
+            f"about {pairs:,.0f} atom pairs within {radius} A ({n:,} atoms, {n / volume:.3g} atoms/A^3); "
+            f"the cap is {MAX_PAIRS:,} (a smaller cell or radius)",
+        )
+
+
+def shortest_distance(structure, within: float) -> float:
+    """The shortest distance (A) between two atoms, periodic images included, if under ``within``; else inf.
+    Atoms on the same spot count (distance 0)."""
+    centers, neighbors, images, dist = structure.get_neighbor_list(within, exclude_self=False)
+    other = (centers != neighbors) | np.any(images != 0, axis=1)
+    return float(dist[other].min()) if other.any() else float("inf")
 
 
 def structure_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
@@ -141,6 +215,7 @@ def featurize_one(item: tuple[str, Any], spec: GraphSpec, max_z: int) -> tuple[s
     entry_id, source = item
     try:
         structure = to_structure(source)
+        check_geometry(structure, spec.radius)
         arrays = structure_arrays(structure, spec) if spec.kind == "cgcnn" else matgl_arrays(structure, spec)
     except NeighborError as exc:
         return entry_id, (exc.kind, str(exc))
