@@ -228,6 +228,11 @@ class GraphParams(NotebookParams):
     def validate(self) -> None:
         super().validate()
         self.positive("radius", "max_neighbors", "workers")
+        if self.radius <= C.MIN_DISTANCE:
+            raise ParameterError(
+                f"radius must be > {C.MIN_DISTANCE} A, got {self.radius:g}: atoms closer than that are refused, "
+                "so no crystal would have an edge"
+            )
         self.one_of("tie_order", C.TIE_ORDERS, "tie order")
 
 

@@ -6,6 +6,7 @@ The profiles live in one readable file, ``mlib/profiles.yaml``. A profile has an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,26 @@ class ProfileError(ValueError):
     """An unknown profile or notebook, or a profile block that names an unknown parameter."""
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-3`` and ``1E+5`` are numbers, not strings (YAML 1.1,
+    PyYAML's default, needs a dot: ``1.0e-3``)."""
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_value(text: str) -> Any:
+    """A value as YAML 1.2 reads it (numbers, booleans, lists, null; anything else a string)."""
+    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load(path: Path = PROFILE_FILE) -> dict[str, dict[str, Any]]:
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def names(path: Path = PROFILE_FILE) -> list[str]:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 from mlib import catalogue, costs, profiles, provenance
 from mlib import params as P
@@ -62,13 +61,13 @@ def select(only: list[str] | None, directory: Path = NOTEBOOK_DIR) -> list[Path]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML (numbers, booleans, lists, null)."""
+    """``key=value`` pairs; values are read as YAML 1.2 (numbers, ``1e-3`` too, booleans, lists, null)."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise RunnerError(f"override {item!r} is not of the form key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = profiles.read_value(value)
     return overrides
 
 

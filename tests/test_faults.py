@@ -154,7 +154,7 @@ def test_a_site_says_what_it_uses_and_lists_what_it_skipped(tmp_path, capsys):
     assert set(skipped["id"]) == {"broken", "no-target", "mendelevium", "lonely"}
     assert set(skipped["kind"]) == {
         "unparsable CIF",
-        "non-finite y",
+        "no y",
         "element without features",
         "atom without neighbours",
     }
