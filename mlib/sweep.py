@@ -12,6 +12,8 @@ and retried by the next worker.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -25,8 +27,10 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from mlib import catalogue
-from mlib.models.registry import build_model
+from mlib import catalogue, model_file, store
+from mlib.catalogue import THERMAL_TARGET
+from mlib.graphs.featurize import GraphSet
+from mlib.models.registry import MODEL_CODE_VERSION, build_model
 from mlib.params import ParameterError, SearchSpace, TrainConfig
 from mlib.training import Trainer, seed_everything, split_indices
 
@@ -47,17 +51,46 @@ def storage(url: str, heartbeat: int = 60) -> RDBStorage:
         )
 
 
+def study_inputs(
+    graph_set: GraphSet, space: SearchSpace, epochs: int, seed: int, sampler: str, pruner: str, atom_features: str
+) -> dict:
+    """Everything a study's trials depend on: data set, crystals and targets (digest), graphs, search space,
+    epochs, training seed, sampler, pruner, atom features, training choices and model code. Recorded in the
+    study; a worker with other inputs is refused (:func:`make_study`)."""
+    return store.canonical(
+        {
+            "data": graph_set.data_key(THERMAL_TARGET),
+            "graph": model_file.graph_info(graph_set.spec),
+            "space": space.grid(),
+            "epochs": epochs,
+            "seed": seed,
+            "sampler": sampler,
+            "pruner": pruner,
+            "atom_features": atom_features,
+            "training": catalogue.TRAINING_CHOICES,
+            "model_code_version": MODEL_CODE_VERSION,
+        }
+    )
+
+
+def inputs_digest(inputs: dict) -> str:
+    """A short digest of a study's inputs (the notebook's study names end with it)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def make_study(
     name: str,
     url: str,
     space: SearchSpace,
+    inputs: dict,
     sampler: str = "grid",
     pruner: str = "none",
     epochs: int = 200,
     seed: int = 0,
     heartbeat: int = 60,
 ) -> optuna.Study:
-    """Create or load a study (maximising validation R)."""
+    """Create or load a study (maximising validation R) whose trials depend on ``inputs`` (:func:`study_inputs`);
+    a study of that name made with other inputs is refused with :class:`SweepError` saying what differs."""
     samplers = {
         "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -71,7 +104,7 @@ def make_study(
         raise SweepError(f"unknown sampler {sampler!r}; choose from {sorted(samplers)}")
     if pruner not in pruners:
         raise SweepError(f"unknown pruner {pruner!r}; choose from {sorted(pruners)}")
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=storage(url, heartbeat),
         direction="maximize",
@@ -79,6 +112,28 @@ def make_study(
         pruner=pruners[pruner](),
         load_if_exists=True,
     )
+    check_inputs(study, store.canonical(inputs), url)
+    return study
+
+
+def check_inputs(study: optuna.Study, inputs: dict, url: str) -> None:
+    """Record ``inputs`` in a new study; refuse an existing study made with other inputs. A study that records
+    none (made before they were recorded) is adopted only when empty or when its name carries their digest."""
+    recorded = study.user_attrs.get("inputs")
+    if recorded is None:
+        if study.trials and not study.study_name.endswith(f"-{inputs_digest(inputs)}"):
+            raise SweepError(
+                f"study {study.study_name!r} in {url} holds {len(study.trials)} trials but does not record what "
+                "they were trained on (made by an older mlib): its trials cannot be told apart from these inputs'; "
+                "give another --study name"
+            )
+        study.set_user_attr("inputs", inputs)
+    elif recorded != inputs:
+        changed = "; ".join(store.differences(recorded, inputs)[:6])
+        raise SweepError(
+            f"study {study.study_name!r} in {url} was made with other inputs ({changed}); its trials would be mixed "
+            "with this worker's: give another --study name, or the study's own settings"
+        )
 
 
 def objective(
@@ -235,8 +290,6 @@ def run_worker(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import json
-
     from mlib import datasets
 
     parser = argparse.ArgumentParser(
@@ -265,18 +318,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         space = SearchSpace.from_dict(args.space)
-        study = make_study(
-            args.study, args.storage, space, args.sampler, args.pruner, args.epochs, args.seed, args.heartbeat
-        )
-    except (ParameterError, SweepError) as exc:
+        storage(args.storage, args.heartbeat)
+    except ParameterError as exc:
         parser.exit(2, f"error: {exc}\n")
     except Exception as exc:  # the storage URL: bad scheme, unreachable server, missing driver
         parser.exit(2, f"error: cannot open the study storage {args.storage!r}: {type(exc).__name__}: {exc}\n")
-    graphs = datasets.load_thermal(args.dataset, limit=args.limit).graphs
+    graph_set = datasets.load_thermal(args.dataset, limit=args.limit).graphs.with_finite(THERMAL_TARGET)
+    inputs = study_inputs(graph_set, space, args.epochs, args.seed, args.sampler, args.pruner, args.atom_features)
+    try:
+        study = make_study(
+            args.study, args.storage, space, inputs, args.sampler, args.pruner, args.epochs, args.seed, args.heartbeat
+        )
+    except SweepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"study {args.study}: {len(study.trials)} trials so far; this worker trains on {graph_set.label}", flush=True)
     run_worker(
         study,
-        graphs.graphs,
-        graphs.target(catalogue.THERMAL_TARGET),
+        graph_set.graphs,
+        graph_set.target(THERMAL_TARGET),
         space,
         args.epochs,
         args.seed,

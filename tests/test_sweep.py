@@ -12,7 +12,7 @@ from mlib import sweep
 from mlib.params import ParameterError, SearchSpace
 from mlib.paths import REPO_ROOT
 from tests.conftest import needs_mirror
-from tests.sweep_worker import SPACE
+from tests.sweep_worker import INPUTS, SPACE
 
 TrialState = optuna.trial.TrialState
 
@@ -63,7 +63,7 @@ def test_a_rerun_completes_the_study_to_n_trials_instead_of_adding_more(tmp_path
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     graphs, y = toy_data()
     for _ in range(2):
-        study = sweep.make_study("toy", url, SPACE, "tpe", epochs=1)
+        study = sweep.make_study("toy", url, SPACE, INPUTS, "tpe", epochs=1)
         sweep.run_worker(study, graphs, y, SPACE, 1, seed=0, n_trials=2)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
 
@@ -82,7 +82,7 @@ def test_command_line_checks_its_arguments_before_loading_data(capsys):
 
 def test_two_workers_share_one_study_without_duplicates(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    sweep.make_study("toy", url, SPACE, "grid", epochs=3)  # create once, then two processes join
+    sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=3)  # create once, then two processes join
     workers = [start_worker(url, 3) for _ in range(2)]
     assert all(w.wait(timeout=300) == 0 for w in workers)
     done = completed(url)
@@ -108,7 +108,7 @@ def test_of_two_trials_that_drew_the_same_point_at_once_the_later_yields():
 
 def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    sweep.make_study("toy", url, SPACE, "grid", epochs=60, heartbeat=1)
+    sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=60, heartbeat=1)
     worker = start_worker(url, 60)
     deadline = time.time() + 240
     while time.time() < deadline:  # wait until one trial is finished and another is running
@@ -269,3 +269,39 @@ def test_trials_table_says_why_a_trial_did_not_complete():
     assert notes[2] == "same configuration as trial 0"
     assert notes[3].startswith("diverged")
     assert notes[4].startswith("stopped with its worker")
+
+
+def test_a_study_refuses_a_worker_with_other_inputs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    study = sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=1)
+    assert study.user_attrs["inputs"] == INPUTS
+    with pytest.raises(sweep.SweepError, match=r"'toy' .* other inputs \(data: 'toy_data\(\)' -> 'other'\)"):
+        sweep.make_study("toy", url, SPACE, {**INPUTS, "data": "other"}, "grid", epochs=1)
+    assert sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=1).user_attrs["inputs"] == INPUTS
+
+
+def test_a_study_of_an_older_mlib_is_adopted_only_when_its_name_carries_the_inputs_digest(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    for name in ("old", f"old-{sweep.inputs_digest(INPUTS)}"):
+        legacy = optuna.create_study(study_name=name, storage=url, direction="maximize")
+        legacy.enqueue_trial({"hidden": 4})
+        legacy.ask()
+    with pytest.raises(sweep.SweepError, match="'old' .* holds 1 trials but does not record"):
+        sweep.make_study("old", url, SPACE, INPUTS, "grid", epochs=1)
+    adopted = sweep.make_study(f"old-{sweep.inputs_digest(INPUTS)}", url, SPACE, INPUTS, "grid", epochs=1)
+    assert adopted.user_attrs["inputs"] == INPUTS
+
+
+@needs_mirror
+def test_two_command_line_workers_on_different_data_never_share_a_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    common = ["--storage", url, "--study", "mine", "--epochs", "1", "--n-trials", "1"]
+    space = ["--space", '{"conv_layers": [1], "batch_size": [8], "hidden": [4], "lr": [0.01]}']
+    run = [sys.executable, "-m", "mlib.sweep", *common, *space]
+    first = subprocess.run([*run, "--limit", "40"], cwd=REPO_ROOT, env=one_thread(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([*run, "--limit", "80"], cwd=REPO_ROOT, env=one_thread(), capture_output=True, text=True)
+    assert second.returncode == 2
+    assert "'mine'" in second.stderr and "data.crystals: 40 -> 80" in second.stderr and "other inputs" in second.stderr
+    study = optuna.load_study(study_name="mine", storage=url)
+    assert len(study.trials) == 1 and study.user_attrs["inputs"]["data"]["crystals"] == 40

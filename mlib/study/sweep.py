@@ -14,20 +14,17 @@ a new study, never mixed with the old one. Final and learning-curve runs are run
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from mlib import catalogue, datasets, model_file, plots, published, sweep
+from mlib import catalogue, datasets, plots, published, sweep
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.thermal import duplicate_spread, records_frame
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
-from mlib.models.registry import MODEL_CODE_VERSION
 from mlib.outputs import Run, mean_std
 from mlib.parallel import run_jobs
 from mlib.params import SweepParams, TrainConfig
@@ -37,22 +34,16 @@ from mlib.training import FitJob, fit_jobs, split_indices
 NOTEBOOK = "03_sweep"
 
 
+def inputs(P: SweepParams, graph_set: GraphSet) -> dict:
+    """What the study's trials depend on (recorded in the study, digested into its name)."""
+    return sweep.study_inputs(
+        graph_set.with_finite(THERMAL_TARGET), P.space(), P.epochs, P.seed, P.sampler, P.pruner, P.atom_features
+    )
+
+
 def study_name(P: SweepParams, graph_set: GraphSet) -> str:
     """``study_name`` with a digest of everything the trials depend on (other data or code: another study)."""
-    key = {
-        "data": graph_set.with_finite(THERMAL_TARGET).data_key(THERMAL_TARGET),
-        "graph": model_file.graph_info(graph_set.spec),
-        "space": P.space().grid(),
-        "epochs": P.epochs,
-        "seed": P.seed,
-        "sampler": P.sampler,
-        "pruner": P.pruner,
-        "atom_features": P.atom_features,
-        "training": catalogue.TRAINING_CHOICES,
-        "model_code_version": MODEL_CODE_VERSION,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{P.study_name}-{digest}"
+    return f"{P.study_name}-{sweep.inputs_digest(inputs(P, graph_set))}"
 
 
 def storage_url(P: SweepParams, name: str) -> str:
@@ -75,8 +66,8 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     """Run (or complete) the study; tables of every trial, the top 10 and the best beside the paper's."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials, failed ones too, are reported by the tables
     space = P.space()
-    name = study_name(P, graph_set)
-    study = sweep.make_study(name, storage_url(P, name), space, P.sampler, P.pruner, P.epochs, P.seed)
+    name, recorded = study_name(P, graph_set), inputs(P, graph_set)
+    study = sweep.make_study(name, storage_url(P, name), space, recorded, P.sampler, P.pruner, P.epochs, P.seed)
     print(
         f"study {name}: {space.size()} configurations; {len(study.trials)} trials already in it "
         f"(more workers: python -m mlib.sweep --study {name} ...)",
@@ -94,7 +85,9 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         print(f"time budget: {spent / 60:.0f} of {P.timeout_min:g} min spent by earlier runs of this study", flush=True)
     if timeout is None or timeout > 0:
         workers = [
-            (name, storage_url(P, name), P.seed + k, share, timeout) for k, share in enumerate(shares) if share != 0
+            (name, storage_url(P, name), recorded, P.seed + k, share, timeout)
+            for k, share in enumerate(shares)
+            if share != 0
         ]
         shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
         run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
@@ -147,7 +140,7 @@ def time_spent(study: optuna.Study, epochs: int) -> float:
 
 
 def _search_worker(
-    shared: tuple, name: str, url: str, sampler_seed: int, share: int | None, timeout: float | None
+    shared: tuple, name: str, url: str, recorded: dict, sampler_seed: int, share: int | None, timeout: float | None
 ) -> None:
     """One worker of the study: its own sampler seed (two workers do not propose the same trials), its
     ``share`` of the trials still to run (the workers together complete the study to ``n_trials``) and the
@@ -155,7 +148,7 @@ def _search_worker(
     P, graphs, y = shared
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in the notebook: trials are reported by tables
     space = P.space()
-    study = sweep.make_study(name, url, space, P.sampler, P.pruner, P.epochs, sampler_seed)
+    study = sweep.make_study(name, url, space, recorded, P.sampler, P.pruner, P.epochs, sampler_seed)
     sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, timeout, P.atom_features, share)
 
 
