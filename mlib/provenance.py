@@ -88,3 +88,46 @@ def finished(folder: Path) -> bool:
     older records without the flag count as finished)."""
     path = folder / "provenance.json"
     return path.exists() and json.loads(path.read_text()).get("finished", True) is not False
+
+
+# Parameters that change how fast a notebook runs, not what it computes: they do not make its results differ.
+HOW_NOT_WHAT = ("out_dir", "store_dir", "profile", "workers")
+
+
+def fingerprint(parameters: dict, upstream: dict[str, str]) -> str:
+    """What a notebook's results depend on: its parameters (less :data:`HOW_NOT_WHAT`) and the fingerprints of
+    the results it read (``upstream``: notebook -> fingerprint). Equal fingerprints, the same inputs."""
+    own = {k: v for k, v in parameters.items() if k not in HOW_NOT_WHAT}
+    text = json.dumps({"parameters": own, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_of(folder: Path) -> dict | None:
+    """The ``provenance.json`` of a notebook's finished results, or None."""
+    return json.loads((folder / "provenance.json").read_text()) if finished(folder) else None
+
+
+def current_fingerprint(folder: Path) -> str | None:
+    """The fingerprint of the finished results in ``folder`` (None: none there)."""
+    record = record_of(folder)
+    if record is None:
+        return None
+    return record.get("fingerprint") or fingerprint(record["parameters"], record.get("upstream", {}))
+
+
+def stale(root: Path, needs: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Published notebooks under ``root`` made from results that have since been replaced, directly or further
+    up (``needs`` in order, upstream first): notebook -> why. Results published before upstream fingerprints
+    were recorded are not judged."""
+    out = {}
+    for notebook, ups in needs.items():
+        record = record_of(root / notebook)
+        if record is None or "upstream" not in record:
+            continue
+        changed = [up for up in ups if up in out or record["upstream"].get(up) != current_fingerprint(root / up)]
+        if changed:
+            out[notebook] = (
+                f"made from results of {', '.join(changed)} that have since been replaced "
+                f"(other parameters or data): rerun {notebook}"
+            )
+    return out

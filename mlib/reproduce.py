@@ -71,9 +71,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def check_prerequisites(chosen: list[Path], root: Path) -> None:
-    """Every prerequisite of a chosen notebook runs earlier in this call or has finished results under ``root``."""
+def check_prerequisites(chosen: list[Path], root: Path, force: bool = False) -> None:
+    """Every prerequisite of a chosen notebook runs earlier in this call or has finished results under ``root``
+    that are not stale (``force``: stale ones are read all the same)."""
     before: set[str] = set()
+    stale = provenance.stale(root, catalogue.NOTEBOOKS)
     for nb in chosen:
         for needed in catalogue.NOTEBOOKS.get(nb.stem, ()):
             if needed not in before and not provenance.finished(root / needed):
@@ -81,11 +83,62 @@ def check_prerequisites(chosen: list[Path], root: Path) -> None:
                     f"{nb.stem} reads the results of {needed}, which has not run in this profile "
                     f"({root / needed} is missing): run {needed} first, or add it to --only"
                 )
+            if needed not in before and needed in stale and not force:
+                raise RunnerError(
+                    f"{nb.stem} reads the results of {needed}, which are stale ({stale[needed]}); add {needed} "
+                    "to --only, or pass --force to read them all the same"
+                )
         before.add(nb.stem)
 
 
+def downstream(notebook: str) -> list[str]:
+    """Every notebook that reads ``notebook``'s results, directly or through others, in order."""
+    out: list[str] = []
+    for name, needs in catalogue.NOTEBOOKS.items():
+        if notebook in needs or any(up in out for up in needs):
+            out.append(name)
+    return out
+
+
+def check_consistency(runs: list[tuple[Path, Path, dict[str, Any]]], root: Path, force: bool) -> list[str]:
+    """One results folder, one set of inputs: a notebook republished with other inputs (parameters, or results
+    of its own prerequisites) leaves the published notebooks that read it stale unless they run too. Refused
+    unless ``force``; returns the notebooks that this call will leave stale."""
+    chosen = {nb.stem for nb, _, _ in runs}
+    new: dict[str, str] = {}
+    left: list[str] = []
+    changed: list[str] = []
+    for nb, results, values in runs:
+        full = P.build(nb.stem, values).as_dict()  # every parameter, as the notebook records them
+        ups = {up: new.get(up) or provenance.current_fingerprint(root / up) for up in catalogue.NOTEBOOKS[nb.stem]}
+        new[nb.stem] = provenance.fingerprint(full, ups)
+        record = provenance.record_of(results)
+        if record is None:
+            continue
+        if "upstream" in record:
+            same = provenance.current_fingerprint(results) == new[nb.stem]
+        else:  # published before fingerprints were recorded: its own parameters decide
+            same = provenance.fingerprint(record["parameters"], {}) == provenance.fingerprint(full, {})
+        if not same:
+            changed.append(nb.stem)
+            left += [d for d in downstream(nb.stem) if d not in chosen and d not in left and (root / d).exists()]
+    if left and not force:
+        raise RunnerError(
+            f"this run republishes {', '.join(changed)} with other inputs than the published results; "
+            f"{', '.join(left)} in {root} read them and are not in this run, so the folder would mix results of "
+            "two settings. Run them too (add them to --only, or leave --only out), or pass --force to republish "
+            "and leave them marked stale"
+        )
+    return left
+
+
 def plan(
-    profile: str, only: list[str] | None, overrides: dict[str, Any], out: Path, directory: Path = NOTEBOOK_DIR
+    profile: str,
+    only: list[str] | None,
+    overrides: dict[str, Any],
+    out: Path,
+    directory: Path = NOTEBOOK_DIR,
+    force: bool = False,
 ) -> list[tuple[Path, Path, dict[str, Any]]]:
     """Check everything and return (notebook, results folder, parameters) for each run."""
     if profile not in profiles.names():
@@ -110,7 +163,8 @@ def plan(
         values["store_dir"] = os.path.relpath((root / STORE).resolve(), nb.parent)
         P.build(nb.stem, values)  # fail fast on bad values
         runs.append((nb, root / nb.stem, values))
-    check_prerequisites(chosen, root)
+    check_prerequisites(chosen, root, force)
+    check_consistency(runs, root, force)
     return runs
 
 
@@ -146,11 +200,15 @@ def staging_folder(results: Path) -> Path:
 
 
 def publish(staging: Path, results: Path, seconds: float) -> None:
-    """Mark the staged results finished and swap them in for the notebook's results folder."""
+    """Mark the staged results finished, with the fingerprints of what they were made from, and swap them in for
+    the notebook's results folder."""
     record_path = staging / "provenance.json"
     record = json.loads(record_path.read_text())
     record.update(finished=True, wall_time_s=round(seconds, 2))
     record["parameters"]["out_dir"] = os.path.relpath(results.resolve(), NOTEBOOK_DIR)
+    needs = catalogue.NOTEBOOKS.get(results.name, ())
+    record["upstream"] = {up: provenance.current_fingerprint(results.parent / up) for up in needs}
+    record["fingerprint"] = provenance.fingerprint(record["parameters"], record["upstream"])
     record_path.write_text(json.dumps(record, indent=2, default=str))
     for notebook in staging.glob("*.ipynb"):
         tidy(notebook, results)
@@ -273,6 +331,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def report_stale(root: Path) -> None:
+    """Say which published notebooks under ``root`` are stale (made from results since replaced)."""
+    for notebook, why in provenance.stale(root, catalogue.NOTEBOOKS).items():
+        print(f"stale: {root / notebook} was {why}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlib.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,12 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (default: results/)")
     parser.add_argument("--list", action="store_true", help="list profiles, notebooks and parameters")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="republish even where notebooks that read these results are not in this run (they are marked stale)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         print(describe())
         return 0
     try:
-        runs = plan(args.profile, args.only, parse_overrides(args.param), args.out)
+        runs = plan(args.profile, args.only, parse_overrides(args.param), args.out, force=args.force)
     except (RunnerError, P.ParameterError, profiles.ProfileError) as exc:
         parser.exit(2, f"error: {exc}\n")
     from papermill.exceptions import PapermillExecutionError
@@ -325,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{results} and the run store are unchanged",
                 file=sys.stderr,
             )
+            report_stale(results.parent)
             return 1
         except KeyboardInterrupt:
             outcome = "interrupted"
@@ -338,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             costs.log_sitting(results.parent / STORE, nb.stem, started, outcome)
             costs.write(results.parent)
         print(f"<== {nb.stem} done in {seconds:.0f} s", flush=True)
+    report_stale(args.out / args.profile)
     if args.out.resolve() == RESULTS_DIR.resolve():
         from mlib import readme
 

@@ -129,7 +129,7 @@ def check_key(saved: dict, wanted: dict, where: Path) -> None:
     if saved != wanted:
         changed = "; ".join(differences(saved, wanted)[:6])
         raise RunMismatch(
-            f"{where} holds a run made with another key ({changed}). Its results are kept: delete the folder "
+            f"{Path(where).resolve()} holds a run made with another key ({changed}). Its results are kept: delete the folder "
             "to recompute it, or write to another results folder (--out) to keep both."
         )
 
@@ -165,11 +165,11 @@ class Store:
         """The record of a finished run another notebook needs (``made_by`` names the notebook to run)."""
         path = Path(folder) / RECORD
         if not path.exists():
-            raise MissingRun(f"no finished run at {folder}; run {made_by} first (same profile)")
+            raise MissingRun(f"no finished run at {Path(folder).resolve()}; run {made_by} first (same profile)")
         return json.loads(path.read_text())["record"]
 
     def clear(self, folder: Path) -> None:
         """Remove an unfinished run's files (a finished run is never removed here)."""
         if (Path(folder) / RECORD).exists():
-            raise RunMismatch(f"{folder} holds a finished run; it is not removed")
+            raise RunMismatch(f"{Path(folder).resolve()} holds a finished run; it is not removed")
         shutil.rmtree(folder, ignore_errors=True)

@@ -4,7 +4,7 @@ differ from the reference implementation measured, a seed ensemble with calibrat
 Every model is a run of the store, ``<store>/02_train/thermal/<dataset>/<setting>/seed<k>/`` (``setting``:
 ``reference`` for the study's defaults, else the changed choice, e.g. ``lr_schedule=constant``), the
 ensemble's members under ``.../reference/ensemble/seed<k>/`` with its manifest ``ensemble.json``, and
-``<store>/02_train/mp/<dataset>/<target>/``. An interrupted run resumes from its last checkpoint; a
+``<store>/02_train/mp/<dataset>/<target>/seed<k>/``. An interrupted run resumes from its last checkpoint; a
 finished one is read back when its key matches.
 """
 
@@ -342,7 +342,7 @@ def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
         mp,
         P.mp_target,
         _config(P, P.mp_epochs, P.seed),
-        run.runs("mp", P.mp_dataset, P.mp_target),
+        run.runs("mp", P.mp_dataset, P.mp_target, f"seed{P.seed}"),
         resume=P.resume,
         formula_column="formula",
     )
