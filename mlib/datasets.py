@@ -31,6 +31,7 @@ class ThermalData:
     steps: pd.DataFrame
     skips: Skips
     frame: pd.DataFrame  # after dedup, before featurisation
+    before_dedup: pd.DataFrame  # every entry with a structure, before the dedup by (space group, reduced formula)
 
     @property
     def label(self) -> str:
@@ -66,7 +67,7 @@ def load_thermal(
         records, parse_skips = agl_records(source, strict)
         skips.extend(parse_skips)
     mp = mpdata.load_mp_cgcnn() if name == "aflow+mp-join" else None
-    frame, steps = build_thermal(name, records, skips, mp)
+    frame, steps, before = build_thermal(name, records, skips, mp)
     label = name
     if limit is not None and limit < len(frame):
         frame, label = frame.head(limit), f"{name} (first {limit:,})"
@@ -84,7 +85,7 @@ def load_thermal(
         ],
         ignore_index=True,
     )
-    return ThermalData(graphs, steps, skips, frame)
+    return ThermalData(graphs, steps, skips, frame, before)
 
 
 def load_mp(

@@ -64,11 +64,11 @@ def test_build_counts_every_step():
         record("n1", "Si2", ("Si",), (2,), 227, 1e-5, geometry=False),
     ]
     skips = Skips()
-    data, steps = build_thermal("aflow", records, skips)
+    data, steps, _ = build_thermal("aflow", records, skips)
     counts = dict(zip(steps["step"], steps["count"]))
     assert counts["with AFLOW geometry"] == 2 and counts["dropped: no geometry"] == 1 and counts["after dedup"] == 1
     assert skips.table()["id"].tolist() == ["n1"]
-    joined, steps = build_thermal("aflow+mp-join", records, Skips(), mp_frame())
+    joined, steps, _ = build_thermal("aflow+mp-join", records, Skips(), mp_frame())
     assert sorted(joined["structure_source"]) == ["aflow", "mp-join"]
 
 

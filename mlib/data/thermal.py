@@ -49,6 +49,64 @@ def drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(subset=["spacegroup", "reduced_formula"], keep="first").reset_index(drop=True)
 
 
+DEDUP_KEY = ["spacegroup", "reduced_formula"]
+
+
+def same_structure(a, b) -> bool:
+    """Whether two structures are one polymorph: pymatgen's StructureMatcher at its defaults (lattice 20 %,
+    sites 0.3 of the mean free length, angles 5 degrees, volumes scaled to each other, so an experimental
+    lattice matches a DFT relaxation of the same structure)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from mlib.graphs.neighbors import to_structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(StructureMatcher().fit(to_structure(a), to_structure(b)))
+
+
+def structure_matches(structure, before: pd.DataFrame) -> pd.DataFrame:
+    """The entries of ``before`` (a data set before its dedup) that are ``structure``'s polymorph: same reduced
+    formula and :func:`same_structure`, in the data set's order."""
+    from mlib.graphs.neighbors import to_structure
+
+    formula = to_structure(structure).composition.reduced_formula
+    candidates = before[before["reduced_formula"] == formula]
+    return candidates[[same_structure(structure, source) for source in candidates["source"]]]
+
+
+def dropped_duplicates(before: pd.DataFrame) -> pd.DataFrame:
+    """Every entry the paper's dedup drops, beside the entry it keeps for the same (space group, reduced formula):
+    ``same structure`` says whether the two are one polymorph (:func:`same_structure`) or structurally distinct
+    crystals that the dedup key takes for one compound."""
+    kept = before.drop_duplicates(subset=DEDUP_KEY, keep="first").set_index(DEDUP_KEY)
+    dropped = before[before.duplicated(subset=DEDUP_KEY, keep="first")]
+    rows = []
+    for entry in track(list(dropped.itertuples(index=False)), len(dropped), "dropped duplicates", unit="entry"):
+        first = kept.loc[(entry.spacegroup, entry.reduced_formula)]
+        rows.append(
+            {
+                "spacegroup": entry.spacegroup,
+                "reduced_formula": entry.reduced_formula,
+                "kept": first["id"],
+                "dropped": entry.id,
+                "same structure": same_structure(first["source"], entry.source),
+                f"kept {TARGET}": first[TARGET],
+                f"dropped {TARGET}": getattr(entry, TARGET),
+            }
+        )
+    columns = [
+        "spacegroup",
+        "reduced_formula",
+        "kept",
+        "dropped",
+        "same structure",
+        f"kept {TARGET}",
+        f"dropped {TARGET}",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def duplicate_spread(frame: pd.DataFrame) -> dict[str, float | int]:
     """How far apart the labels of entries that count as one compound (same space group and reduced formula,
     the paper's dedup key) lie: a floor no model that sees one compound per key can beat on those entries.
@@ -186,8 +244,9 @@ def join_mp(labels: pd.DataFrame, mp: pd.DataFrame, skips: Skips) -> tuple[pd.Da
 
 def build_thermal(
     name: str, records: list[AflowRecord], skips: Skips, mp: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A thermal-expansion data set (see module doc) and its steps table (step, count, note)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A thermal-expansion data set (see module doc), its steps table (step, count, note) and the entries
+    before the dedup (what :func:`dropped_duplicates` and structure matches look among)."""
     if name not in THERMAL_DATASETS:
         raise ValueError(f"unknown thermal data set {name!r}; choose from {sorted(THERMAL_DATASETS)}")
     frame = records_frame(records)
@@ -221,7 +280,7 @@ def build_thermal(
     ]
     table = pd.DataFrame(steps, columns=["step", "count", "note"])
     table.insert(0, "dataset", name)
-    return deduped, table
+    return deduped, table, data
 
 
 def summary_row(name: str, frame: pd.DataFrame) -> dict[str, object]:

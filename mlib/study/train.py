@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from scipy import stats
 from mlib import catalogue, datasets, plots, predict, published, store
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.textbook import TEXTBOOK
+from mlib.data.thermal import structure_matches
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
@@ -288,48 +288,65 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
 
 def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
     """Textbook structures of well-known compounds (CIF files, experimental lattices) predicted by the seed
-    ensemble through ``mlib.predict`` as a user would, beside AFLOW's label of the same compound (reduced
-    formula and space group) and that entry's part in the ensemble's split (a training crystal is no test)."""
-    from pymatgen.core import Structure
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
+    ensemble through ``mlib.predict`` as a user would, beside AFLOW's label of the same crystal: the AFLOW entry
+    that is its polymorph (StructureMatcher, not formula and space group alone), whether the data set holds that
+    entry (the paper's dedup keeps one entry per space group and reduced formula, so another polymorph may
+    stand in for it), and its part in the ensemble's split (a training crystal is no test)."""
     info = catalogue.target(THERMAL_TARGET)
     folder = run.path("textbook_cifs")
     folder.mkdir(exist_ok=True)
     for compound in TEXTBOOK:
         store.write_text(folder / f"{compound.formula}.cif", compound.cif())
     predicted = predict.predict([folder / f"{c.formula}.cif" for c in TEXTBOOK], ensemble_file(P.store_dir, P.dataset))
-    graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
+    thermal = datasets.load_thermal(P.dataset, spec=_spec(P), workers=P.workers)
+    graphs = thermal.graphs.first(P.thermal_limit).with_finite(THERMAL_TARGET)
     split = json.loads((thermal_model_file(P.store_dir, P.dataset, P.seed).parent / "split.json").read_text())
     part = {entry: name for name in ("train", "val", "test") for entry in split[name]}
-    table = graphs.table
-    rows = []
-    for compound, row in zip(TEXTBOOK, predicted.itertuples()):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            number = SpacegroupAnalyzer(Structure.from_str(compound.cif(), fmt="cif")).get_space_group_number()
-        same = table[(table["reduced_formula"] == compound.formula) & (table["spacegroup"] == number)]
-        rows.append(
-            {
-                "compound": f"{compound.formula} ({compound.name})",
-                "space group": number,
-                f"predicted ({info.axis_unit})": row.prediction / info.scale,
-                f"spread ({info.axis_unit})": row.spread / info.scale,
-                f"AFLOW label ({info.axis_unit})": same[THERMAL_TARGET].iloc[0] / info.scale
-                if len(same)
-                else float("nan"),
-                "AFLOW entry": same["id"].iloc[0] if len(same) else "none with this formula and space group",
-                "in the ensemble's split": part.get(same["id"].iloc[0], "not in the set") if len(same) else "",
-            }
-        )
+    rows = [
+        {
+            "compound": f"{compound.formula} ({compound.name})",
+            f"predicted ({info.axis_unit})": row.prediction / info.scale,
+            f"spread ({info.axis_unit})": row.spread / info.scale,
+            **_aflow_match(compound.cif(), thermal.before_dedup, set(graphs.table["id"]), part, info),
+        }
+        for compound, row in zip(TEXTBOOK, predicted.itertuples())
+    ]
     frame = pd.DataFrame(rows)
     run.save_table(
         frame,
         "known_compounds",
         f"Seed ensemble on textbook structures of well-known compounds (experimental lattices, CIF files in "
-        f"textbook_cifs/), beside AFLOW's label of the same compound, {info.display}: {graphs.label}",
+        f"textbook_cifs/), beside the label of the AFLOW entry with the same structure (pymatgen's "
+        f"StructureMatcher among {len(thermal.before_dedup):,} AFLOW entries before the dedup), {info.display}: "
+        f"{graphs.label}",
     )
     return frame
+
+
+def _aflow_match(cif: str, before: pd.DataFrame, kept: set[str], part: dict[str, str], info) -> dict[str, object]:
+    """The AFLOW entry with ``cif``'s structure, its label, and where it stands in the data set and split."""
+    matches = structure_matches(cif, before)
+    if matches.empty:
+        return {"AFLOW entry (same structure)": "none", f"AFLOW label ({info.axis_unit})": float("nan"), "note": ""}
+    in_set = matches[matches["id"].isin(kept)]
+    entry = (in_set if len(in_set) else matches).iloc[0]
+    note = part.get(entry["id"], "") if entry["id"] in kept else "not in the data set"
+    if entry["id"] not in kept:
+        same_key = before[
+            (before["spacegroup"] == entry["spacegroup"]) & (before["reduced_formula"] == entry["reduced_formula"])
+        ]
+        note += (
+            f": the paper's dedup kept {same_key['id'].iloc[0]} (space group {entry['spacegroup']}, "
+            f"another structure of {entry['reduced_formula']})"
+        )
+    else:
+        note = f"in the data set, {note} split of the ensemble" if note else "in the data set"
+    return {
+        "AFLOW entry (same structure)": entry["id"],
+        "space group": int(entry["spacegroup"]),
+        f"AFLOW label ({info.axis_unit})": entry[THERMAL_TARGET] / info.scale,
+        "note": note,
+    }
 
 
 def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
