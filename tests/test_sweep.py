@@ -290,18 +290,3 @@ def test_a_study_of_an_older_mlib_is_adopted_only_when_its_name_carries_the_inpu
         sweep.make_study("old", url, SPACE, INPUTS, "grid", epochs=1)
     adopted = sweep.make_study(f"old-{sweep.inputs_digest(INPUTS)}", url, SPACE, INPUTS, "grid", epochs=1)
     assert adopted.user_attrs["inputs"] == INPUTS
-
-
-@needs_mirror
-def test_two_command_line_workers_on_different_data_never_share_a_study(tmp_path):
-    url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    common = ["--storage", url, "--study", "mine", "--epochs", "1", "--n-trials", "1"]
-    space = ["--space", '{"conv_layers": [1], "batch_size": [8], "hidden": [4], "lr": [0.01]}']
-    run = [sys.executable, "-m", "mlib.sweep", *common, *space]
-    first = subprocess.run([*run, "--limit", "40"], cwd=REPO_ROOT, env=one_thread(), capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    second = subprocess.run([*run, "--limit", "80"], cwd=REPO_ROOT, env=one_thread(), capture_output=True, text=True)
-    assert second.returncode == 2
-    assert "'mine'" in second.stderr and "data.crystals: 40 -> 80" in second.stderr and "other inputs" in second.stderr
-    study = optuna.load_study(study_name="mine", storage=url)
-    assert len(study.trials) == 1 and study.user_attrs["inputs"]["data"]["crystals"] == 40
