@@ -107,7 +107,7 @@ class Run:
         record = {
             "notebook": self.notebook,
             "profile": self.params.profile,
-            "seed": self.params.seed,
+            "seed": getattr(self.params, "seed", None),  # notebooks with lists of seeds: see parameters
             "parameters": self.params.as_dict(),
             "code": self.code,
             "packages": provenance.package_versions(),

@@ -203,31 +203,33 @@ RUNNER_OWNED = ("out_dir", "store_dir", "profile")  # set by the runner; ``-p`` 
 
 @dataclass(frozen=True)
 class NotebookParams(Checked):
-    """Parameters every notebook takes: where to write, where runs are stored, the profile, the seed."""
+    """Parameters every notebook takes: where to write, where runs are stored, the profile, worker processes.
+    A notebook declares only what it uses: ``seed`` where one seed decides its runs, the
+    graph parameters where it builds graphs with them (:class:`GraphParams`); the others take lists of seeds,
+    and graphs as each model's catalogue entry or model file says."""
 
     out_dir: str = param("../results/manual/nb", "folder of this notebook's tables and figures (set by the runner)")
     store_dir: str = param("../results/manual/store", "run store: trained models and finished runs (set by the runner)")
     profile: str = param("manual", "profile that produced the run (set by the runner)")
-    seed: int = param(0, "seed of splits, initial weights and batches")
+    workers: int = param(2, "worker processes (featurisation, independent runs, sweep workers)")
 
     def validate(self) -> None:
-        self.non_negative("seed")
+        self.positive("workers")
 
 
 @dataclass(frozen=True)
 class GraphParams(NotebookParams):
-    """Parameters of notebooks that build crystal graphs: neighbour radius (A), cap, worker processes."""
+    """Parameters of notebooks that build CGCNN crystal graphs with them: neighbour radius (A), cap, tie order."""
 
     radius: float = param(C.RADIUS, "neighbour radius of the crystal graphs (A)")
     max_neighbors: int = param(C.MAX_NEIGHBORS, "neighbours kept per atom")
     tie_order: str = param(
         C.TIE_ORDERS[0], "neighbours at equal distance: pymatgen (its order, as the reference) or index"
     )
-    workers: int = param(2, "worker processes (featurisation, independent runs, sweep workers)")
 
     def validate(self) -> None:
         super().validate()
-        self.positive("radius", "max_neighbors", "workers")
+        self.positive("radius", "max_neighbors")
         if self.radius <= C.MIN_DISTANCE:
             raise ParameterError(
                 f"radius must be > {C.MIN_DISTANCE} A, got {self.radius:g}: atoms closer than that are refused, "
@@ -269,6 +271,8 @@ class TrainParams(GraphParams):
     """02_train: CGCNN on thermal expansion (paper's best setting, reference choices) over splits, training
     choices compared, a seed ensemble, and MP formation energy."""
 
+    seed: int = param(0, "split of the seed ensemble and of the MP run (their initial weights and batches too)")
+
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
     conv_layers: int = param(C.CGCNN_FRAME["n_conv"], "CGCNN convolutions")
@@ -299,6 +303,7 @@ class TrainParams(GraphParams):
 
     def validate(self) -> None:
         super().validate()
+        self.non_negative("seed")
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         if self.mp_dataset is not None:
             self.one_of("mp_dataset", C.MP_DATASETS, "MP data set")
@@ -335,6 +340,8 @@ class TrainParams(GraphParams):
 class SweepParams(GraphParams):
     """03_sweep: the paper's CGCNN grid on Optuna, exhaustive or pruned, resumable in an RDB storage."""
 
+    seed: int = param(0, "split and initial weights of every trial and final run; worker k samples with seed + k")
+
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N crystals only (a labelled subset); null: all")
     sampler: str = param("tpe", "grid (exhaustive) or tpe")
@@ -355,6 +362,7 @@ class SweepParams(GraphParams):
 
     def validate(self) -> None:
         super().validate()
+        self.non_negative("seed")
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("sampler", C.SAMPLERS)
         self.one_of("pruner", C.PRUNERS)
@@ -400,8 +408,10 @@ class CompositionParams(GraphParams):
 
 
 @dataclass(frozen=True)
-class EmbedParams(GraphParams):
+class EmbedParams(NotebookParams):
     """04_embed: t-SNE and PCA maps of the crystal vectors of 02_train's thermal-expansion model."""
+
+    seed: int = param(0, "seed of the t-SNE map and of the kNN folds that score the maps")
 
     dataset: str = param("aflow", "thermal-expansion data set (the one 02_train used)")
     model_path: str | None = param(None, "a saved model file; null: 02_train's thermal model in the run store")
@@ -412,6 +422,7 @@ class EmbedParams(GraphParams):
 
     def validate(self) -> None:
         super().validate()
+        self.non_negative("seed")
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
         self.one_of("crystals", ("test", "all"))
         self.positive("perplexity", "knn_k")
@@ -419,7 +430,7 @@ class EmbedParams(GraphParams):
 
 
 @dataclass(frozen=True)
-class MPStudyParams(GraphParams):
+class MPStudyParams(NotebookParams):
     """Models x MP targets x seeds on a (labelled) subset of an MP data set."""
 
     dataset: str = param("mp-cgcnn", "MP data set")
@@ -557,8 +568,8 @@ class FederatedParams(MPStudyParams):
         if not self.fedprox_local_epochs or min(self.fedprox_local_epochs) < 1:
             raise ParameterError(f"fedprox_local_epochs must be integers >= 1, got {self.fedprox_local_epochs}")
 
-    def fed_config(self, algorithm: str = "fedavg", seed: int | None = None) -> FedConfig:
-        """The engine's configuration of one run."""
+    def fed_config(self, algorithm: str = "fedavg", seed: int = 0) -> FedConfig:
+        """The engine's configuration of one run (of ``seed``: each run of the notebook sets its own)."""
         return FedConfig(
             algorithm,
             self.rounds,
@@ -567,13 +578,13 @@ class FederatedParams(MPStudyParams):
             self.lr,
             self.batch_size,
             self.bn,
-            self.seed if seed is None else seed,
+            seed,
             self.patience,
         )
 
 
 @dataclass(frozen=True)
-class TransferParams(GraphParams):
+class TransferParams(NotebookParams):
     """06_transfer: MP-pre-trained encoders (federated and central) fine-tuned on N thermal-expansion crystals."""
 
     dataset: str = param("aflow", "thermal-expansion data set")
@@ -670,6 +681,17 @@ def build(notebook: str, values: Mapping[str, Any]) -> NotebookParams:
     if unknown:
         raise ParameterError(f"{notebook}: unknown parameter(s) {unknown}; known: {sorted(names(notebook))}")
     return cls(**values)
+
+
+def parameters_cell(notebook: str) -> str:
+    """The source of a notebook's papermill parameters cell, written from its dataclass: every parameter once, with
+    its default and help (a test holds each committed notebook to it; ``python -m mlib.reproduce --sync-cells``
+    rewrites the cells)."""
+    lines = ["# Parameters (papermill): the runner sets out_dir, store_dir and profile; profiles in mlib/profiles.yaml."]
+    for name, default, help in describe(notebook):
+        value = f"../results/manual/{notebook}" if name == "out_dir" else default
+        lines.append(f"{name} = {value!r}  # {help}")
+    return "\n".join(lines)
 
 
 def check(notebook: str, namespace: Mapping[str, Any]) -> NotebookParams:

@@ -281,6 +281,23 @@ def execute(nb: Path, results: Path, values: dict[str, Any]) -> float:
     return seconds
 
 
+def sync_parameter_cells(directory: Path = NOTEBOOK_DIR) -> list[str]:
+    """Rewrite each numbered notebook's parameters cell from its dataclass (:func:`mlib.params.parameters_cell`);
+    returns the notebooks that changed."""
+    import nbformat
+
+    changed = []
+    for path in notebooks(directory):
+        doc = nbformat.read(path, as_version=4)
+        cell = next(c for c in doc.cells if "parameters" in c.metadata.get("tags", []))
+        wanted = P.parameters_cell(path.stem)
+        if cell.source != wanted:
+            cell.source = wanted
+            nbformat.write(doc, path)
+            changed.append(path.stem)
+    return changed
+
+
 def _value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
@@ -354,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root (default: results/)")
     parser.add_argument("--list", action="store_true", help="list profiles, notebooks and parameters")
     parser.add_argument(
+        "--sync-cells",
+        action="store_true",
+        help="rewrite every notebook's parameters cell from mlib/params.py (after changing a parameter there)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="republish even where notebooks that read these results are not in this run (they are marked stale)",
@@ -361,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         print(describe())
+        return 0
+    if args.sync_cells:
+        print(f"parameters cells rewritten: {sync_parameter_cells() or 'none'}")
         return 0
     try:
         runs = plan(args.profile, args.only, parse_overrides(args.param), args.out, force=args.force)

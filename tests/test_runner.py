@@ -1,5 +1,6 @@
 """The runner and the parameter schemas: fail fast, with messages that name the problem."""
 
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -83,10 +84,7 @@ def test_committed_notebooks_are_clean_and_declare_their_schema(path: Path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one papermill parameters cell"
-    declared = {
-        line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line and not line.startswith("#")
-    }
-    assert declared == params.names(path.stem)
+    assert tagged[0].source == params.parameters_cell(path.stem), "run: python -m mlib.reproduce --sync-cells"
     assert f'params.check("{path.stem}", globals())' in "".join(c.source for c in code)
 
 
@@ -130,3 +128,64 @@ def test_outside_a_terminal_progress_prints_a_line_per_step(capsys, monkeypatch)
     ]
     list(progress.track(range(100), 100, "epochs"))  # the default: a line at each quarter
     assert len(capsys.readouterr().out.splitlines()) == 1 + 4
+
+
+STUDY_MODULES = {
+    "01_data": "data",
+    "02_train": "train",
+    "03_sweep": "sweep",
+    "03b_composition": "composition",
+    "04_embed": "embed",
+    "04b_models": "models",
+    "05_federated": "federated",
+    "06_transfer": "transfer",
+}
+
+
+def _reads(source: str, owner: str) -> set[str]:
+    """Attributes read from ``owner`` (``P`` or ``self``) in ``source``, outside ``validate`` methods."""
+    import ast
+
+    tree = ast.parse(source)
+    skipped = {
+        id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "validate" for n in ast.walk(f)
+    }
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == owner
+        and id(node) not in skipped
+    }
+
+
+@pytest.mark.parametrize("notebook", list(STUDY_MODULES))
+def test_every_parameter_a_notebook_accepts_is_read_and_every_one_it_reads_is_declared(notebook):
+    """No parameter is accepted, recorded and ignored: each is read by the notebook's study module (or the study
+    modules it calls, or a method of its parameter class that those call); and each ``P.<name>`` the module reads
+    exists (a parameter removed from a notebook is removed from its code)."""
+    import importlib
+    import inspect
+    import re
+
+    module = inspect.getsource(importlib.import_module(f"mlib.study.{STUDY_MODULES[notebook]}"))
+    helpers = re.findall(r"from mlib\.study import (\w+)", module)
+    sources = [module, *(inspect.getsource(importlib.import_module(f"mlib.study.{h}")) for h in helpers)]
+    cls = params.params_class(notebook)
+    read = set().union(*(_reads(s, "P") for s in sources))
+    methods = {name for name in read if callable(getattr(cls, name, None))}
+    for klass in cls.__mro__:
+        for name in methods & set(vars(klass)):
+            read |= _reads(textwrap.dedent(inspect.getsource(vars(klass)[name])), "self")
+    unread = params.names(notebook) - set(params.RUNNER_OWNED) - read
+    assert not unread, f"{notebook} accepts {sorted(unread)} but never reads them"
+    undeclared = {n for n in _reads(module, "P") if not hasattr(cls, n) and n not in params.names(notebook)}
+    assert not undeclared, f"{notebook}'s module reads P.{sorted(undeclared)}, which it does not declare"
+
+
+@pytest.mark.parametrize("name", ["seed", "radius", "max_neighbors", "tie_order"])
+def test_a_parameter_a_notebook_does_not_use_is_refused_not_recorded(tmp_path, name):
+    value = {"seed": 1, "radius": 6.0, "max_neighbors": 8, "tie_order": "index"}[name]
+    with pytest.raises(reproduce.RunnerError, match=rf"unknown parameter\(s\) \['{name}'\] for \['04b_models'\]"):
+        reproduce.plan("smoke", ["04b_models"], {name: value}, tmp_path)
