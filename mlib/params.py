@@ -687,7 +687,9 @@ def parameters_cell(notebook: str) -> str:
     """The source of a notebook's papermill parameters cell, written from its dataclass: every parameter once, with
     its default and help (a test holds each committed notebook to it; ``python -m mlib.reproduce --sync-cells``
     rewrites the cells)."""
-    lines = ["# Parameters (papermill): the runner sets out_dir, store_dir and profile; profiles in mlib/profiles.yaml."]
+    lines = [
+        "# Parameters (papermill): the runner sets out_dir, store_dir and profile; profiles in mlib/profiles.yaml."
+    ]
     for name, default, help in describe(notebook):
         value = f"../results/manual/{notebook}" if name == "out_dir" else default
         lines.append(f"{name} = {value!r}  # {help}")
