@@ -23,6 +23,37 @@ def mean_std(values: Iterable[float], digits: int = 4) -> str:
     return f"{values.mean():.{digits}g} ± {std:.2g}"
 
 
+FALSE_DISCOVERY_RATE = 0.05  # where many paired tests are read together (Benjamini-Hochberg)
+
+
+def benjamini_hochberg(pvalues: Iterable[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) of tests read together: a test counts at false discovery
+    rate alpha when its q < alpha. NaN p-values (too few seeds) stay NaN and do not count as tests."""
+    p = np.asarray(list(pvalues), dtype=float)
+    q = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    if len(tested):
+        order = tested[np.argsort(p[tested])]
+        ranked = p[order] * len(tested) / np.arange(1, len(tested) + 1)
+        q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def verdicts(gain: Iterable[float], q: Iterable[float], better: str, worse: str) -> list[str]:
+    """``better`` / ``worse`` where a paired difference is beyond noise (q below :data:`FALSE_DISCOVERY_RATE`) in
+    the sign of ``gain``, ``within seed noise`` where it is not, ``too few seeds to tell`` where it was not tested.
+    Harm reads as harm."""
+    out = []
+    for g, qv in zip(gain, q):
+        if np.isnan(qv):
+            out.append("too few seeds to tell")
+        elif qv < FALSE_DISCOVERY_RATE:
+            out.append(better if g > 0 else worse)
+        else:
+            out.append("within seed noise")
+    return out
+
+
 def write_table(
     folder: Path, name: str, df: pd.DataFrame, caption: str, floatfmt: str = ".4g", markdown: bool = True
 ) -> pd.DataFrame:

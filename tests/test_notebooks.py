@@ -126,7 +126,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert set(curve["model"]) == {"cgcnn", "gcn"}
     assert (curve.groupby(["model", "source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
     verdict = pd.read_csv(root / "06_transfer" / "pretraining_verdict.csv")
-    assert set(verdict["stops helping from"]) == {"too few seeds to tell"}  # two seeds never decide
+    assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
 
 
 @needs_mirror

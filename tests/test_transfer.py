@@ -190,11 +190,13 @@ def test_verdict_on_where_pretraining_stops_helping():
     table = gains(runs)
     assert len(table) == 6 and (table["seeds"] == 3).all()
     verdict = where_pretraining_stops_helping(table).set_index("source")
-    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "N = 1000"
-    assert verdict.loc["FedAvg on band gap", "helps beyond noise at N"] == "50, 200"
+    assert verdict.loc["FedAvg on band gap", "verdict"] == "better up to N = 200, not from N = 1000 on"
+    assert verdict.loc["FedAvg on band gap", "better beyond noise at N"] == "50, 200"
+    assert verdict.loc["FedAvg on band gap", "worse beyond noise at N"] == "1000"  # harm reads as harm
     assert verdict.loc["FedAvg on band gap", "at N"] == 50
     assert verdict.loc["FedAvg on band gap", "best relative MAE gain"] == pytest.approx(1 - 0.6 / 1.0, abs=0.01)
-    assert verdict.loc["central on band gap", "stops helping from"] == "never helped beyond seed noise"
+    assert verdict.loc["central on band gap", "verdict"] == "worse than scratch at every N"
+    assert set(table.loc[table["source"] == "central on band gap", "verdict"]) == {"worse than scratch"}
     assert verdict.index[0] == "FedAvg on band gap"  # ranked by mean gain over N
 
 
@@ -203,14 +205,14 @@ def test_a_gain_inside_seed_noise_does_not_count():
     runs = curve_runs({"scratch": {50: 1.0, 500: 1.0}, "fedavg-band_gap": {50: 0.99, 500: 0.5}}, spread=0.0)
     runs["mae"] += rng.normal(0, 0.1, len(runs)) * (runs["n_train"] == 50)  # unpaired noise at N = 50 only
     verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
-    assert verdict.loc["FedAvg on band gap", "helps beyond noise at N"] == "500"
-    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "still helps at N = 500"
+    assert verdict.loc["FedAvg on band gap", "better beyond noise at N"] == "500"
+    assert verdict.loc["FedAvg on band gap", "verdict"] == "better up to N = 500 (the largest)"
 
 
 def test_two_seeds_never_decide():
     runs = curve_runs({"scratch": {50: 1.0}, "fedavg-band_gap": {50: 0.5}}, seeds=(0, 1))
     verdict = where_pretraining_stops_helping(gains(runs)).set_index("source")
-    assert verdict.loc["FedAvg on band gap", "stops helping from"] == "too few seeds to tell"
+    assert verdict.loc["FedAvg on band gap", "verdict"] == "too few seeds to tell"
 
 
 def test_federated_against_central_is_paired_by_seed():
@@ -218,7 +220,7 @@ def test_federated_against_central_is_paired_by_seed():
     table = federated_vs_central(runs)
     assert len(table) == 1
     row = table.iloc[0]
-    assert row["federated"] == "FedAvg" and row["beyond noise"]
+    assert row["federated"] == "FedAvg" and row["verdict"] == "federated better"
     assert row["relative MAE gain"] == pytest.approx(1 - 0.6 / 0.8, abs=0.01)
 
 
@@ -228,3 +230,18 @@ def test_transfer_parameters_fail_fast():
         build("06_transfer", {"out_dir": "x", "sizes": [1]})
     with pytest.raises(ParameterError, match="unknown mode"):
         build("06_transfer", {"out_dir": "x", "modes": ["half"]})
+
+
+def test_many_paired_tests_read_together_are_corrected_by_benjamini_hochberg():
+    from mlib.outputs import benjamini_hochberg, verdicts
+
+    q = benjamini_hochberg([0.01, 0.04, 0.03, float("nan"), 0.2])  # four tests; by hand: p * 4 / rank, then min up
+    np.testing.assert_allclose(q, [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, np.nan, 0.2])
+    assert verdicts([0.2, -0.3, 0.1, 0.5, 0.4], q, "better", "worse") == [
+        "better",
+        "within seed noise",  # p 0.04 alone would pass; among four tests it does not
+        "within seed noise",
+        "too few seeds to tell",
+        "within seed noise",
+    ]
+    assert verdicts([-0.5], [0.001], "better", "worse") == ["worse"]

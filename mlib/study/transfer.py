@@ -24,7 +24,7 @@ from mlib import catalogue, datasets, model_file, plots, provenance, store
 from mlib.catalogue import THERMAL_TARGET
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
-from mlib.outputs import Run, mean_std
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, mean_std, verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
 from mlib.study import federated, models
@@ -32,7 +32,7 @@ from mlib.training import fit_regressor, split_indices
 
 NOTEBOOK = "06_transfer"
 SCRATCH = "scratch"
-SIGNIFICANCE = 0.05  # paired t-test level for "beyond seed noise"
+BETTER, WORSE = "better than scratch", "worse than scratch"
 
 
 class EncoderMismatch(ValueError):
@@ -195,7 +195,7 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _compare(before: np.ndarray, after: np.ndarray, names: tuple[str, str]) -> dict:
     """Both MAEs (mean ± std in the display unit, named by ``names``), the relative MAE gain of ``after`` over
-    ``before`` and whether it is beyond seed noise (paired t-test)."""
+    ``before`` and the paired t-test's p (the table's verdicts correct it for multiple tests)."""
     info = catalogue.target(THERMAL_TARGET)
     gain = 1 - after.mean() / before.mean()
     p = float(stats.ttest_rel(after, before).pvalue) if len(after) >= 3 else float("nan")
@@ -205,15 +205,23 @@ def _compare(before: np.ndarray, after: np.ndarray, names: tuple[str, str]) -> d
         "seeds": len(after),
         "relative MAE gain": float(gain),
         "paired t-test p": p,
-        "beyond noise": bool(p < SIGNIFICANCE),
     }
+
+
+def with_verdicts(table: pd.DataFrame, better: str, worse: str) -> pd.DataFrame:
+    """The table with its tests corrected together (Benjamini-Hochberg q over every row) and a verdict per row."""
+    if table.empty:
+        return table.assign(**{"BH q": [], "verdict": []})
+    q = benjamini_hochberg(table["paired t-test p"])
+    return table.assign(**{"BH q": q, "verdict": verdicts(table["relative MAE gain"], q, better, worse)})
 
 
 def gains(runs: pd.DataFrame) -> pd.DataFrame:
     """Every pre-trained point against scratch at the same model and N, paired by seed.
 
-    ``relative MAE gain`` is 1 - MAE(pre-trained) / MAE(scratch) of the seed means; ``beyond noise`` needs
-    three or more seeds and a paired t-test p below :data:`SIGNIFICANCE`.
+    ``relative MAE gain`` is 1 - MAE(pre-trained) / MAE(scratch) of the seed means (negative: worse than scratch).
+    The verdict needs three or more seeds and a Benjamini-Hochberg q below :data:`FALSE_DISCOVERY_RATE` over all
+    the table's paired t-tests, which are read together.
     """
     rows = []
     for (model, n), at_n in runs.groupby(["model", "n_train"], sort=False):
@@ -231,25 +239,17 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
                     **_compare(before, after, ("scratch", "pre-trained")),
                 }
             )
-    return pd.DataFrame(rows)
+    return with_verdicts(pd.DataFrame(rows), BETTER, WORSE)
 
 
 def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model, source and mode (from :func:`gains`): the best gain, the N where it is beyond seed noise,
-    and the smallest N from which on it no longer is."""
+    """Per model, source and mode (from :func:`gains`): the best gain, the N where the encoder is better and where it
+    is worse than scratch beyond seed noise (corrected for multiple tests), and what that adds up to."""
     rows = []
     for (model, source, mode), curve in table.groupby(["model", "source", "mode"], sort=False):
         curve = curve.sort_values("N")
-        helps = curve["beyond noise"].to_numpy() & (curve["relative MAE gain"].to_numpy() > 0)
         sizes = curve["N"].to_numpy()
-        if curve["seeds"].min() < 3:
-            verdict = "too few seeds to tell"
-        elif not helps.any():
-            verdict = "never helped beyond seed noise"
-        elif helps[-1]:
-            verdict = f"still helps at N = {sizes[-1]}"
-        else:
-            verdict = f"N = {sizes[helps.nonzero()[0][-1] + 1]}"
+        helps, harms = (curve["verdict"] == BETTER).to_numpy(), (curve["verdict"] == WORSE).to_numpy()
         best = curve["relative MAE gain"].idxmax()
         rows.append(
             {
@@ -259,11 +259,28 @@ def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
                 "best relative MAE gain": float(curve.loc[best, "relative MAE gain"]),
                 "at N": int(curve.loc[best, "N"]),
                 "mean gain over N": float(curve["relative MAE gain"].mean()),
-                "helps beyond noise at N": ", ".join(str(n) for n in sizes[helps]) or "none",
-                "stops helping from": verdict,
+                "better beyond noise at N": ", ".join(str(n) for n in sizes[helps]) or "none",
+                "worse beyond noise at N": ", ".join(str(n) for n in sizes[harms]) or "none",
+                "verdict": _curve_verdict(curve["seeds"].min(), sizes, helps, harms),
             }
         )
     return pd.DataFrame(rows).sort_values(["model", "mode", "mean gain over N"], ascending=[True, True, False])
+
+
+def _curve_verdict(seeds: int, sizes: np.ndarray, helps: np.ndarray, harms: np.ndarray) -> str:
+    if seeds < 3:
+        return "too few seeds to tell"
+    if harms.all():
+        return "worse than scratch at every N"
+    if not helps.any():
+        return (
+            f"never better than scratch; worse at N = {', '.join(map(str, sizes[harms]))}"
+            if harms.any()
+            else ("never beyond seed noise")
+        )
+    if helps[-1]:
+        return f"better up to N = {sizes[-1]} (the largest)"
+    return f"better up to N = {sizes[helps.nonzero()[0][-1]]}, not from N = {sizes[helps.nonzero()[0][-1] + 1]} on"
 
 
 def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
@@ -287,7 +304,7 @@ def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
                     **_compare(before, after, ("central", "federated")),
                 }
             )
-    return pd.DataFrame(rows)
+    return with_verdicts(pd.DataFrame(rows), "federated better", "federated worse")
 
 
 def encoders(P: TransferParams) -> dict[str, dict[str, str]]:
@@ -380,19 +397,24 @@ def verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
     run.save_table(
         table,
         "pretraining_gain",
-        f"Each pre-trained encoder against scratch, paired by seed (p < {SIGNIFICANCE}: beyond noise): {where}",
+        f"Each pre-trained encoder against scratch, paired by seed; the {len(table)} paired t-tests are read together: "
+        f"a verdict needs Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} (false discovery rate); negative gain: worse "
+        f"than scratch: {where}",
     )
     return run.save_table(
         where_pretraining_stops_helping(table),
         "pretraining_verdict",
-        f"Where pre-training helps and stops helping, sources ranked by mean gain over N: {where}",
+        f"Where each pre-trained encoder is better and where worse than scratch beyond seed noise (Benjamini-Hochberg, "
+        f"false discovery rate {FALSE_DISCOVERY_RATE}), sources ranked by mean gain over N: {where}",
     )
 
 
 def federated_verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
     """Federated against central pre-training, paired by seed."""
+    table = federated_vs_central(runs)
     return run.save_table(
-        federated_vs_central(runs),
+        table,
         "federated_vs_central",
-        f"Federated against central pre-training of the same encoder, paired by seed: {where}",
+        f"Federated against central pre-training of the same encoder, paired by seed; the {len(table)} paired t-tests "
+        f"are read together (Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} for a verdict): {where}",
     )
