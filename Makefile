@@ -2,6 +2,7 @@
 #   make reproduce            # set up, then run every notebook in the cpu profile -> results/cpu/
 #   make reproduce PROFILE=smoke ARGS="--only 01_data"
 #   make test                 # set up (Debian packages too), then lint (ruff) and run the test suite (what CI runs)
+#   make test-fast            # lint and the tests that start no process or server (the edit loop)
 #   make report PROFILE=cpu   # a static HTML site of results/<profile>/ -> site/<profile>/index.html
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -9,7 +10,7 @@ PROFILE ?= cpu
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: reproduce test report venv system clean-venv
+.PHONY: reproduce test test-fast report venv system clean-venv
 
 venv: $(VENV)/.installed
 
@@ -29,6 +30,11 @@ test: venv system
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# the edit loop: lint and the tests that start no process or server (CI and `make test` run them all)
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 report: venv
 	$(BIN)/python -m mlib.report --profile $(PROFILE)

@@ -171,6 +171,7 @@ def test_a_site_csv_without_the_target_column_is_named(tmp_path):
         task.site_graphs(node)
 
 
+@pytest.mark.slow
 @needs_mirror
 @pytest.mark.timeout(300)
 def test_stopping_a_run_ends_every_child_and_says_where_to_resume(tmp_path):
@@ -396,6 +397,7 @@ def test_a_cell_of_zero_volume_is_named_as_such():
         to_structure(flat)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_tiny_cell_is_refused_promptly_under_a_memory_limit(tmp_path):
     """A 0.03 A cell once grew to 4 GB building its neighbour list; under a 1.5 GiB address-space limit it is
@@ -423,6 +425,7 @@ def test_the_study_crystals_lie_far_inside_the_geometry_limits():
     assert catalogue.MIN_DISTANCE < 0.74 and catalogue.MIN_VOLUME_PER_ATOM < 4.8 and catalogue.MAX_PAIRS > 46_500
 
 
+@pytest.mark.slow
 @needs_mirror
 def test_two_sweep_workers_on_different_data_never_share_a_study(tmp_path):
     import optuna
@@ -458,9 +461,9 @@ def test_a_changed_parameter_never_leaves_one_results_folder_mixed(tmp_path, cap
         publish_fake(root, nb, P.build(nb, values).as_dict())
     assert reproduce.plan("smoke", ["01_data"], {}, tmp_path)  # the same inputs: nothing goes stale
     with pytest.raises(reproduce.RunnerError, match=r"republishes 01_data with other inputs.*02_train, 04_embed in"):
-        reproduce.plan("smoke", ["01_data"], {"seed": 1}, tmp_path)
-    assert reproduce.plan("smoke", ["01_data", "02_train", "04_embed"], {"seed": 1}, tmp_path)
-    (nb01, _, values) = reproduce.plan("smoke", ["01_data"], {"seed": 1}, tmp_path, force=True)[0]
+        reproduce.plan("smoke", ["01_data"], {"radius": 7.0}, tmp_path)
+    assert reproduce.plan("smoke", ["01_data", "02_train", "04_embed"], {"radius": 7.0}, tmp_path)
+    (nb01, _, values) = reproduce.plan("smoke", ["01_data"], {"radius": 7.0}, tmp_path, force=True)[0]
     publish_fake(root, "01_data", P.build("01_data", values).as_dict())  # as --force would republish it
     assert set(provenance.stale(root, reproduce.catalogue.NOTEBOOKS)) == {"02_train", "04_embed"}
     with pytest.raises(reproduce.RunnerError, match="04_embed reads the results of 02_train, which are stale"):

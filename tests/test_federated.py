@@ -334,6 +334,7 @@ def write_sites(folder, frame: pd.DataFrame) -> list:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_flower_deployment_matches_the_in_process_engine(tmp_path):
     """SuperLink + two SuperNodes + flwr run (Flower's deployment engine) give the in-process engine's weights."""
@@ -501,3 +502,17 @@ def test_published_tables_show_display_names_and_units():
     assert set(table["model"]) == {"GCN"} and set(table["target"]) == {"formation energy"}
     assert set(table["unit"]) == {"eV/atom"} and list(table["algorithm"]) == ["FedAvg", "FedProx"] * 2
     assert table["MAE mean"].tolist() == [0.1, 0.12, 0.5, 0.4]
+
+
+def test_the_round_log_reads_every_federated_run_whatever_its_folder_depth(tmp_path):
+    from mlib.study.federated import NOTEBOOK, round_log
+
+    folders = ["iid/fedavg/gcn/band_gap/seed0", "grid/iid/e5/fedprox/mu0.1/gcn/band_gap/seed1", "a/seed2"]
+    for k, folder in enumerate(folders):
+        path = tmp_path / NOTEBOOK / folder
+        path.mkdir(parents=True)
+        pd.DataFrame({"round": [1, 2], "client": [0, 0], "status": ["ok", f"rejected {k}"]}).to_csv(
+            path / "rounds.csv", index=False
+        )
+    log = round_log(tmp_path)
+    assert sorted(log["run"]) == sorted(folders) and set(log["status"]) == {"rejected 0", "rejected 1", "rejected 2"}

@@ -28,6 +28,7 @@ def recomputed(predictions: pd.DataFrame) -> dict[str, float]:
     return regression_metrics(test["true"].to_numpy(), test["pred"].to_numpy())
 
 
+@pytest.mark.slow
 @needs_mirror
 @pytest.mark.notebooks
 def test_smoke_profile_runs_every_notebook(tmp_path):

@@ -87,6 +87,7 @@ def test_a_profile_that_never_ran_is_named(tmp_path, capsys):
     not (CHROMIUM and CHROMEDRIVER),
     reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them: apt-get install chromium chromium-driver)",
 )
+@pytest.mark.slow
 def test_a_headless_browser_sees_every_image_and_follows_the_links(results, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

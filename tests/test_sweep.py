@@ -80,6 +80,7 @@ def test_command_line_checks_its_arguments_before_loading_data(capsys):
     assert "invalid choice: 'icsd'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_without_duplicates(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=3)  # create once, then two processes join
@@ -106,6 +107,7 @@ def test_of_two_trials_that_drew_the_same_point_at_once_the_later_yields():
         sweep._skip_if_duplicate(again, hyper)
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_without_redoing_finished_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     sweep.make_study("toy", url, SPACE, INPUTS, "grid", epochs=60, heartbeat=1)
@@ -172,6 +174,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 @needs_mirror
 def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgres):
     """README: `python -m mlib.sweep --storage postgresql://... --study ...` on each machine. Two workers share

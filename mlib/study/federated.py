@@ -313,7 +313,7 @@ def round_log(store_root: Path) -> pd.DataFrame:
     root = Path(store_root) / NOTEBOOK
     frames = [
         pd.read_csv(path).assign(run=str(path.parent.relative_to(root)))
-        for path in sorted(root.glob("*/*/*/*/seed*/rounds.csv"))
+        for path in sorted(root.rglob("rounds.csv"))  # every federated run, whatever its folder depth
     ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["status"])
     return table[table["status"] != "ok"].reset_index(drop=True)
