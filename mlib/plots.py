@@ -353,7 +353,8 @@ def metric_bars(runs: pd.DataFrame, metric: str = "mae"):
 def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
     """Test MAE of the global model per round, one line per model; panels by target and algorithm.
 
-    The central baseline's test MAE (same epochs in all) is the dashed line of the model's colour.
+    The central baseline's test MAE (same epochs in all; at its epoch of lowest validation MSE, as the federation
+    keeps its round of lowest validation MSE) is the dashed line of the model's colour.
     """
     panels = list(dict.fromkeys(zip(history["target"], history["algorithm"])))
     models = list(dict.fromkeys(history["model"]))
@@ -365,7 +366,9 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
         for model in models:
             curve = part[part["model"] == model].groupby("round")["test_mae"].mean() / target.scale
             ax.plot(curve.index, curve.values, color=colours[model], label=catalogue.model_display(model))
-            base = central[(central["target"] == name) & (central["model"] == model)]["mae"] / target.scale
+            base = (
+                central[(central["target"] == name) & (central["model"] == model)]["mae (best val MSE)"] / target.scale
+            )
             if len(base):
                 ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
         _plain_log_y(ax, digits="12345")

@@ -6,7 +6,10 @@ Imports nothing: tables and notebooks read these values, never restate them.
 from __future__ import annotations
 
 CGCNN_PAPER = "Xie & Grossman, Phys. Rev. Lett. 120, 145301 (2018)"
-FEDERATED_PAPER = "the federated pre-training study reproduced here (FedAvg/FedProx on mp.2018.6.1), Table 1"
+FEDERATED_PAPER = 'Y. Sasaki, "Pre-trained Model on Graph Neural Networks for Material Discovery" (2026), Table 1'
+# The crystals of the federated paper's Table 1: the Materials Project snapshot it names, mp.2018.6.1, whose file
+# holds 69,239 crystals (the paper's split and any filtering are not published).
+FEDERATED_DATA = "mp.2018.6.1 (69,239 crystals in the data set)"
 CRABNET_PAPER = "Wang, Kauwe, Murdock & Sparks, npj Comput. Mater. 7, 77 (2021) (CrabNet benchmark split)"
 
 # CGCNN paper, AFLOW AGL thermal expansion data set: counts and target statistics (1/K).

@@ -19,7 +19,8 @@ from mlib.federated.aggregate import batchnorm_keys, finite, weighted_average
 from mlib.federated.client import client_data, local_update, pooled_scaler
 from mlib.federated.partition import PartitionError, anion_elements, partition
 from mlib.federated.simulation import Federation, FederationError
-from mlib.graphs.featurize import featurize
+from mlib.graphs.featurize import GraphSet, featurize
+from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model, graph_spec
 from mlib.params import FedConfig, ParameterError, build
 from mlib.training import seed_everything, split_indices
@@ -516,3 +517,37 @@ def test_the_round_log_reads_every_federated_run_whatever_its_folder_depth(tmp_p
         )
     log = round_log(tmp_path)
     assert sorted(log["run"]) == sorted(folders) and set(log["status"]) == {"rejected 0", "rejected 1", "rejected 2"}
+
+
+def test_table_one_compares_like_for_like_and_names_each_row_s_crystals():
+    from mlib import published
+    from mlib.study.federated import beside_paper, table1
+
+    fed = pd.DataFrame(
+        {
+            "target": ["formation_energy_per_atom"] * 2,
+            "model": ["m3gnet"] * 2,
+            "algorithm": ["fedavg"] * 2,
+            "seed": [0, 1],
+            "crystals": [4999, 4999],
+            "test": [500, 500],
+            **{m: [0.2, 0.2] for m in ("mse", "rmse", "mae", "r2")},
+        }
+    )
+    central = pd.DataFrame(
+        {
+            "target": ["formation_energy_per_atom"] * 2,
+            "model": ["m3gnet"] * 2,
+            "mae": [0.05, 0.05],  # its epoch of lowest validation MAE: not what the federation is read at
+            "mae (best val MSE)": [0.1, 0.1],
+            "r2 (best val MSE)": [0.9, 0.9],
+        }
+    )
+    row = table1(fed, central).iloc[0]
+    assert row["MAE / central"] == pytest.approx(2.0) and row["central MAE"].startswith("0.1 ")
+    assert row["crystals"] == 4999 and row["test crystals"] == 500
+    sets = {"m3gnet": GraphSet("mp-cgcnn (first 5,000)", [None] * 4999, pd.DataFrame(), GraphSpec())}
+    paper = beside_paper(fed, sets).set_index(["model", "target"]).loc[("m3gnet", "formation_energy_per_atom")]
+    assert paper["crystals (paper)"] == published.FEDERATED_DATA
+    assert paper["crystals (this study)"] == "mp-cgcnn (first 5,000), 4,999 crystals"
+    assert "Sasaki" in published.FEDERATED_PAPER

@@ -88,7 +88,7 @@ def test_figures_carry_units_and_display_names():
             "algorithm": "fedavg",
         }
     )
-    central = pd.DataFrame({"model": ["gcn"], "target": ["band_gap"], "mae": [0.35]})
+    central = pd.DataFrame({"model": ["gcn"], "target": ["band_gap"], "mae (best val MSE)": [0.35]})
     fig = plots.convergence(history, central, "t")
     assert [ax.get_ylabel() for ax in fig.axes] == [
         "test MAE (eV/atom), mean over seeds",
