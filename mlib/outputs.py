@@ -69,6 +69,16 @@ def write_table(
     return df
 
 
+LISTED_ROWS = 10  # rows of a long listing shown inline (the CSV holds them all)
+
+
+def _show_finding(finding: str) -> None:
+    if finding:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"**What this shows:** {finding}"))
+
+
 def in_notebook() -> bool:
     """Whether this code runs in a Jupyter kernel (where figures are displayed inline)."""
     try:
@@ -107,15 +117,33 @@ class Run:
         return self.store.folder(self.notebook, *parts)
 
     def save_table(
-        self, df: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g", markdown: bool = True
+        self,
+        df: pd.DataFrame,
+        name: str,
+        caption: str,
+        floatfmt: str = ".4g",
+        markdown: bool = True,
+        finding: str = "",
     ) -> pd.DataFrame:
-        """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption."""
+        """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption; in a
+        notebook, show the caption, the table (every row and column, numbers to ``floatfmt``; a long listing's
+        first rows) and ``finding``, what the table shows, written from its numbers by the caller."""
         write_table(self.path(f"{name}.csv").parent, name, df, caption, floatfmt, markdown)
-        self._note(f"{name}.csv", caption)
+        self._note(f"{name}.csv", caption, finding)
+        if in_notebook():
+            from IPython.display import HTML, Markdown, display
+
+            shown = df if markdown else df.head(LISTED_ROWS)
+            display(Markdown(f"**{caption}**"))
+            display(HTML(shown.to_html(index=False, float_format=lambda v: f"{v:{floatfmt}}", na_rep="")))
+            if len(shown) < len(df):
+                display(Markdown(f"*The first {len(shown)} of {len(df):,} rows; all of them: `{name}.csv`.*"))
+            _show_finding(finding)
         return df
 
-    def save_figure(self, fig: Any, name: str, caption: str, dpi: int = 150) -> Path:
-        """Write ``name.png`` from a matplotlib figure, show it inline in a notebook, then close it."""
+    def save_figure(self, fig: Any, name: str, caption: str, dpi: int = 150, finding: str = "") -> Path:
+        """Write ``name.png`` from a matplotlib figure, show it inline in a notebook with its caption and
+        ``finding`` (what it shows, written from the numbers behind it), then close it."""
         import matplotlib.pyplot as plt
 
         path = store.atomic_write(
@@ -126,12 +154,14 @@ class Run:
 
             display(fig)
             display(Markdown(f"*{caption}*"))
+            _show_finding(finding)
         plt.close(fig)
-        self._note(path.name, caption)
+        self._note(path.name, caption, finding)
         return path
 
-    def _note(self, file: str, caption: str) -> None:
-        self.outputs = [o for o in self.outputs if o["file"] != file] + [{"file": file, "caption": caption}]
+    def _note(self, file: str, caption: str, finding: str = "") -> None:
+        entry = {"file": file, "caption": caption, **({"finding": finding} if finding else {})}
+        self.outputs = [o for o in self.outputs if o["file"] != file] + [entry]
         self.write_provenance()
 
     def write_provenance(self) -> Path:

@@ -89,9 +89,12 @@ def _section(stem: str, folder: Path, out: Path) -> str:
         if not (folder / file).exists():
             continue
         shutil.copy2(folder / file, assets / file)
+        finding = f'<p class="finding"><b>What this shows:</b> {html.escape(output["finding"])}</p>'
+        finding = finding if output.get("finding") else ""
         if file.endswith(".png"):
             parts.append(
                 f'<figure><img src="{stem}/{file}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+                + finding
             )
         elif file.endswith(".csv"):
             table = pd.read_csv(folder / file)
@@ -99,7 +102,7 @@ def _section(stem: str, folder: Path, out: Path) -> str:
             more = f" (first {TABLE_ROWS} of {len(table):,} rows)" if len(table) > TABLE_ROWS else ""
             parts.append(
                 f'<p class="caption">{caption}{more} · <a href="{stem}/{file}">{file}</a></p><details'
-                f"{' open' if len(table) <= TABLE_ROWS else ''}><summary>table</summary>{shown}</details>"
+                f"{' open' if len(table) <= TABLE_ROWS else ''}><summary>table</summary>{shown}</details>" + finding
             )
     return "".join(parts)
 

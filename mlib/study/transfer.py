@@ -391,6 +391,48 @@ def curves(
     return runs
 
 
+def count_verdicts(table: pd.DataFrame, better: str, worse: str) -> str:
+    """``"3 better ..., 2 worse ..., 7 within seed noise"``: a table's verdicts counted, in words."""
+    counts = table["verdict"].value_counts()
+    parts = [f"{counts.get(v, 0)} {v}" for v in (better, worse, "within seed noise", "too few seeds to tell")]
+    return ", ".join(p for p in parts if not p.startswith("0 "))
+
+
+def gain_finding(table: pd.DataFrame) -> str:
+    """What the point-by-point comparison shows: counts of verdicts and the largest gain and harm beyond noise."""
+    if table.empty:
+        return "No pre-trained point to compare."
+    text = f"Of {len(table)} pre-trained points: {count_verdicts(table, BETTER, WORSE)}."
+    for label, rows, pick in (
+        ("Largest gain", table[table["verdict"] == BETTER], "idxmax"),
+        ("Largest harm", table[table["verdict"] == WORSE], "idxmin"),
+    ):
+        if len(rows):
+            row = rows.loc[getattr(rows["relative MAE gain"], pick)()]
+            text += (
+                f" {label} beyond noise: {row['model']} from {row['source']} ({row['mode']}) at N = {row['N']}, "
+                f"MAE {-row['relative MAE gain']:+.0%} against scratch."
+            )
+    return text
+
+
+def curve_finding(curves: pd.DataFrame) -> str:
+    """What the per-encoder verdicts add up to, by fine-tuning mode."""
+    parts = []
+    for mode, group in curves.groupby("mode", sort=False):
+        better = group[group["better beyond noise at N"] != "none"]
+        named = [
+            f"{r['model']} from {r['source']} at N = {r['better beyond noise at N']}" for _, r in better.iterrows()
+        ]
+        always_worse = (group["verdict"] == "worse than scratch at every N").sum()
+        parts.append(
+            f"{mode}: {len(better)} of {len(group)} encoders better than scratch at some N"
+            + (f" ({'; '.join(named)})" if named else "")
+            + (f"; {always_worse} worse than scratch at every N" if always_worse else "")
+        )
+    return "; ".join(parts) + "." if parts else "No encoder to judge."
+
+
 def verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
     """Where pre-training helps beyond seed noise, by how much, and where it stops; which source is best."""
     table = gains(runs)
@@ -400,21 +442,32 @@ def verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
         f"Each pre-trained encoder against scratch, paired by seed; the {len(table)} paired t-tests are read together: "
         f"a verdict needs Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} (false discovery rate); negative gain: worse "
         f"than scratch: {where}",
+        finding=gain_finding(table),
     )
+    curves = where_pretraining_stops_helping(table)
     return run.save_table(
-        where_pretraining_stops_helping(table),
+        curves,
         "pretraining_verdict",
         f"Where each pre-trained encoder is better and where worse than scratch beyond seed noise (Benjamini-Hochberg, "
         f"false discovery rate {FALSE_DISCOVERY_RATE}), sources ranked by mean gain over N: {where}",
+        finding=curve_finding(curves),
     )
 
 
 def federated_verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
     """Federated against central pre-training, paired by seed."""
     table = federated_vs_central(runs)
+    finding = (
+        f"Of {len(table)} points (same encoder, target, mode and N): "
+        f"{count_verdicts(table, 'federated better', 'federated worse')}: pre-training without sharing crystals "
+        "transfers as well as pre-training on all of them wherever no verdict says otherwise."
+        if len(table)
+        else ""
+    )
     return run.save_table(
         table,
         "federated_vs_central",
         f"Federated against central pre-training of the same encoder, paired by seed; the {len(table)} paired t-tests "
         f"are read together (Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} for a verdict): {where}",
+        finding=finding,
     )
