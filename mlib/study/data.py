@@ -70,7 +70,17 @@ def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[st
     run.save_table(steps, "thermal_steps", "Thermal-expansion data sets, step by step (entries kept at each step)")
     run.save_figure(plots.count_steps(steps), "thermal_steps", "Entries kept at each step of each thermal data set")
     summary = pd.DataFrame([t.summary() for t in thermal.values()])
-    run.save_table(summary, "thermal_datasets", "Thermal-expansion data sets used for training (crystal graphs)")
+    run.save_table(
+        summary,
+        "thermal_datasets",
+        "Thermal-expansion data sets used for training (crystal graphs)",
+        finding="; ".join(
+            f"{name}: {len(t.graphs):,} crystal graphs from {int(t.steps['count'].iloc[0]):,} labelled AGL entries, "
+            f"{len(t.skips):,} skipped with their reason"
+            for name, t in thermal.items()
+        )
+        + f" (the paper: {published.AGL_DATASET['after dedup']:,} compounds after its dedup).",
+    )
     run.save_figure(
         plots.arity_bars(summary), "thermal_arity", "Crystals by number of elements in each thermal data set"
     )
@@ -98,12 +108,20 @@ def dedup_polymorphs(run: Run, thermal: dict[str, datasets.ThermalData]) -> pd.D
         .reset_index()
     )
     summary.insert(1, "entries before dedup", [len(thermal[name].before_dedup) for name in summary["dataset"]])
+    rows = summary.to_dict("records")
     run.save_table(
         summary,
         "dedup_polymorphs",
         "Entries dropped by the paper's dedup (space group, reduced formula), per thermal data set: repeats of the "
         "kept entry's structure, and structurally distinct crystals (pymatgen's StructureMatcher) that the rule "
         "takes for one compound",
+        finding="; ".join(
+            f"{r['dataset']}: of {r['dropped']} entries dropped, {r['repeats']} repeat the kept structure and "
+            f"{r['distinct structures']} are other crystals the data set loses"
+            for r in rows
+        )
+        + ". The kept entry of such a pair is whichever AFLOW lists first, so a polymorph a user asks about may be "
+        "missing (02_train's known compounds say where).",
     )
     distinct = dropped[~dropped["same structure"]].drop(columns="same structure")
     for column in (f"kept {THERMAL_TARGET}", f"dropped {THERMAL_TARGET}"):

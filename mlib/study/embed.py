@@ -76,6 +76,13 @@ def quality(P: EmbedParams, run: Run, frame: pd.DataFrame, vectors: np.ndarray, 
         rows.append({"measure": knn, "space": f"{method} map", "value": mean, "std": std})
     mean, std = embedding.knn_r2(vectors, pred, P.knn_k, seed=P.seed)
     rows.append({"measure": knn, "space": "v_c (full)", "value": mean, "std": std})
+    table = pd.DataFrame(rows)
+    full, tsne, pca = (table.loc[table["space"] == s, "value"].iloc[0] for s in ("v_c (full)", "tsne map", "pca map"))
     return run.save_table(
-        pd.DataFrame(rows), "embedding_quality", f"How the crystal vectors order predicted thermal expansion: {where}"
+        table,
+        "embedding_quality",
+        f"How the crystal vectors order predicted thermal expansion: {where}",
+        finding=f"Neighbours in the full crystal vectors predict a crystal's value with kNN R2 {full:.3f}; the 2-D "
+        f"t-SNE map keeps {tsne:.3f} and PCA {pca:.3f}: "
+        + ("t-SNE keeps the ordering far better than PCA." if tsne - pca > 0.1 else "both maps keep it alike."),
     )

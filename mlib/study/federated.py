@@ -283,6 +283,21 @@ def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def table1_finding(table: pd.DataFrame) -> str:
+    """What Table 1 shows: per target the best federated row, and what federating costs against central training."""
+    parts = []
+    for target, rows in table.groupby("target", sort=False):
+        means = rows["MAE"].str.split(" ± ").str[0].astype(float)
+        best = rows.loc[means.idxmin()]
+        ratio = rows["MAE / central"].dropna()
+        parts.append(
+            f"{target}: lowest federated MAE {best['MAE']} {best['unit']} ({best['model']}, {best['algorithm']}, "
+            f"{best['crystals']:,} crystals)"
+            + (f"; federated MAE is {ratio.min():.2f} to {ratio.max():.2f} times the central one" if len(ratio) else "")
+        )
+    return "; ".join(parts) + "." if parts else ""
+
+
 def beside_paper(federated: pd.DataFrame, sets: dict[str, GraphSet]) -> pd.DataFrame:
     """This study's mean MAE and R2 next to the figures the federated paper reports, each row saying on which
     crystals each side was measured (they differ: this study's sets are mp-cgcnn, some models on a subset)."""
@@ -386,8 +401,9 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         markdown=False,
     )
     run.save_table(history, "rounds", f"Test MAE of the global model per round: {where}", markdown=False)
+    summary = table1(fed, central)
     table = run.save_table(
-        table1(fed, central),
+        summary,
         "table1",
         f"Table 1: test metrics, mean ± std over {P.seeds_label()}{P.algorithms_label()}, "
         f"{P.partition} partition, {P.rounds} rounds x {P.local_epochs} local epochs (central: "
@@ -395,6 +411,7 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         f"round or epoch of lowest validation MSE (the central run's early stopping watched validation MAE). "
         f"Batching differs: each client batches its crystals once and shuffles the batches' order every round; "
         f"central training draws new batches every epoch: {where}",
+        finding=table1_finding(summary),
     )
     run.save_table(
         display_names(beside_paper(fed, sets)),
@@ -521,12 +538,16 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
         markdown=False,
     )
     verdict = fedprox_verdict(runs, central)
+    counts = verdict["verdict"].value_counts() if len(verdict) else pd.Series(dtype=int)
     run.save_table(
         verdict,
         "fedprox_verdict",
         f"Where FedProx beats FedAvg: {what}, seeds {P.fedprox_seeds}; FedProx at the mu of lowest mean validation "
         f"MSE among {P.fedprox_mus} (selected on validation crystals, compared on test crystals); the {len(verdict)} "
         f"paired t-tests are read together (Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} for a verdict): {where}",
+        finding=f"Of {len(verdict)} partition x local-epoch settings: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + ".",
     )
     run.save_figure(
         plots.fedprox_grid(runs, info),

@@ -195,6 +195,28 @@ def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def ranking_finding(summary: pd.DataFrame) -> str:
+    """What the central metrics show: per target the models from lowest to highest MAE, and which rows are measured
+    on fewer test crystals (a subset: not comparable with the others row for row)."""
+    parts = []
+    for target, rows in summary.groupby("target", sort=False):
+        means = rows["MAE"].str.split(" ± ").str[0].astype(float)
+        ranked = rows.assign(mean=means).sort_values("mean")
+        most = ranked["test crystals"].max()
+        order = ", ".join(
+            f"{r['model']} {r['mean']:.3g}"
+            + (f" (on {r['test crystals']:,} test crystals)" if r["test crystals"] < most else "")
+            for _, r in ranked.iterrows()
+        )
+        parts.append(f"{target} MAE ({ranked['unit'].iloc[0]}), lowest first: {order}")
+    fewer = (
+        "; rows on fewer test crystals come from a subset and rank only among themselves"
+        if any("test crystals)" in p for p in parts)
+        else ""
+    )
+    return "; ".join(parts) + fewer + "."
+
+
 def beside_paper(runs: pd.DataFrame) -> pd.DataFrame:
     """CGCNN's test MAE (mean ± std over seeds) beside the CGCNN paper's for each target both report."""
     rows = []
@@ -254,8 +276,12 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
     budget = f"{P.epochs} epochs" + (
         f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
     )
+    summary = summarise(runs)
     run.save_table(
-        summarise(runs), "metrics", f"Centralised test metrics, mean ± std over {P.seeds_label()}, {budget}: {where}"
+        summary,
+        "metrics",
+        f"Centralised test metrics, mean ± std over {P.seeds_label()}, {budget}: {where}",
+        finding=ranking_finding(summary),
     )
     if len(paper := beside_paper(runs)):
         run.save_table(

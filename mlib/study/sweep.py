@@ -237,9 +237,21 @@ def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, w
         f"{info.axis_unit}); a split where the model diverged (test R2 <= 0: no better than the mean) is counted "
         f"apart and left out of the mean ± std, which describe the converged splits only: {where}"
     )
-    run.save_table(summary, "final", caption)
+    run.save_table(summary, "final", caption, finding=final_finding(summary))
     run.save_table(pd.DataFrame(per_split), "final_splits", f"Final model, test metrics per split (1/K): {where}")
     return summary
+
+
+def final_finding(summary: pd.DataFrame) -> str:
+    """What the final-model table shows: each configuration's converged and diverged splits and its test R."""
+    ours = summary[summary["splits"].notna()].astype({"splits": int, "diverged": int})
+    parts = [
+        f"{r['configuration']} ({r['conv_layers']}, {r['batch_size']}, {r['hidden']}, {r['lr']:g}): "
+        + (f"test R {r['pearson_r']} on {r['splits'] - r['diverged']} converged splits" if r["pearson_r"] else "")
+        + (f", diverged on {r['diverged']} of {r['splits']}" if r["diverged"] else f" (all {r['splits']})")
+        for _, r in ours.iterrows()
+    ]
+    return "; ".join(parts) + "."
 
 
 def split_summary(table: pd.DataFrame, info: catalogue.Target) -> dict[str, object]:
