@@ -89,8 +89,8 @@ def _section(stem: str, folder: Path, out: Path) -> str:
         if not (folder / file).exists():
             continue
         shutil.copy2(folder / file, assets / file)
-        finding = f'<p class="finding"><b>What this shows:</b> {html.escape(output["finding"])}</p>'
-        finding = finding if output.get("finding") else ""
+        text = output.get("finding", "")
+        finding = f'<p class="finding"><b>What this shows:</b> {html.escape(text)}</p>' if text else ""
         if file.endswith(".png"):
             parts.append(
                 f'<figure><img src="{stem}/{file}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
