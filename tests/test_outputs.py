@@ -130,3 +130,24 @@ def test_figures_carry_units_and_display_names():
     ]
     assert [line.get_linestyle() for line in legend.get_lines()] == ["-", "--", "-"]
     plt.close("all")
+
+
+def test_a_finding_is_shown_inline_and_kept_in_provenance(run, monkeypatch):
+    from mlib import outputs
+
+    shown = []
+    monkeypatch.setattr(outputs, "in_notebook", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    table = pd.DataFrame({"mae": [3.3e-6] * 12})
+    run.save_table(table, "long", "a listing, 12 crystals", markdown=False, finding="MAE 3.3e-6 everywhere")
+    html = next(o.data for o in shown if type(o).__name__ == "HTML")
+    assert html.count("<td>") == outputs.LISTED_ROWS and "3.3e-06" in html  # the first rows, 4 digits
+    texts = [o.data for o in shown if type(o).__name__ == "Markdown"]
+    assert texts[0] == "**a listing, 12 crystals**" and "all of them: `long.csv`" in texts[1]
+    assert texts[-1] == "**What this shows:** MAE 3.3e-6 everywhere"
+    record = json.loads((run.out_dir / "provenance.json").read_text())
+    assert record["outputs"][-1] == {
+        "file": "long.csv",
+        "caption": "a listing, 12 crystals",
+        "finding": "MAE 3.3e-6 everywhere",
+    }
