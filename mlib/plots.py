@@ -60,13 +60,17 @@ def arity_bars(summary: pd.DataFrame, columns: tuple[str, ...] = ("unary", "bina
 
 
 def count_steps(steps: pd.DataFrame):
-    """Horizontal bars of a pipeline's counts, step by step."""
+    """Horizontal bars of a pipeline's counts, step by step, on a log axis: the steps that drop a handful of
+    entries stay visible beside those that keep thousands (a count of 0 is drawn as an empty bar, labelled)."""
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(steps) + 1))
     labels = steps["dataset"] + ": " + steps["step"] if "dataset" in steps else steps["step"]
-    ax.barh(labels[::-1], steps["count"][::-1], color="tab:green")
-    for y, v in enumerate(steps["count"][::-1]):
-        ax.text(v, y, f" {v:,}", va="center", fontsize=7)
-    ax.set_xlabel("entries")
+    counts = steps["count"].to_numpy()[::-1]
+    ax.barh(labels[::-1], np.maximum(counts, 1), left=0.5, color="tab:green")
+    for y, v in enumerate(counts):
+        ax.text(max(v, 1) + 0.5, y, f" {v:,}", va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlim(0.5, max(counts.max(), 1) * 4)
+    ax.set_xlabel("entries (log scale)")
     fig.tight_layout()
     return fig
 
@@ -169,14 +173,14 @@ def composition_vs_structure(table: pd.DataFrame, target: Target):
     ax.barh(labels, table["mae_mean"] / target.scale, xerr=table["mae_std"] / target.scale, color=colors, capsize=3)
     ax.invert_yaxis()
     ax.set_xlabel(f"test MAE ({target.axis_unit}), mean ± std")
-    ax.legend(
-        handles=[
-            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[0], label="crystal structure (CGCNN)"),
-            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[1], label="composition only"),
+    _legend_beside(
+        fig,
+        [
+            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[0]),
+            plt.Rectangle((0, 0), 1, 1, color=sns.color_palette()[1]),
         ],
-        fontsize=8,
-        loc="lower right",
-    )
+        ["crystal structure (CGCNN)", "composition only"],
+    )  # beside the bars, so it covers none
     fig.tight_layout()
     return fig
 
@@ -354,7 +358,8 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
     """Test MAE of the global model per round, one line per model; panels by target and algorithm.
 
     The central baseline's test MAE (same epochs in all; at its epoch of lowest validation MSE, as the federation
-    keeps its round of lowest validation MSE) is the dashed line of the model's colour.
+    keeps its round of lowest validation MSE) is a diamond of the model's colour right of the last round, with the
+    model's name: six dashed lines of close values could not be told apart.
     """
     panels = list(dict.fromkeys(zip(history["target"], history["algorithm"])))
     models = list(dict.fromkeys(history["model"]))
@@ -370,15 +375,26 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
                 central[(central["target"] == name) & (central["model"] == model)]["mae (best val MSE)"] / target.scale
             )
             if len(base):
-                ax.axhline(base.mean(), color=colours[model], ls="--", lw=0.8)
+                x = part["round"].max() + 1.5
+                ax.plot([x], [base.mean()], marker="D", ms=5, color=colours[model], ls="none")
+                ax.annotate(
+                    catalogue.model_display(model),
+                    (x, base.mean()),
+                    xytext=(5, 0),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color=colours[model],
+                    va="center",
+                )
+        ax.set_xlim(right=part["round"].max() + 5)
         _plain_log_y(ax, digits="12345")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel(f"test MAE ({target.axis_unit}), mean over seeds")
         ax.set_title(f"{catalogue.algorithm_display(algorithm)}: {target.display}", fontsize=9)
     handles, names = axes[0][0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--", lw=0.8)]
-    names += ["federated (global model)", "central baseline"]
+    handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", marker="D", ms=5, ls="none")]
+    names += ["federated (global model)", "central baseline (right of the rounds)"]
     _legend_beside(fig, handles, names)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

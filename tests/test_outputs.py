@@ -94,7 +94,8 @@ def test_figures_carry_units_and_display_names():
         "test MAE (eV/atom), mean over seeds",
         "test MAE (eV), mean over seeds",
     ]
-    assert "central baseline" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "central baseline (right of the rounds)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["GCN"]  # each baseline named beside its marker
     trials = pd.DataFrame(
         {
             "conv_layers": [3, 3, 4],
