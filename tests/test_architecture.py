@@ -2,6 +2,7 @@
 notebooks that define no functions, and one study module per notebook."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,42 @@ def test_flower_apps_import_the_task_never_each_other():
     assert "mlib.federated.task" in client and "mlib.federated.task" in server
     assert "mlib.federated.server_app" not in client and "mlib.federated.client_app" not in server
     assert "mlib.federated.strategy" in server
+
+
+def readme_layers() -> list[tuple[str, set[str]]]:
+    """The README's Architecture table: (layer, the mlib modules it names), lowest layer first. A name ending in
+    ``/`` stands for a package and everything in it."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text[text.index("## Architecture") :].split("\n\n")[2]
+    layers = []
+    for line in table.splitlines()[2:]:
+        name, modules = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        names = set()
+        for token in re.findall(r"`([^`]+)`", modules):
+            if token.endswith("/"):
+                names |= {m for m in MODULES if m == f"mlib.{token[:-1]}" or m.startswith(f"mlib.{token[:-1]}.")}
+            elif token.endswith(".py"):
+                names.add(f"mlib.{token[:-3]}")
+        layers.append((name, names))
+    return layers
+
+
+def test_the_readme_s_layers_hold_in_the_code():
+    layers = readme_layers()
+    assert [name for name, _ in layers][:2] == ["vocabulary", "foundation"] and len(layers) >= 6
+    level = {}
+    for rank, (_name, modules) in enumerate(layers):
+        for module in modules:
+            assert module in MODULES, f"the README names {module}, which does not exist"
+            assert module not in level, f"{module} is in two layers"
+            level[module] = rank
+    unplaced = sorted(set(MODULES) - set(level) - {"mlib"})
+    assert not unplaced, f"modules in no layer of the README's table: {unplaced}"
+    upward = [
+        f"{module} ({layers[level[module]][0]}) imports {other} ({layers[level[other]][0]})"
+        for module, imported in GRAPH.items()
+        if module in level
+        for other in imported
+        if other in level and level[other] > level[module]
+    ]
+    assert not upward, upward
