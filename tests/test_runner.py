@@ -95,12 +95,10 @@ def test_notebook_dir_has_numbered_notebooks():
 
 def test_a_finished_notebooks_kernel_is_shut_down_without_an_interrupt(monkeypatch):
     import asyncio
-    import inspect
 
     from jupyter_client import AsyncKernelManager
 
     # jupyter_client interrupts before it asks a kernel to shut down: the runner's manager drops that SIGINT
-    assert "_async_interrupt_kernel" in inspect.getsource(AsyncKernelManager._async_shutdown_kernel)
     sent = []
 
     async def interrupt(self):
