@@ -75,8 +75,8 @@ def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[st
         "thermal_datasets",
         "Thermal-expansion data sets used for training (crystal graphs)",
         finding="; ".join(
-            f"{name}: {len(t.graphs):,} crystal graphs from {int(t.steps['count'].iloc[0]):,} labelled AGL entries, "
-            f"{len(t.skips):,} skipped with their reason"
+            f"{name}: {len(t.graphs):,} crystal graphs from {int(t.steps['count'].iloc[0]):,} labelled AGL entries "
+            f"({len(t.skips):,} skipped with their reason, {len(t.before_dedup) - len(t.frame):,} dropped as duplicates)"
             for name, t in thermal.items()
         )
         + f" (the paper: {published.AGL_DATASET['after dedup']:,} compounds after its dedup).",

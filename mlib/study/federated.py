@@ -422,7 +422,9 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     run.save_figure(
         plots.convergence(history, central, where),
         "convergence",
-        f"Test MAE per round (mean over seeds; dashed: central baseline), {where}",
+        f"Test MAE per round (mean over seeds; diamonds right of the rounds: the central baseline at its epoch of "
+        f"lowest validation MSE), {where}",
+        finding=table1_finding(summary),
     )
     run.save_table(
         round_log(store_root), "faults", f"Client failures, rejections and clients without data in any run: {where}"

@@ -301,4 +301,9 @@ def figures(P: ModelsParams, run: Run, runs: pd.DataFrame, predictions: pd.DataF
         "parity",
         f"Predicted against true on the test split (seed {P.seeds[0]}), {where}",
     )
-    run.save_figure(plots.metric_bars(runs, "mae"), "mae_bars", f"Test MAE, mean ± std over {P.seeds_label()}, {where}")
+    run.save_figure(
+        plots.metric_bars(runs, "mae"),
+        "mae_bars",
+        f"Test MAE, mean ± std over {P.seeds_label()}, {where}",
+        finding=ranking_finding(summarise(runs)),
+    )

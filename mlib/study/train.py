@@ -178,11 +178,31 @@ def report(run: Run, result: FitResult, target: str, name: str, paper: dict, whi
     fig = plots.parity(
         test["true"].to_numpy(), test["pred"].to_numpy(), info, f"CGCNN, {where}\ntest R = {r:.4f}{beside}"
     )
-    run.save_figure(fig, f"{name}_parity", f"Test parity plot, {info.display}, {where}")
     run.save_figure(
-        plots.learning_curves(result.history, f"CGCNN, {where}"),
+        fig, f"{name}_parity", f"Test parity plot, {info.display}, {where}", finding=parity_finding(test, r, info)
+    )
+    history = result.history
+    best = history.loc[history["val_mae"].idxmin()]
+    run.save_figure(
+        plots.learning_curves(history, f"CGCNN, {where}"),
         f"{name}_learning_curves",
         f"Train and validation MSE per epoch, {info.display}, {where}",
+        finding=f"Lowest validation MAE at epoch {int(best['epoch'])} of {len(history)} "
+        f"({best['val_mae'] / info.scale:.3g} {info.axis_unit}); train MSE then {best['train_mse']:.3g} against "
+        f"validation {best['val_mse']:.3g} (standardised units).",
+    )
+
+
+def parity_finding(test: pd.DataFrame, r: float, info: catalogue.Target) -> str:
+    """What a parity plot shows: R and MAE over the test crystals, and the single largest error, which weighs on R."""
+    error = (test["pred"] - test["true"]).abs()
+    worst = test.loc[error.idxmax()]
+    others = test.drop(index=error.idxmax())
+    r_without = float(np.corrcoef(others["true"], others["pred"])[0, 1]) if len(others) > 2 else float("nan")
+    return (
+        f"Test R {r:.4f} and MAE {error.mean() / info.scale:.3g} {info.axis_unit} over {len(test):,} crystals; the "
+        f"largest error is {worst.get('formula', worst['id'])} (predicted {worst['pred'] / info.scale:.3g}, label "
+        f"{worst['true'] / info.scale:.3g}); without it R is {r_without:.4f}."
     )
 
 

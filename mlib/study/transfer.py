@@ -382,11 +382,22 @@ def curves(
         "learning_curve",
         f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N, {budget}: {where}",
     )
+    info = catalogue.target(THERMAL_TARGET)
+    scratch = runs[runs["source"] == SCRATCH].groupby(["model", "n_train"])["mae"].mean() / info.scale
+    parts = []
+    for model in scratch.index.unique("model"):
+        curve = scratch.xs(model, level="model").sort_index()
+        parts.append(
+            f"{catalogue.model_display(model)} from scratch: MAE {curve.iloc[0]:.3g} at N = {curve.index[0]:,} to "
+            f"{curve.iloc[-1]:.3g} {info.axis_unit} at N = {curve.index[-1]:,}"
+        )
+    finding = "; ".join(parts)
     run.save_figure(
         plots.transfer_curves(runs, THERMAL_TARGET, where),
         "learning_curve",
         f"Test MAE against the number of training crystals N (log axes; bands: ± one std over seeds {P.seeds}), "
         f"{where}",
+        finding=finding + "; where the pre-trained curves lie below, the tables below say whether beyond noise.",
     )
     return runs
 
