@@ -54,6 +54,13 @@ def verdicts(gain: Iterable[float], q: Iterable[float], better: str, worse: str)
     return out
 
 
+def count_verdicts(table: pd.DataFrame, better: str, worse: str) -> str:
+    """``"3 better ..., 2 worse ..., 7 within seed noise"``: a table's verdicts counted, in words."""
+    counts = table["verdict"].value_counts()
+    parts = [f"{counts.get(v, 0)} {v}" for v in (better, worse, "within seed noise", "too few seeds to tell")]
+    return ", ".join(p for p in parts if not p.startswith("0 "))
+
+
 def write_table(
     folder: Path, name: str, df: pd.DataFrame, caption: str, floatfmt: str = ".4g", markdown: bool = True
 ) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from mlib import catalogue, model_file, store
+from mlib.data.text_files import UnreadableCSV, decode, parse_csv
 from mlib.graphs.atom_features import MAX_Z
 from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import NeighborError, featurize_one, to_structure
@@ -81,16 +82,6 @@ def _unread(path: Path, reason: str) -> dict[str, str | None]:
     return {"id": str(path), "cif": None, "reason": reason}
 
 
-def decode(data: bytes) -> str | None:
-    """The text of a file: UTF-8, or Latin-1 where that reads as text (older CIFs); None for binary data."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-        printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-        return text if "\x00" not in text and printable >= 0.99 * len(text) else None
-
-
 def _cif_row(path: Path) -> dict[str, str | None]:
     try:
         text = decode(path.read_bytes())
@@ -104,19 +95,17 @@ def _cif_row(path: Path) -> dict[str, str | None]:
 
 
 def _csv_rows(path: Path) -> list[dict[str, str | None]]:
-    import io
-
     try:
         text = decode(path.read_bytes())
         if text is None:
             return [_unread(path, "not a text file (binary data), so not a CSV")]
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = parse_csv(text)
     except OSError as exc:
         return [_unread(path, f"cannot be read ({exc.strerror})")]
-    except pd.errors.EmptyDataError:
-        return [_unread(path, "empty file; a CSV needs a header row (id, cif) and one row per crystal")]
-    except (pd.errors.ParserError, ValueError) as exc:
-        return [_unread(path, f"cannot be read as a CSV ({str(exc).strip().splitlines()[-1]})")]
+    except UnreadableCSV as exc:
+        if exc.empty:
+            return [_unread(path, "empty file; a CSV needs a header row (id, cif) and one row per crystal")]
+        return [_unread(path, f"cannot be read as a CSV ({exc})")]
     missing = {"id", "cif"} - set(frame.columns)
     if missing:
         return [_unread(path, f"lacks column(s) {sorted(missing)}; a CSV needs id and cif")]

@@ -44,12 +44,12 @@ def arity_counts(nspecies: pd.Series) -> dict[str, int]:
     return {ARITY.get(k, f"{k}-ary"): int(v) for k, v in counts.items()}
 
 
+DEDUP_KEY = ["spacegroup", "reduced_formula"]  # the paper's: entries sharing both count as one compound
+
+
 def drop_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     """Keep the first entry of each (space group, reduced formula), as the paper does."""
-    return frame.drop_duplicates(subset=["spacegroup", "reduced_formula"], keep="first").reset_index(drop=True)
-
-
-DEDUP_KEY = ["spacegroup", "reduced_formula"]
+    return frame.drop_duplicates(subset=DEDUP_KEY, keep="first").reset_index(drop=True)
 
 
 def same_structure(a, b) -> bool:
@@ -70,8 +70,8 @@ def structure_matches(structure, before: pd.DataFrame) -> pd.DataFrame:
     formula and :func:`same_structure`, in the data set's order."""
     from mlib.graphs.neighbors import to_structure
 
-    formula = to_structure(structure).composition.reduced_formula
-    candidates = before[before["reduced_formula"] == formula]
+    structure = to_structure(structure)  # parsed once, matched against every candidate
+    candidates = before[before["reduced_formula"] == structure.composition.reduced_formula]
     return candidates[[same_structure(structure, source) for source in candidates["source"]]]
 
 
@@ -79,7 +79,7 @@ def dropped_duplicates(before: pd.DataFrame) -> pd.DataFrame:
     """Every entry the paper's dedup drops, beside the entry it keeps for the same (space group, reduced formula):
     ``same structure`` says whether the two are one polymorph (:func:`same_structure`) or structurally distinct
     crystals that the dedup key takes for one compound."""
-    kept = before.drop_duplicates(subset=DEDUP_KEY, keep="first").set_index(DEDUP_KEY)
+    kept = drop_duplicates(before).set_index(DEDUP_KEY)
     dropped = before[before.duplicated(subset=DEDUP_KEY, keep="first")]
     rows = []
     for entry in track(list(dropped.itertuples(index=False)), len(dropped), "dropped duplicates", unit="entry"):
@@ -114,19 +114,19 @@ def duplicate_spread(frame: pd.DataFrame) -> dict[str, float | int]:
     ``mad``: mean absolute deviation of an entry from its group's mean (1/K); ``pair``: mean absolute
     difference of two entries of a group.
     """
-    groups = frame.groupby(["spacegroup", "reduced_formula"])[TARGET]
+    groups = frame.groupby(DEDUP_KEY)[TARGET]
     sizes = groups.transform("size")
     multi = frame[sizes > 1]
     deviation = (multi[TARGET] - groups.transform("mean")[sizes > 1]).abs()
     pairs = [
         abs(a - b)
-        for _, values in multi.groupby(["spacegroup", "reduced_formula"])[TARGET]
+        for _, values in multi.groupby(DEDUP_KEY)[TARGET]
         for i, a in enumerate(values)
         for b in list(values)[i + 1 :]
     ]
     return {
         "entries": len(frame),
-        "groups with several entries": int(multi.groupby(["spacegroup", "reduced_formula"]).ngroups),
+        "groups with several entries": int(multi.groupby(DEDUP_KEY).ngroups),
         "their entries": len(multi),
         "mad": float(deviation.mean()) if len(multi) else float("nan"),
         "pair": float(sum(pairs) / len(pairs)) if pairs else float("nan"),

@@ -23,6 +23,7 @@ from mlib import datasets
 from mlib.catalogue import MP_SPLIT
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
+from mlib.data.text_files import UnreadableCSV, decode, parse_csv
 from mlib.federated.client import ClientData, client_data
 from mlib.federated.partition import anion_elements, partition
 from mlib.graphs.featurize import GraphSet, featurize
@@ -124,15 +125,15 @@ def site_graphs(node: dict[str, Any]) -> tuple[GraphSet, np.ndarray]:
 def read_site_csv(path: Path, target: str) -> pd.DataFrame:
     """A site's CSV (id, cif, target) as text columns; a file that is not a readable CSV with these columns is
     refused with one line naming it."""
+    text = decode(path.read_bytes(), latin1=False)
+    if text is None:
+        raise SiteDataError(f"site data {path} is not UTF-8 text; give this site's CSV (id, cif, {target})")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SiteDataError(f"site data {path} is not UTF-8 text; give this site's CSV (id, cif, {target})") from None
-    except pd.errors.EmptyDataError:
-        raise SiteDataError(f"site data {path} is empty; give this site's CSV (id, cif, {target})") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[-1]
-        raise SiteDataError(f"site data {path} cannot be read as a CSV ({detail}); no crystal was used") from None
+        frame = parse_csv(text)
+    except UnreadableCSV as exc:
+        if exc.empty:
+            raise SiteDataError(f"site data {path} is empty; give this site's CSV (id, cif, {target})") from None
+        raise SiteDataError(f"site data {path} cannot be read as a CSV ({exc}); no crystal was used") from None
     missing = {"id", "cif", target} - set(frame.columns)
     if missing:
         raise SiteDataError(f"{path}: missing column(s) {sorted(missing)} (need id, cif, {target})")

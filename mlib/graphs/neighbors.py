@@ -30,6 +30,7 @@ from mlib.catalogue import (
 )
 
 FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
+DEGENERATE_VOLUME = 1e-6  # A^3 (per atom where the atoms are known): a cell of ~0 volume, a degenerate lattice
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def to_structure(source: Any):
                 return Structure.from_str(source, fmt="cif")
             except Exception as exc:  # pymatgen raises many types for broken CIFs
                 volume = cif_cell_volume(source)
-                if volume is not None and not volume > 1e-6:
+                if volume is not None and not volume > DEGENERATE_VOLUME:
                     raise NeighborError(
                         "cell volume", f"cell volume {volume:.3g} A^3 (from the CIF's cell): a degenerate cell (~0)"
                     ) from None
@@ -111,7 +112,7 @@ def check_geometry(structure, radius: float) -> None:
     if n == 0:
         raise NeighborError("no atoms", "structure has no atoms")
     volume = abs(float(structure.lattice.volume))
-    if not volume / n > 1e-6:  # NaN too
+    if not volume / n > DEGENERATE_VOLUME:  # NaN too
         raise NeighborError("cell volume", f"cell volume {volume:.3g} A^3 for {n} atoms: a degenerate cell (~0)")
     if pairs_within(n, volume, MIN_DISTANCE) <= 100_000:  # bounded; denser cells fail the volume floor below
         shortest = shortest_distance(structure, MIN_DISTANCE)

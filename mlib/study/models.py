@@ -195,20 +195,20 @@ def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def ranking_finding(summary: pd.DataFrame) -> str:
-    """What the central metrics show: per target the models from lowest to highest MAE, and which rows are measured
-    on fewer test crystals (a subset: not comparable with the others row for row)."""
+def ranking_finding(runs: pd.DataFrame) -> str:
+    """What the central metrics show, from the runs: per target the models from lowest to highest mean test MAE, and
+    which are measured on fewer test crystals (a subset: not comparable with the others row for row)."""
     parts = []
-    for target, rows in summary.groupby("target", sort=False):
-        means = rows["MAE"].str.split(" ± ").str[0].astype(float)
-        ranked = rows.assign(mean=means).sort_values("mean")
-        most = ranked["test crystals"].max()
+    for target, rows in runs.groupby("target", sort=False):
+        ranked = rows.groupby("model", sort=False).agg(mean=("mae", "mean"), test=("test", "first")).sort_values("mean")
+        most = ranked["test"].max()
         order = ", ".join(
-            f"{r['model']} {r['mean']:.3g}"
-            + (f" (on {r['test crystals']:,} test crystals)" if r["test crystals"] < most else "")
-            for _, r in ranked.iterrows()
+            f"{catalogue.model_display(model)} {r['mean']:.3g}"
+            + (f" (on {int(r['test']):,} test crystals)" if r["test"] < most else "")
+            for model, r in ranked.iterrows()
         )
-        parts.append(f"{target} MAE ({ranked['unit'].iloc[0]}), lowest first: {order}")
+        info = catalogue.target(target)
+        parts.append(f"{info.display} MAE ({info.unit}), lowest first: {order}")
     fewer = (
         "; rows on fewer test crystals come from a subset and rank only among themselves"
         if any("test crystals)" in p for p in parts)
@@ -281,7 +281,7 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
         summary,
         "metrics",
         f"Centralised test metrics, mean ± std over {P.seeds_label()}, {budget}: {where}",
-        finding=ranking_finding(summary),
+        finding=ranking_finding(runs),
     )
     if len(paper := beside_paper(runs)):
         run.save_table(
@@ -305,5 +305,5 @@ def figures(P: ModelsParams, run: Run, runs: pd.DataFrame, predictions: pd.DataF
         plots.metric_bars(runs, "mae"),
         "mae_bars",
         f"Test MAE, mean ± std over {P.seeds_label()}, {where}",
-        finding=ranking_finding(summarise(runs)),
+        finding=ranking_finding(runs),
     )

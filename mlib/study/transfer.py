@@ -24,7 +24,7 @@ from mlib import catalogue, datasets, model_file, plots, provenance, store
 from mlib.catalogue import THERMAL_TARGET
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, mean_std, verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
 from mlib.study import federated, models
@@ -400,13 +400,6 @@ def curves(
         finding=finding + "; where the pre-trained curves lie below, the tables below say whether beyond noise.",
     )
     return runs
-
-
-def count_verdicts(table: pd.DataFrame, better: str, worse: str) -> str:
-    """``"3 better ..., 2 worse ..., 7 within seed noise"``: a table's verdicts counted, in words."""
-    counts = table["verdict"].value_counts()
-    parts = [f"{counts.get(v, 0)} {v}" for v in (better, worse, "within seed noise", "too few seeds to tell")]
-    return ", ".join(p for p in parts if not p.startswith("0 "))
 
 
 def gain_finding(table: pd.DataFrame) -> str:
