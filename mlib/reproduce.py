@@ -100,10 +100,10 @@ def downstream(notebook: str) -> list[str]:
     return out
 
 
-def check_consistency(runs: list[tuple[Path, Path, dict[str, Any]]], root: Path, force: bool) -> list[str]:
+def check_consistency(runs: list[tuple[Path, Path, dict[str, Any]]], root: Path, force: bool) -> None:
     """One results folder, one set of inputs: a notebook republished with other inputs (parameters, or results
     of its own prerequisites) leaves the published notebooks that read it stale unless they run too. Refused
-    unless ``force``; returns the notebooks that this call will leave stale."""
+    unless ``force`` (the runner then names the stale ones after the run)."""
     chosen = {nb.stem for nb, _, _ in runs}
     new: dict[str, str] = {}
     left: list[str] = []
@@ -129,7 +129,6 @@ def check_consistency(runs: list[tuple[Path, Path, dict[str, Any]]], root: Path,
             "two settings. Run them too (add them to --only, or leave --only out), or pass --force to republish "
             "and leave them marked stale"
         )
-    return left
 
 
 def plan(

@@ -41,9 +41,10 @@ def inputs(P: SweepParams, graph_set: GraphSet) -> dict:
     )
 
 
-def study_name(P: SweepParams, graph_set: GraphSet) -> str:
-    """``study_name`` with a digest of everything the trials depend on (other data or code: another study)."""
-    return f"{P.study_name}-{sweep.inputs_digest(inputs(P, graph_set))}"
+def study_name(P: SweepParams, recorded: dict) -> str:
+    """``study_name`` with a digest of everything the trials depend on (``recorded``, from :func:`inputs`: other
+    data or code, another study)."""
+    return f"{P.study_name}-{sweep.inputs_digest(recorded)}"
 
 
 def storage_url(P: SweepParams, name: str) -> str:
@@ -66,7 +67,8 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
     """Run (or complete) the study; tables of every trial, the top 10 and the best beside the paper's."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials, failed ones too, are reported by the tables
     space = P.space()
-    name, recorded = study_name(P, graph_set), inputs(P, graph_set)
+    recorded = inputs(P, graph_set)
+    name = study_name(P, recorded)
     study = sweep.make_study(name, storage_url(P, name), space, recorded, P.sampler, P.pruner, P.epochs, P.seed)
     print(
         f"study {name}: {space.size()} configurations; {len(study.trials)} trials already in it "

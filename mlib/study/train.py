@@ -70,13 +70,17 @@ def _model(P: TrainParams):
 
 
 @lru_cache(maxsize=2)
-def _thermal_set(dataset: str, spec: GraphSpec, workers: int, limit: int | None) -> GraphSet:
-    return datasets.load_thermal(dataset, spec=spec, workers=workers).graphs.first(limit).with_finite(THERMAL_TARGET)
+def _thermal_set(
+    dataset: str, spec: GraphSpec, workers: int, limit: int | None
+) -> tuple[datasets.ThermalData, GraphSet]:
+    """The thermal data set and the graphs the runs train on (its first ``limit``, finite targets)."""
+    thermal = datasets.load_thermal(dataset, spec=spec, workers=workers)
+    return thermal, thermal.graphs.first(limit).with_finite(THERMAL_TARGET)
 
 
 def _fit(P: TrainParams, run: Run, setting: str, seed: int, split_seed: int | None = None) -> FitResult:
     """One thermal run: ``seed`` draws the initial weights and batches, ``split_seed`` (default ``seed``) the split."""
-    graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
+    _, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
     if split_seed is None or split_seed == seed:  # the split of the run's own seed
         folder, split = run.runs("thermal", P.dataset, setting, f"seed{seed}"), None
     else:
@@ -336,8 +340,7 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
     for compound in TEXTBOOK:
         store.write_text(folder / f"{compound.formula}.cif", compound.cif())
     predicted = predict.predict([folder / f"{c.formula}.cif" for c in TEXTBOOK], ensemble_file(P.store_dir, P.dataset))
-    thermal = datasets.load_thermal(P.dataset, spec=_spec(P), workers=P.workers)
-    graphs = thermal.graphs.first(P.thermal_limit).with_finite(THERMAL_TARGET)
+    thermal, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
     split = json.loads((thermal_model_file(P.store_dir, P.dataset, P.seed).parent / "split.json").read_text())
     part = {entry: name for name in ("train", "val", "test") for entry in split[name]}
     rows = [
