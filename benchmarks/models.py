@@ -30,7 +30,7 @@ MODELS = ("cgcnn", "gcn", "sage", "gine", "megnet", "m3gnet")
 def load(crystals: int):
     from mlib import datasets
     from mlib.models.registry import graph_spec
-    from mlib.study.models import common_crystals
+    from mlib.study.nb04b_models import common_crystals
 
     sets = {
         kind: datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec(model), workers=os.cpu_count())

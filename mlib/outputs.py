@@ -110,7 +110,6 @@ class Run:
         self.notebook = notebook
         self.out_dir = Path(params.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.store = store.Store(Path(params.store_dir))
         self.started = time.time()
         self.code = provenance.git_state()  # the code this notebook started with
         self.outputs: list[dict[str, str]] = []
@@ -118,10 +117,6 @@ class Run:
 
     def path(self, name: str) -> Path:
         return self.out_dir / name
-
-    def runs(self, *parts: Any) -> Path:
-        """A run folder of this notebook in the run store."""
-        return self.store.folder(self.notebook, *parts)
 
     def save_table(
         self,

@@ -28,6 +28,7 @@ from dgl import utils as dgl_utils
 from mlib.progress import track
 
 T = TypeVar("T")
+J = TypeVar("J")
 _SHARED: Any = None
 RUN_LINES = 40  # most progress lines a batch of runs prints outside a terminal
 
@@ -96,18 +97,21 @@ def _init(payload: bytes) -> None:
     dgl_utils.set_num_threads(1)  # DGL's own OpenMP pool (message passing) too
 
 
-def _call(fn: Callable[..., T], job: tuple) -> T:
-    return fn(_SHARED, *job)
+def _call(fn: Callable[[Any, J], T], job: J) -> T:
+    return fn(_SHARED, job)
 
 
-def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], shared: Any, workers: int = 1, desc: str = "runs") -> list[T]:
-    """``fn(shared, *job)`` for every job, results in job order; ``workers > 1`` uses that many processes.
+def run_jobs(
+    fn: Callable[[Any, J], T], jobs: Sequence[J], shared: Any, workers: int = 1, desc: str = "runs"
+) -> list[T]:
+    """``fn(shared, job)`` for every job, results in job order; ``workers > 1`` uses that many processes.
 
-    ``fn`` must be a module-level function (it is pickled to the workers).
+    ``fn`` must be a module-level function and each job a named object (a frozen dataclass of the engine or study
+    that runs it): both are pickled to the workers.
     """
     steps = min(len(jobs), RUN_LINES)  # a training run takes minutes to hours: a line for each, up to RUN_LINES
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(shared, *job) for job in track(jobs, len(jobs), desc, unit="run", steps=steps)]
+        return [fn(shared, job) for job in track(jobs, len(jobs), desc, unit="run", steps=steps)]
     results: list[Any] = [None] * len(jobs)
     with worker_pool(min(workers, len(jobs)), _init, (pickle.dumps(shared),)) as pool:
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}

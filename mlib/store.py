@@ -1,10 +1,15 @@
 """The run store: every training run of every study, reused only when its key matches.
 
-A run lives in a folder of the store (``<store>/<study>/<name...>/``). Its key says what made it:
+A run lives in a folder of the store (``<store>/<study>/<name...>/``, built by :mod:`mlib.store_paths`). Its key
+says what made it:
 the parameters, the digest of the crystals and targets it trained on, and the code versions of the
 featuriser and the model. ``run.json`` (key and result record) is written last and atomically, so a
 folder without it is an unfinished run. A finished run whose key matches is read back; one whose key
 differs is never silently reused or mixed: :class:`RunMismatch` names the folder and what differs.
+
+Every run, central or federated, follows one protocol: :meth:`Store.open` says whether a finished run with the
+key exists (here or in a folder it may reuse) or an unfinished one can continue from its checkpoint, and clears
+any other unfinished state; the run writes its files; :meth:`Store.finish` writes ``run.json`` last.
 
 Every file of a run is written atomically (a temporary file in the same folder, then a rename), so an
 interrupted write leaves the previous version or nothing, never half a file.
@@ -16,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +140,31 @@ def check_key(saved: dict, wanted: dict, where: Path) -> None:
         )
 
 
+CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the store holds for a run about to be made (:meth:`Store.open`)."""
+
+    folder: Path  # where the run's files are (a reused folder's when ``record`` came from there)
+    record: dict | None  # the finished run with this key: read it back, make nothing
+    checkpoint: dict | None  # the unfinished run's ``last.pt`` with this key: continue from it
+
+    @property
+    def finished(self) -> bool:
+        return self.record is not None
+
+
+def _same(key: dict) -> dict:
+    return key
+
+
 class Store:
     """Run folders under one root (``results/<profile>/store`` for the runner)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-
-    def folder(self, *parts: str) -> Path:
-        """The folder of a run (not created)."""
-        return self.root.joinpath(*map(str, parts))
 
     def finished(self, folder: Path, key: dict) -> dict | None:
         """The record of the finished run in ``folder`` if its key equals ``key``; None if unfinished.
@@ -160,6 +182,46 @@ class Store:
         """Mark the run in ``folder`` finished: its key and result record, written last and atomically."""
         write_json(Path(folder) / RECORD, {"key": canonical(key), "record": canonical(record)})
         return record
+
+    def open(
+        self,
+        folder: Path,
+        key: dict,
+        load: Callable[[Path], dict],
+        reuse: Sequence[Path] = (),
+        comparable: Callable[[dict], dict] = _same,
+        resume: bool = True,
+    ) -> Opened:
+        """The state of the run with ``key`` in ``folder``: finished (its record), continuable (its checkpoint,
+        read by ``load``) or new (any unfinished files cleared).
+
+        ``reuse``: other folders whose finished run is taken when its key is this one. ``comparable(key)``: the part
+        of a key that must match for a checkpoint (or a finished run, whose ``last.pt`` is kept) to be continued,
+        e.g. all but the number of epochs, so a run asked for more epochs goes on from where it stopped.
+        ``resume=False`` starts an unfinished run over. A finished run or checkpoint with another key raises
+        :class:`RunMismatch`.
+        """
+        folder = Path(folder)
+        for other in reuse:
+            try:
+                if (record := self.finished(other, key)) is not None:
+                    return Opened(Path(other), record, None)
+            except RunMismatch:
+                continue  # another run lives there; this one is made in folder
+        checkpoint = folder / CHECKPOINT
+        try:
+            if (record := self.finished(folder, key)) is not None:
+                return Opened(folder, record, None)
+        except RunMismatch:
+            saved = json.loads((folder / RECORD).read_text())["key"]
+            if not (resume and checkpoint.exists() and canonical(comparable(saved)) == canonical(comparable(key))):
+                raise
+        if resume and checkpoint.exists():
+            state = load(checkpoint)
+            check_key(comparable(state.get("key") or {}), comparable(key), checkpoint)  # never another run's state
+            return Opened(folder, None, state)
+        self.clear(folder)
+        return Opened(folder, None, None)
 
     def record(self, folder: Path, made_by: str) -> dict:
         """The record of a finished run another notebook needs (``made_by`` names the notebook to run)."""

@@ -272,12 +272,14 @@ class Trainer:
             "timed_epochs": self.timed_epochs,
         }
 
-    def resume(self) -> bool:
-        """Continue from ``last.pt`` if it exists and has this run's key (``config.epochs`` may grow)."""
-        path = self.out_dir / "last.pt"
-        if not path.exists():
-            return False
-        state = read_checkpoint(path)
+    def resume(self, state: dict | None = None) -> bool:
+        """Continue from ``state`` (default: ``last.pt`` if it exists) when it has this run's key (``config.epochs``
+        may grow)."""
+        path = self.out_dir / store.CHECKPOINT
+        if state is None:
+            if not path.exists():
+                return False
+            state = read_checkpoint(path)
         saved = state.get("key") or {}
         store.check_key(_without_epochs(saved), _without_epochs(self.key), path)
         if state["epoch"] > self.config.epochs:
@@ -500,27 +502,15 @@ def fit_regressor(
     split = split if split is not None else split_indices(len(graph_set), config.seed, fractions)
     key = run_key(model, graph_set, target, config, split, fine_tune, key_extra)
     runs = store.Store(out_dir.parent)
-    for other in reuse or []:
-        try:
-            if runs.finished(other, key) is not None:
-                return _read_back(other, graph_set)
-        except RunMismatch:
-            continue  # another run lives there; this one is made in out_dir
-    try:
-        record = runs.finished(out_dir, key)
-    except RunMismatch:
-        saved = json.loads((out_dir / store.RECORD).read_text())["key"]
-        if _without_epochs(saved) != _without_epochs(key) or not (out_dir / "last.pt").exists():
-            raise
-        record = None  # the same run asked for more epochs: continue it from last.pt
-    if record is not None:
-        return _read_back(out_dir, graph_set)
+    opened = runs.open(out_dir, key, read_checkpoint, reuse or (), _without_epochs, resume)  # epochs may grow
+    if opened.finished:
+        return _read_back(opened.folder, graph_set)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = graph_set.table["id"].astype(str).tolist()
     save_split(out_dir / "split.json", ids, split, config.seed)
     trainer = Trainer(model, graph_set.graphs, graph_set.target(target), split, config, out_dir, fine_tune, key)
-    if resume:
-        trainer.resume()
+    if opened.checkpoint is not None:
+        trainer.resume(opened.checkpoint)
     history = trainer.fit(show)
     start = time.perf_counter()
     trainer.load_best()
@@ -618,4 +608,4 @@ def fit_jobs(graph_set: GraphSet, target: str, jobs: list[FitJob], workers: int 
     ``workers > 1`` makes that many runs at once in separate processes, one thread each: on two cores,
     two one-thread runs train about 1.4x the crystals per second of one two-thread run.
     """
-    return run_jobs(_fit_job, [(job,) for job in jobs], (graph_set, target), workers, desc)
+    return run_jobs(_fit_job, jobs, (graph_set, target), workers, desc)

@@ -115,7 +115,7 @@ def test_live_index_comes_from_the_same_paged_query(server, monkeypatch):
     """01_data's AGL index summary reads live AFLUX when there is no mirror (recorded responses)."""
     import json as json_module
 
-    from mlib.study.data import agl_index_table
+    from mlib.study.nb01_data import agl_index_table
 
     entries = [
         {"auid": f"aflow:{k}", "compound": c, "nspecies": str(n), "spacegroup_relax": str(sg)}

@@ -125,7 +125,21 @@ def test_every_notebook_has_a_study_module_and_declared_prerequisites():
         for needed in catalogue.NOTEBOOKS[stem]:
             assert stems.index(needed) < stems.index(stem)
     study = {p.stem for p in (PACKAGE / "study").glob("*.py") if p.stem != "__init__"}
-    assert study == {"data", "train", "sweep", "composition", "embed", "models", "federated", "transfer"}
+    assert study == {f"nb{stem}" for stem in stems}, "one study module per notebook, named after it"
+
+
+@pytest.mark.parametrize("path", reproduce.notebooks(), ids=lambda p: p.stem)
+def test_a_notebook_imports_its_own_study_module(path: Path):
+    tree = ast.parse("\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"))
+    studies = {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {m for m in studies if m.startswith("mlib.study.")} == {f"mlib.study.nb{path.stem}"}
+
+
+def test_no_two_modules_or_packages_share_a_name():
+    """A name says its layer: ``from mlib import sweep`` and a study's ``sweep`` cannot be confused."""
+    names = [p.stem for p in PACKAGE.rglob("*.py") if p.stem != "__init__"]
+    names += [p.name for p in PACKAGE.rglob("*") if p.is_dir() and (p / "__init__.py").exists() and p != PACKAGE]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
 
 
 def test_no_test_only_code_ships_in_mlib():

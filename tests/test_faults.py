@@ -541,7 +541,7 @@ def test_known_compounds_match_aflow_entries_by_structure_not_formula_and_space_
     dropped = dropped_duplicates(before).set_index("dropped")
     assert dropped["kept"].tolist() == ["cscl-type"] * 2 and not dropped["same structure"].any()
     from mlib.catalogue import target
-    from mlib.study.train import _aflow_match
+    from mlib.study.nb02_train import _aflow_match
 
     match = _aflow_match(textbook.to(fmt="cif"), before, {"cscl-type"}, {}, target("thermal_expansion"))
     assert match["AFLOW entry (same structure)"] == "rock-salt" and match["AFLOW label (10^-6 1/K)"] == pytest.approx(

@@ -202,12 +202,13 @@ def test_an_interrupted_federation_continues_exactly_where_it_stopped(graph_set)
 
 def test_a_federated_run_of_the_store_resumes_from_its_last_round(graph_set, tmp_path):
     from mlib.store import RunMismatch
-    from mlib.study.federated import run_federated, run_folder
+    from mlib.store_paths import federated_run
+    from mlib.study.nb05_federated import run_federated
 
     config = FedConfig(rounds=3, local_epochs=1, lr=0.01, batch_size=8)
     args = ("gcn", {"hidden": 16}, graph_set, "y", config, "iid", 3, 0.5)
     row, history = run_federated(*args, tmp_path / "a")
-    folder = run_folder(tmp_path / "a", "iid", "fedavg", "gcn", "y", 0)
+    folder = federated_run(tmp_path / "a", "iid", "fedavg", "gcn", "y", 0)
     for name in ("run.json", "model.pt", "history.csv"):  # as if interrupted after its last round
         (folder / name).unlink()
     checkpoint = torch.load(folder / "last.pt", weights_only=False)
@@ -487,7 +488,7 @@ def test_flower_run_config_defaults_are_the_catalogue_s():
 
 
 def test_published_tables_show_display_names_and_units():
-    from mlib.study.federated import display_names, partition_table
+    from mlib.study.nb05_federated import display_names, partition_table
 
     runs = pd.DataFrame(
         {
@@ -506,11 +507,12 @@ def test_published_tables_show_display_names_and_units():
 
 
 def test_the_round_log_reads_every_federated_run_whatever_its_folder_depth(tmp_path):
-    from mlib.study.federated import NOTEBOOK, round_log
+    from mlib.store_paths import federated_root
+    from mlib.study.nb05_federated import round_log
 
     folders = ["iid/fedavg/gcn/band_gap/seed0", "grid/iid/e5/fedprox/mu0.1/gcn/band_gap/seed1", "a/seed2"]
     for k, folder in enumerate(folders):
-        path = tmp_path / NOTEBOOK / folder
+        path = federated_root(tmp_path) / folder
         path.mkdir(parents=True)
         pd.DataFrame({"round": [1, 2], "client": [0, 0], "status": ["ok", f"rejected {k}"]}).to_csv(
             path / "rounds.csv", index=False
@@ -521,7 +523,7 @@ def test_the_round_log_reads_every_federated_run_whatever_its_folder_depth(tmp_p
 
 def test_table_one_compares_like_for_like_and_names_each_row_s_crystals():
     from mlib import published
-    from mlib.study.federated import beside_paper, table1
+    from mlib.study.nb05_federated import beside_paper, table1
 
     fed = pd.DataFrame(
         {

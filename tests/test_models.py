@@ -12,7 +12,7 @@ from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, TrainConfig, build
-from mlib.study.models import beside_paper, common_crystals, summarise
+from mlib.study.nb04b_models import beside_paper, common_crystals, summarise
 from mlib.training import fit_regressor, seed_everything
 from tests.conftest import DISTORTED
 
@@ -187,7 +187,7 @@ def test_cgcnn_stands_beside_the_cgcnn_papers_mae_for_each_target_it_ran():
 def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
     from dgl import utils as dgl_utils
 
-    from mlib.study.models import train_models
+    from mlib.study.nb04b_models import train_models
 
     threads = torch.get_num_threads(), dgl_utils.get_num_threads()
     torch.set_num_threads(1)  # workers run one thread each; the same here makes the float sums comparable

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mlib import params, profiles, reproduce
+from mlib import catalogue, params, profiles, reproduce
 from mlib.paths import NOTEBOOK_DIR
 
 
@@ -128,16 +128,6 @@ def test_outside_a_terminal_progress_prints_a_line_per_step(capsys, monkeypatch)
     assert len(capsys.readouterr().out.splitlines()) == 1 + 4
 
 
-STUDY_MODULES = {
-    "01_data": "data",
-    "02_train": "train",
-    "03_sweep": "sweep",
-    "03b_composition": "composition",
-    "04_embed": "embed",
-    "04b_models": "models",
-    "05_federated": "federated",
-    "06_transfer": "transfer",
-}
 
 
 def _reads(source: str, owner: str) -> set[str]:
@@ -158,7 +148,7 @@ def _reads(source: str, owner: str) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("notebook", list(STUDY_MODULES))
+@pytest.mark.parametrize("notebook", list(catalogue.NOTEBOOKS))
 def test_every_parameter_a_notebook_accepts_is_read_and_every_one_it_reads_is_declared(notebook):
     """No parameter is accepted, recorded and ignored: each is read by the notebook's study module (or the study
     modules it calls, or a method of its parameter class that those call); and each ``P.<name>`` the module reads
@@ -167,7 +157,7 @@ def test_every_parameter_a_notebook_accepts_is_read_and_every_one_it_reads_is_de
     import inspect
     import re
 
-    module = inspect.getsource(importlib.import_module(f"mlib.study.{STUDY_MODULES[notebook]}"))
+    module = inspect.getsource(importlib.import_module(f"mlib.study.nb{notebook}"))
     helpers = re.findall(r"from mlib\.study import (\w+)", module)
     sources = [module, *(inspect.getsource(importlib.import_module(f"mlib.study.{h}")) for h in helpers)]
     cls = params.params_class(notebook)

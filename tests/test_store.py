@@ -222,3 +222,50 @@ def test_early_stopping_ends_a_run_patience_epochs_after_its_best(tmp_path):
 
 def test_a_run_without_early_stopping_keeps_the_key_it_was_stored_under():
     assert "patience" not in TrainConfig().key() and TrainConfig(patience=5).key()["patience"] == 5
+
+
+def test_open_says_finished_continue_or_new_and_clears_other_unfinished_state(tmp_path):
+    runs, folder, key = store.Store(tmp_path), tmp_path / "run", {"a": 1, "epochs": 2}
+    folder.mkdir()
+    (folder / "stale.csv").write_text("x")
+    opened = runs.open(folder, key, store.load_torch)
+    assert (opened.record, opened.checkpoint) == (None, None) and not folder.exists()  # nothing half-made is kept
+    store.save_torch(folder / store.CHECKPOINT, {"key": key, "epoch": 1})
+    assert runs.open(folder, key, store.load_torch).checkpoint["epoch"] == 1
+    with pytest.raises(store.RunMismatch, match="last.pt holds a run made with another key"):
+        runs.open(folder, {"a": 2, "epochs": 2}, store.load_torch)
+    assert runs.open(folder, key, store.load_torch, resume=False).checkpoint is None and not folder.exists()
+    store.save_torch(folder / store.CHECKPOINT, {"key": key, "epoch": 2})
+    runs.finish(folder, key, {"mae": 0.5})
+    assert runs.open(folder, key, store.load_torch).record == {"mae": 0.5}
+    more = {"a": 1, "epochs": 4}  # the same run asked for more epochs continues from its last.pt
+    without_epochs = lambda k: {n: v for n, v in k.items() if n != "epochs"}  # noqa: E731
+    assert runs.open(folder, more, store.load_torch, comparable=without_epochs).checkpoint["epoch"] == 2
+    with pytest.raises(store.RunMismatch, match="holds a run made with another key"):
+        runs.open(folder, more, store.load_torch)
+    other = tmp_path / "shared"
+    runs.finish(other, more, {"mae": 0.4})
+    assert runs.open(folder, more, store.load_torch, reuse=[other]) == store.Opened(other, {"mae": 0.4}, None)
+
+
+def test_every_committed_run_lives_where_store_paths_puts_it():
+    """Store paths are built in one module: each finished run of the committed cpu store is at a path one of its
+    builders makes (placeholders stand for the arguments)."""
+    import inspect
+    import re
+
+    from mlib import paths, store_paths
+
+    patterns = []
+    for name, builder in inspect.getmembers(store_paths, inspect.isfunction):
+        arguments = [p for p in inspect.signature(builder).parameters if p != "store"]
+        if name.startswith("_") or name.endswith("_root") or "file" in name or "database" in name:
+            continue
+        for flag in ({}, {"ensemble": True}) if "ensemble" in arguments else ({},):
+            patterns.append(str(builder("", **{a: f"<{a}>" for a in arguments if a != "ensemble"}, **flag)))
+    # a group is zero or more folders (the FedProx grid's); every other argument is one folder name
+    regexes = [re.compile(re.sub(r"<\w+>", "[^/]+", p.replace("<group>/", "(?:[^/]+/)*")) + "$") for p in patterns]
+    root = paths.RESULTS_DIR / "cpu" / "store"
+    folders = [str(r.parent.relative_to(root)) for r in root.rglob(store.RECORD)]
+    assert len(folders) > 700
+    assert [f for f in folders if not any(r.match(f) for r in regexes)] == []

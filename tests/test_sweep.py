@@ -215,7 +215,7 @@ def test_the_readme_recipe_on_postgresql_two_workers_one_killed_mid_trial(postgr
 def test_time_spent_counts_finished_and_diverged_trials_once_and_neither_interrupted_ones_nor_gaps():
     from datetime import datetime, timedelta
 
-    from mlib.study.sweep import time_spent
+    from mlib.study.nb03_sweep import time_spent
 
     t0 = datetime(2026, 1, 1)
     study = optuna.create_study(direction="maximize")

@@ -86,7 +86,7 @@ def test_dedup_and_arity():
 
 @needs_mirror
 def test_index_reproduces_the_papers_arity_counts():
-    from mlib.study.data import agl_index_table
+    from mlib.study.nb01_data import agl_index_table
 
     row = agl_index_table().iloc[0]
     assert (row["entries"], row["unary"], row["binary"], row["ternary"]) == (5534, 96, 2490, 2948)

@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
 from mlib.params import FineTune, ParameterError, TrainConfig, build
-from mlib.study.transfer import (
+from mlib.study.nb06_transfer import (
     EncoderMismatch,
     federated_vs_central,
     gains,

@@ -3,14 +3,14 @@
 ==================  ===========================
 notebook            module
 ==================  ===========================
-``01_data``         :mod:`mlib.study.data`
-``02_train``        :mod:`mlib.study.train`
-``03_sweep``        :mod:`mlib.study.sweep`
-``03b_composition`` :mod:`mlib.study.composition`
-``04_embed``        :mod:`mlib.study.embed`
-``04b_models``      :mod:`mlib.study.models`
-``05_federated``    :mod:`mlib.study.federated`
-``06_transfer``     :mod:`mlib.study.transfer`
+``01_data``         :mod:`mlib.study.nb01_data`
+``02_train``        :mod:`mlib.study.nb02_train`
+``03_sweep``        :mod:`mlib.study.nb03_sweep`
+``03b_composition`` :mod:`mlib.study.nb03b_composition`
+``04_embed``        :mod:`mlib.study.nb04_embed`
+``04b_models``      :mod:`mlib.study.nb04b_models`
+``05_federated``    :mod:`mlib.study.nb05_federated`
+``06_transfer``     :mod:`mlib.study.nb06_transfer`
 ==================  ===========================
 
 Each module's functions take the notebook's checked parameters (``P``) and its :class:`mlib.outputs.Run`,

@@ -8,12 +8,12 @@ its key matches, so an interrupted study resumes where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from mlib import catalogue, datasets, plots, published
+from mlib import catalogue, datasets, plots, published, store_paths
 from mlib.catalogue import MP_SPLIT
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
@@ -24,7 +24,7 @@ from mlib.parallel import run_jobs
 from mlib.params import ModelsParams, TrainConfig
 from mlib.training import fit_regressor
 
-NOTEBOOK = "04b_models"
+NOTEBOOK = store_paths.MODELS
 METRICS = ("mse", "rmse", "mae", "r2")
 
 
@@ -106,11 +106,6 @@ def describe_sets(sets: dict[str, GraphSet]) -> str:
     return f"{largest.label} (8:1:1 split)" + (f"; {', '.join(subsets)}" if subsets else "")
 
 
-def run_folder(store_root: Path, model: str, target: str, seed: int) -> Path:
-    """Where the run store keeps one central run of this notebook."""
-    return Path(store_root) / NOTEBOOK / model / target / f"seed{seed}"
-
-
 def train_one(
     model: str, hyper: dict, graph_set: GraphSet, target: str, config: TrainConfig, store_root: Path
 ) -> tuple[dict, pd.DataFrame]:
@@ -120,7 +115,7 @@ def train_one(
         graph_set,
         target,
         config,
-        run_folder(store_root, model, target, config.seed),
+        store_paths.model_run(store_root, model, target, config.seed),
         formula_column="formula",
         fractions=MP_SPLIT,
         show=False,
@@ -141,10 +136,19 @@ def train_one(
     return row, result.predictions.assign(model=model, target=target, seed=config.seed)
 
 
-def _train_job(
-    sets: dict[str, GraphSet], model: str, hyper: dict, target: str, config: TrainConfig, store_root: Path
-) -> tuple[dict, pd.DataFrame]:
-    return train_one(model, hyper, sets[model], target, config, store_root)
+@dataclass(frozen=True)
+class ModelJob:
+    """One central run of :func:`train_one` that a worker process makes on the graph set its model reads."""
+
+    model: str
+    hyper: dict
+    target: str
+    config: TrainConfig
+    store_root: Path
+
+
+def _train_job(sets: dict[str, GraphSet], job: ModelJob) -> tuple[dict, pd.DataFrame]:
+    return train_one(job.model, job.hyper, sets[job.model], job.target, job.config, job.store_root)
 
 
 def train_models(
@@ -167,7 +171,7 @@ def train_models(
     """
     hyper, model_seeds = hyper or {}, model_seeds or {}
     jobs = [
-        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
+        ModelJob(m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root))
         for t in targets
         for s in seeds
         for m in models

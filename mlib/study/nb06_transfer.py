@@ -12,7 +12,7 @@ Each point of a learning curve is a run of the store:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,16 @@ import pandas as pd
 from scipy import stats
 from torch import nn
 
-from mlib import catalogue, datasets, model_file, plots, provenance, store
+from mlib import catalogue, datasets, model_file, plots, provenance, store, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
-from mlib.study import federated, models
 from mlib.training import fit_regressor, split_indices
 
-NOTEBOOK = "06_transfer"
+NOTEBOOK = store_paths.TRANSFER
 SCRATCH = "scratch"
 BETTER, WORSE = "better than scratch", "worse than scratch"
 
@@ -73,11 +72,6 @@ def transfer_split(n_total: int, n_train: int | None, seed: int, split_seed: int
     }
 
 
-def run_folder(store_root: Path, model: str, source: str, mode: str, n_train: int | None, seed: int) -> Path:
-    """Where the run store keeps one point of a learning curve."""
-    return Path(store_root) / NOTEBOOK / model / source / mode / f"n{n_train or 'all'}" / f"seed{seed}"
-
-
 def fine_tune_run(
     model: str,
     hyper: dict,
@@ -109,7 +103,7 @@ def fine_tune_run(
         graph_set,
         target,
         replace(config, seed=seed),
-        run_folder(store_root, model, source, mode, n_train, seed),
+        store_paths.transfer_run(store_root, model, source, mode, n_train, seed),
         resume=False,
         show=False,
         split=split,
@@ -133,8 +127,36 @@ def fine_tune_run(
     }
 
 
-def _job(sets: dict[str, GraphSet], model: str, *args) -> dict:
-    return fine_tune_run(model, args[0], sets[model], *args[1:])
+@dataclass(frozen=True)
+class FineTuneJob:
+    """One point of a learning curve (:func:`fine_tune_run`) that a worker process makes on its model's graphs."""
+
+    model: str
+    hyper: dict
+    target: str
+    n_train: int | None
+    seed: int
+    encoder: str | None  # a pre-trained model file relative to the store; None: from scratch
+    fine_tune: FineTune | None
+    config: TrainConfig
+    store_root: Path
+    source: str
+
+
+def _job(sets: dict[str, GraphSet], job: FineTuneJob) -> dict:
+    return fine_tune_run(
+        job.model,
+        job.hyper,
+        sets[job.model],
+        job.target,
+        job.n_train,
+        job.seed,
+        job.encoder,
+        job.fine_tune,
+        job.config,
+        job.store_root,
+        job.source,
+    )
 
 
 def learning_curves(
@@ -157,9 +179,11 @@ def learning_curves(
     root = Path(store_root)
     jobs = []
     for model, hyper in models.items():
-        jobs += [(model, hyper, target, n, s, None, None, config, root, SCRATCH) for n in sizes for s in seeds]
         jobs += [
-            (model, hyper, target, n, s, path, mode, config, root, source)
+            FineTuneJob(model, hyper, target, n, s, None, None, config, root, SCRATCH) for n in sizes for s in seeds
+        ]
+        jobs += [
+            FineTuneJob(model, hyper, target, n, s, path, mode, config, root, source)
             for source, path in encoders[model].items()
             for mode in modes
             for n in sizes
@@ -316,12 +340,12 @@ def encoders(P: TransferParams) -> dict[str, dict[str, str]]:
         out[model] = {}
         for target in P.pretrain_targets:
             for algorithm in P.algorithms:
-                folder = federated.run_folder(runs.root, P.partition, algorithm, model, target, P.pretrain_seed)
-                runs.record(folder, federated.NOTEBOOK)
+                folder = store_paths.federated_run(runs.root, P.partition, algorithm, model, target, P.pretrain_seed)
+                runs.record(folder, store_paths.FEDERATED)
                 out[model][f"{algorithm}-{target}"] = str((folder / "model.pt").relative_to(runs.root))
             if P.central:
-                folder = models.run_folder(runs.root, model, target, P.pretrain_seed)
-                runs.record(folder, models.NOTEBOOK)
+                folder = store_paths.model_run(runs.root, model, target, P.pretrain_seed)
+                runs.record(folder, store_paths.MODELS)
                 out[model][f"central-{target}"] = str((folder / "model.pt").relative_to(runs.root))
     return out
 

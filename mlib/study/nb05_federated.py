@@ -12,13 +12,13 @@ sees the same crystals; it is read from 04b_models' runs when their key matches,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats
 
-from mlib import catalogue, model_file, plots, published, store
+from mlib import catalogue, model_file, plots, published, store, store_paths
 from mlib.catalogue import MP_SPLIT
 from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import Federation
@@ -27,18 +27,11 @@ from mlib.models.registry import build_model
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
-from mlib.study import models as central_study
+from mlib.study import nb04b_models as central_study
 from mlib.training import fit_regressor, model_key, read_checkpoint, split_indices
 
-NOTEBOOK = "05_federated"
+NOTEBOOK = store_paths.FEDERATED
 METRICS = ("mse", "rmse", "mae", "r2")
-
-
-def run_folder(
-    store_root: Path, scheme: str, algorithm: str, model: str, target: str, seed: int, group: str = ""
-) -> Path:
-    """Where the run store keeps one federated run (``group``: a sub-study's folder, e.g. the FedProx grid's)."""
-    return Path(store_root) / NOTEBOOK / group / scheme / algorithm / model / target / f"seed{seed}"
 
 
 def shards_for(
@@ -66,7 +59,7 @@ def run_federated(
     group: str = "",
 ) -> tuple[dict, pd.DataFrame]:
     """One federated run (or the store's finished run with the same key): a summary row and the per-round history."""
-    folder = run_folder(store_root, scheme, config.algorithm, model, target, config.seed, group)
+    folder = store_paths.federated_run(store_root, scheme, config.algorithm, model, target, config.seed, group)
     graph_set = graph_set.with_finite(target)
     key = {
         "model": model_key(model, hyper),
@@ -78,15 +71,11 @@ def run_federated(
         "graph": model_file.graph_info(graph_set.spec),
     }
     runs = store.Store(store_root)
-    record = runs.finished(folder, key)
-    if record is not None:
-        return record, store.read_csv(folder / "history.csv")
-    checkpoint = folder / "last.pt"
-    saved = read_checkpoint(checkpoint) if checkpoint.exists() else None
-    if saved is not None:
-        store.check_key(saved["key"], key, checkpoint)  # another run's rounds are never continued
-    else:
-        runs.clear(folder)
+    opened = runs.open(folder, key, read_checkpoint)  # another run's rounds are never continued
+    if opened.finished:
+        return opened.record, store.read_csv(folder / "history.csv")
+    saved = opened.checkpoint
+    checkpoint = folder / store.CHECKPOINT
     split, shards = shards_for(graph_set, target, config.seed, scheme, clients, alpha)
     earlier = saved.get("seconds", 0.0) if saved is not None else 0.0  # wall seconds of earlier sittings
     start = time.perf_counter()
@@ -139,23 +128,60 @@ def run_federated(
     return row, history
 
 
-def _federated_job(sets: dict[str, GraphSet], model: str, hyper: dict, *rest) -> tuple[dict, pd.DataFrame]:
-    """A worker's job: :func:`run_federated` on the graph set its model reads."""
-    return run_federated(model, hyper, sets[model], *rest)
+@dataclass(frozen=True)
+class FederatedJob:
+    """One federation of :func:`run_federated` that a worker process makes on the graph set its model reads."""
+
+    model: str
+    hyper: dict
+    target: str
+    config: FedConfig
+    scheme: str
+    clients: int
+    alpha: float
+    store_root: Path
+    group: str = ""
 
 
-def _central_job(
-    sets: dict[str, GraphSet],
-    model: str,
-    hyper: dict,
-    target: str,
-    config: TrainConfig,
-    store_root: Path,
-    group: str = "",
-) -> dict:
+def _federated_job(sets: dict[str, GraphSet], job: FederatedJob) -> tuple[dict, pd.DataFrame]:
+    return run_federated(
+        job.model,
+        job.hyper,
+        sets[job.model],
+        job.target,
+        job.config,
+        job.scheme,
+        job.clients,
+        job.alpha,
+        job.store_root,
+        job.group,
+    )
+
+
+@dataclass(frozen=True)
+class CentralJob:
+    """One central baseline run (04b_models' run read back when its key matches)."""
+
+    model: str
+    hyper: dict
+    target: str
+    config: TrainConfig
+    store_root: Path
+    group: str = ""
+
+
+def _central_job(sets: dict[str, GraphSet], job: CentralJob) -> dict:
+    model, hyper, target, config, store_root, group = (
+        job.model,
+        job.hyper,
+        job.target,
+        job.config,
+        job.store_root,
+        job.group,
+    )
     graph_set = sets[model]
-    shared = central_study.run_folder(store_root, model, target, config.seed)
-    folder = Path(store_root) / NOTEBOOK / group / "central" / model / target / f"seed{config.seed}"
+    shared = store_paths.model_run(store_root, model, target, config.seed)
+    folder = store_paths.central_run(store_root, model, target, config.seed, group)
     result = fit_regressor(
         lambda: build_model(model, **hyper),
         graph_set,
@@ -208,7 +234,9 @@ def run_study(
     """
     hyper, model_seeds, model_algorithms = hyper or {}, model_seeds or {}, model_algorithms or {}
     jobs = [
-        (m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(store_root))
+        FederatedJob(
+            m, hyper.get(m, {}), t, replace(base, algorithm=a, seed=s), scheme, clients, alpha, Path(store_root)
+        )
         for t in targets
         for s in seeds
         for a in algorithms
@@ -217,7 +245,9 @@ def run_study(
     ]
     done = run_jobs(_federated_job, jobs, sets, workers, desc=f"federated runs ({scheme})")
     histories = [
-        history.assign(model=job[0], target=job[2], algorithm=job[3].algorithm, seed=job[3].seed, partition=scheme)
+        history.assign(
+            model=job.model, target=job.target, algorithm=job.config.algorithm, seed=job.config.seed, partition=scheme
+        )
         for job, (_, history) in zip(jobs, done)
     ]
     return pd.DataFrame([row for row, _ in done]), pd.concat(histories, ignore_index=True)
@@ -246,7 +276,7 @@ def run_central(
         patience=base.patience * base.local_epochs if base.patience else None,
     )
     jobs = [
-        (m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root), group)
+        CentralJob(m, hyper.get(m, {}), t, replace(config, seed=s), Path(store_root), group)
         for t in targets
         for s in seeds
         for m in models
@@ -348,7 +378,7 @@ def partitions_overview(
 
 def round_log(store_root: Path) -> pd.DataFrame:
     """Every client status that was not ``ok`` in any run (failures, rejections, clients with no data)."""
-    root = Path(store_root) / NOTEBOOK
+    root = store_paths.federated_root(store_root)
     frames = [
         pd.read_csv(path).assign(run=str(path.parent.relative_to(root)))
         for path in sorted(root.rglob("rounds.csv"))  # every federated run, whatever its folder depth
@@ -503,9 +533,19 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
                         P.fed_config("fedavg" if mu == 0 else "fedprox", seed), local_epochs=epochs, mu=mu or P.mu
                     )
                     group = f"fedprox-grid/{scheme}-a{alpha:g}/le{epochs}/{'fedavg' if mu == 0 else f'mu{mu:g}'}"
+                    hyper = (P.model_hyper or {}).get(P.compare_model, {})
                     jobs.append(
-                        (P.compare_model, (P.model_hyper or {}).get(P.compare_model, {}), P.compare_target, config)
-                        + (scheme, P.clients, alpha, Path(P.store_dir), group)
+                        FederatedJob(
+                            P.compare_model,
+                            hyper,
+                            P.compare_target,
+                            config,
+                            scheme,
+                            P.clients,
+                            alpha,
+                            Path(P.store_dir),
+                            group,
+                        )
                     )
                     labels.append({"partition": label, "local epochs": epochs, "seed": seed, "mu": mu})
     done = run_jobs(_federated_job, jobs, sets, P.workers, desc="FedProx grid")

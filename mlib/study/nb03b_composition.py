@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlib import catalogue, composition, datasets, plots, published
+from mlib import catalogue, composition, datasets, plots, published, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data import crabnet
 from mlib.data.thermal import records_frame
@@ -26,10 +26,9 @@ from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
 from mlib.outputs import Run, mean_std
 from mlib.params import CompositionParams, TrainConfig
-from mlib.study import train
 from mlib.training import FitJob, fit_jobs, regression_metrics, split_indices
 
-NOTEBOOK = "03b_composition"
+NOTEBOOK = store_paths.COMPOSITION
 MATCHED = "aflow ∩ CrabNet split"
 
 
@@ -70,7 +69,7 @@ def structure_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) 
     graphs = _matched_graphs(P, matched)
     parts = graphs.table["part"].to_numpy()
     split = {part: np.flatnonzero(parts == part) for part in crabnet.PARTS}
-    jobs = [_cgcnn(P, seed, run.runs("crabnet", f"seed{seed}"), split=split) for seed in P.seeds]
+    jobs = [_cgcnn(P, seed, store_paths.composition_run(P.store_dir, "crabnet", seed), split=split) for seed in P.seeds]
     done = fit_jobs(graphs, THERMAL_TARGET, jobs, P.workers, "CGCNN on CrabNet's split")
     table = pd.DataFrame([{"seed": seed, **r["metrics"]} for seed, r in zip(P.seeds, done)])
     where = f"{graphs.label}: train {len(split['train']):,}, val {len(split['val']):,}, test {len(split['test']):,}"
@@ -160,8 +159,8 @@ def structure_on_own_splits(P: CompositionParams, run: Run) -> pd.DataFrame:
         _cgcnn(
             P,
             seed,
-            run.runs("own", f"seed{seed}"),
-            reuse=[train.thermal_model_file(P.store_dir, P.dataset, seed).parent],
+            store_paths.composition_run(P.store_dir, "own", seed),
+            reuse=[store_paths.thermal_model_file(P.store_dir, P.dataset, seed).parent],
         )
         for seed in P.own_seeds
     ]

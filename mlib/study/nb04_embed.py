@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlib import catalogue, datasets, embedding, model_file, plots
+from mlib import catalogue, datasets, embedding, model_file, plots, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.outputs import Run
 from mlib.params import EmbedParams
-from mlib.study import train
+from mlib.study import nb02_train as train
 
 
 def crystal_vectors(P: EmbedParams) -> tuple[pd.DataFrame, np.ndarray, str]:
@@ -20,7 +20,7 @@ def crystal_vectors(P: EmbedParams) -> tuple[pd.DataFrame, np.ndarray, str]:
     The model is read with the graph specification it was trained with, so its inputs are rebuilt
     exactly as in training.
     """
-    path = Path(P.model_path) if P.model_path else train.thermal_model_file(P.store_dir, P.dataset)
+    path = Path(P.model_path) if P.model_path else store_paths.thermal_model_file(P.store_dir, P.dataset)
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}; run {train.NOTEBOOK} first (same profile and dataset)")
     saved = model_file.load(path)

@@ -14,13 +14,14 @@ a new study, never mixed with the old one. Final and learning-curve runs are run
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from mlib import catalogue, datasets, plots, published, sweep
+from mlib import catalogue, datasets, plots, published, store_paths, sweep
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.thermal import duplicate_spread, records_frame
 from mlib.graphs.featurize import GraphSet
@@ -28,10 +29,9 @@ from mlib.graphs.neighbors import GraphSpec
 from mlib.outputs import Run, mean_std
 from mlib.parallel import run_jobs
 from mlib.params import SweepParams, TrainConfig
-from mlib.study import train
 from mlib.training import FitJob, fit_jobs, split_indices
 
-NOTEBOOK = "03_sweep"
+NOTEBOOK = store_paths.SWEEP
 
 
 def inputs(P: SweepParams, graph_set: GraphSet) -> dict:
@@ -51,7 +51,7 @@ def storage_url(P: SweepParams, name: str) -> str:
     """``storage``, or a SQLite file of the study in the run store."""
     if P.storage:
         return P.storage
-    path = Path(P.store_dir) / NOTEBOOK / f"{name}.db"
+    path = store_paths.sweep_database(P.store_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
 
@@ -87,7 +87,7 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         print(f"time budget: {spent / 60:.0f} of {P.timeout_min:g} min spent by earlier runs of this study", flush=True)
     if timeout is None or timeout > 0:
         workers = [
-            (name, storage_url(P, name), recorded, P.seed + k, share, timeout)
+            SearchWorker(name, storage_url(P, name), recorded, P.seed + k, share, timeout)
             for k, share in enumerate(shares)
             if share != 0
         ]
@@ -141,17 +141,26 @@ def time_spent(study: optuna.Study, epochs: int) -> float:
     return total
 
 
-def _search_worker(
-    shared: tuple, name: str, url: str, recorded: dict, sampler_seed: int, share: int | None, timeout: float | None
-) -> None:
+@dataclass(frozen=True)
+class SearchWorker:
     """One worker of the study: its own sampler seed (two workers do not propose the same trials), its
     ``share`` of the trials still to run (the workers together complete the study to ``n_trials``) and the
     ``timeout`` (seconds) left of the study's time budget."""
+
+    study: str
+    url: str
+    recorded: dict
+    sampler_seed: int
+    share: int | None
+    timeout: float | None
+
+
+def _search_worker(shared: tuple, job: SearchWorker) -> None:
     P, graphs, y = shared
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in the notebook: trials are reported by tables
     space = P.space()
-    study = sweep.make_study(name, url, space, recorded, P.sampler, P.pruner, P.epochs, sampler_seed)
-    sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, timeout, P.atom_features, share)
+    study = sweep.make_study(job.study, job.url, space, job.recorded, P.sampler, P.pruner, P.epochs, job.sampler_seed)
+    sweep.run_worker(study, graphs, y, space, P.epochs, P.seed, P.n_trials, job.timeout, P.atom_features, job.share)
 
 
 def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -196,7 +205,7 @@ def _job(P: SweepParams, hyper: dict, seed: int, out_dir: Path, **kwargs) -> Fit
 
 def _paper_run(P: SweepParams, seed: int) -> list[Path]:
     """02_train's run of the paper's configuration on the split of ``seed`` (reused when its key matches)."""
-    return [train.thermal_model_file(P.store_dir, P.dataset, seed).parent]
+    return [store_paths.thermal_model_file(P.store_dir, P.dataset, seed).parent]
 
 
 def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, where: str) -> pd.DataFrame:
@@ -216,7 +225,7 @@ def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, w
             P,
             hyper,
             seed,
-            run.runs("final", _label(hyper).replace(", ", "_").replace(" ", ""), f"seed{seed}"),
+            store_paths.sweep_final_run(P.store_dir, _label(hyper).replace(", ", "_").replace(" ", ""), seed),
             reuse=_paper_run(P, seed) if hyper == paper else None,
         )
         for hyper in configs.values()
@@ -290,7 +299,7 @@ def limits(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
             P,
             paper,
             P.seed,
-            run.runs("curve", f"n{n}"),
+            store_paths.sweep_curve_run(P.store_dir, n),
             split={**split, "train": split["train"][:n]},
             reuse=_paper_run(P, P.seed) if n == len(split["train"]) else None,
         )

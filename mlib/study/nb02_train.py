@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mlib import catalogue, datasets, plots, predict, published, store
+from mlib import catalogue, datasets, plots, predict, published, store, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.textbook import TEXTBOOK
 from mlib.data.thermal import structure_matches
@@ -32,19 +32,7 @@ from mlib.params import TrainConfig, TrainParams
 from mlib.progress import track
 from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
 
-NOTEBOOK = "02_train"
-REFERENCE = "reference"  # the setting of the study's defaults (the reference implementation's choices)
-ENSEMBLE_FILE = "ensemble.json"
-
-
-def thermal_model_file(store_dir: str | Path, dataset: str, seed: int = 0) -> Path:
-    """Where the run store keeps 02_train's thermal-expansion model of a data set and split seed (04_embed)."""
-    return Path(store_dir) / NOTEBOOK / "thermal" / dataset / REFERENCE / f"seed{seed}" / "model.pt"
-
-
-def ensemble_file(store_dir: str | Path, dataset: str) -> Path:
-    """Where the run store keeps the manifest of 02_train's thermal-expansion seed ensemble."""
-    return Path(store_dir) / NOTEBOOK / "thermal" / dataset / REFERENCE / "ensemble" / ENSEMBLE_FILE
+NOTEBOOK = store_paths.TRAIN
 
 
 def _config(P: TrainParams, epochs: int, seed: int) -> TrainConfig:
@@ -82,10 +70,10 @@ def _fit(P: TrainParams, run: Run, setting: str, seed: int, split_seed: int | No
     """One thermal run: ``seed`` draws the initial weights and batches, ``split_seed`` (default ``seed``) the split."""
     _, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
     if split_seed is None or split_seed == seed:  # the split of the run's own seed
-        folder, split = run.runs("thermal", P.dataset, setting, f"seed{seed}"), None
+        folder, split = store_paths.thermal_run(P.store_dir, P.dataset, setting, seed), None
     else:
         folder, split = (
-            run.runs("thermal", P.dataset, setting, "ensemble", f"seed{seed}"),
+            store_paths.thermal_run(P.store_dir, P.dataset, setting, seed, ensemble=True),
             split_indices(len(graphs), split_seed),
         )
     return fit_regressor(
@@ -131,7 +119,9 @@ def thermal(P: TrainParams, run: Run) -> pd.DataFrame:
     predictions, learning curves and parity plot of the first seed's split.
     """
     info = catalogue.target(THERMAL_TARGET)
-    results = {seed: _fit(P, run, REFERENCE, seed) for seed in track(P.seeds, len(P.seeds), "splits", unit="split")}
+    results = {
+        seed: _fit(P, run, store_paths.REFERENCE, seed) for seed in track(P.seeds, len(P.seeds), "splits", unit="split")
+    }
     first = results[P.seeds[0]]
     where = f"{first.data.label}, {len(P.seeds)} splits 6:2:2"
     splits = pd.DataFrame([_split_row(r, seed, P.best_by) for seed, r in results.items()])
@@ -216,7 +206,7 @@ def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
     if not P.compare:
         return None
     info = catalogue.target(THERMAL_TARGET)
-    base = {seed: _fit(P, run, REFERENCE, seed) for seed in P.compare_seeds}
+    base = {seed: _fit(P, run, store_paths.REFERENCE, seed) for seed in P.compare_seeds}
     rows, points = [], []
 
     def add(change: str, pairs: list[tuple[int, dict, dict]]) -> None:
@@ -266,7 +256,7 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
     member on the same test set, and the calibration of its spread (scaled on the validation set)."""
     info = catalogue.target(THERMAL_TARGET)
     members = {
-        k: _fit(P, run, REFERENCE, k, split_seed=P.seed)
+        k: _fit(P, run, store_paths.REFERENCE, k, split_seed=P.seed)
         for k in track(P.ensemble_seeds, len(P.ensemble_seeds), "ensemble", unit="model")
     }
     frames = {k: r.predictions.set_index("id") for k, r in members.items()}
@@ -315,7 +305,7 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
         "ensemble_calibration",
         f"Fraction of test errors within k ensemble spreads against a Gaussian's: {label}",
     )
-    where = ensemble_file(P.store_dir, P.dataset)
+    where = store_paths.ensemble_file(P.store_dir, P.dataset)
     manifest = {
         "target": THERMAL_TARGET,
         "unit": info.unit,
@@ -339,9 +329,13 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
     folder.mkdir(exist_ok=True)
     for compound in TEXTBOOK:
         store.write_text(folder / f"{compound.formula}.cif", compound.cif())
-    predicted = predict.predict([folder / f"{c.formula}.cif" for c in TEXTBOOK], ensemble_file(P.store_dir, P.dataset))
+    predicted = predict.predict(
+        [folder / f"{c.formula}.cif" for c in TEXTBOOK], store_paths.ensemble_file(P.store_dir, P.dataset)
+    )
     thermal, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
-    split = json.loads((thermal_model_file(P.store_dir, P.dataset, P.seed).parent / "split.json").read_text())
+    split = json.loads(
+        (store_paths.thermal_model_file(P.store_dir, P.dataset, P.seed).parent / "split.json").read_text()
+    )
     part = {entry: name for name in ("train", "val", "test") for entry in split[name]}
     rows = [
         {
@@ -400,7 +394,7 @@ def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
         mp,
         P.mp_target,
         _config(P, P.mp_epochs, P.seed),
-        run.runs("mp", P.mp_dataset, P.mp_target, f"seed{P.seed}"),
+        store_paths.mp_run(P.store_dir, P.mp_dataset, P.mp_target, P.seed),
         resume=P.resume,
         formula_column="formula",
     )
