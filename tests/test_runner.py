@@ -128,8 +128,6 @@ def test_outside_a_terminal_progress_prints_a_line_per_step(capsys, monkeypatch)
     assert len(capsys.readouterr().out.splitlines()) == 1 + 4
 
 
-
-
 def _reads(source: str, owner: str) -> set[str]:
     """Attributes read from ``owner`` (``P`` or ``self``) in ``source``, outside ``validate`` methods."""
     import ast
