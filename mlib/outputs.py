@@ -123,9 +123,10 @@ class Run:
         df: pd.DataFrame,
         name: str,
         caption: str,
+        *,
+        finding: str,
         floatfmt: str = ".4g",
         markdown: bool = True,
-        finding: str = "",
     ) -> pd.DataFrame:
         """Write ``name.csv`` and, unless ``markdown=False`` (long listings), ``name.md`` with the caption; in a
         notebook, show the caption, the table (every row and column, numbers to ``floatfmt``; a long listing's
@@ -143,7 +144,7 @@ class Run:
             _show_finding(finding)
         return df
 
-    def save_figure(self, fig: Any, name: str, caption: str, dpi: int = 150, finding: str = "") -> Path:
+    def save_figure(self, fig: Any, name: str, caption: str, *, finding: str, dpi: int = 150) -> Path:
         """Write ``name.png`` from a matplotlib figure, show it inline in a notebook with its caption and
         ``finding`` (what it shows, written from the numbers behind it), then close it."""
         import matplotlib.pyplot as plt

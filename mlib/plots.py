@@ -372,7 +372,8 @@ def convergence(history: pd.DataFrame, central: pd.DataFrame, title: str):
             curve = part[part["model"] == model].groupby("round")["test_mae"].mean() / target.scale
             ax.plot(curve.index, curve.values, color=colours[model], label=catalogue.model_display(model))
             base = (
-                central[(central["target"] == name) & (central["model"] == model)]["mae (best val MSE)"] / target.scale
+                central[(central["target"] == name) & (central["model"] == model)][catalogue.MAE_AS_FEDERATED]
+                / target.scale
             )
             if len(base):
                 x = part["round"].max() + 1.5

@@ -19,8 +19,10 @@ def run(tmp_path):
 
 def test_tables_need_a_caption_and_carry_it(run):
     with pytest.raises(ValueError, match="needs a caption"):
-        run.save_table(pd.DataFrame({"a": [1]}), "t", " ")
-    run.save_table(pd.DataFrame({"a": [1.23456]}), "t", "toy, 1 crystal")
+        run.save_table(pd.DataFrame({"a": [1]}), "t", " ", finding="")
+    with pytest.raises(TypeError, match="finding"):
+        run.save_table(pd.DataFrame({"a": [1]}), "t", "toy, 1 crystal")  # every table says what it shows
+    run.save_table(pd.DataFrame({"a": [1.23456]}), "t", "toy, 1 crystal", finding="a is 1.23")
     assert (run.out_dir / "t.md").read_text().startswith("**toy, 1 crystal**")
     assert pd.read_csv(run.out_dir / "t.csv")["a"].iloc[0] == pytest.approx(1.23456)
 
@@ -28,7 +30,7 @@ def test_tables_need_a_caption_and_carry_it(run):
 def test_provenance_names_parameters_code_and_outputs(run):
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    run.save_figure(fig, "f", "a line")
+    run.save_figure(fig, "f", "a line", finding="it rises")
     record = json.loads((run.out_dir / "provenance.json").read_text())
     assert record["notebook"] == "02_train" and record["finished"] is False  # the runner marks it finished
     assert record["parameters"]["epochs"] == 200 and "commit" in record["code"]

@@ -41,7 +41,16 @@ def agl_index(P: DataParams, run: Run) -> pd.DataFrame:
     caption = (
         f"AFLOW AGL index ({where}, {table.loc[0, 'entries']:,} entries) by arity and after dedup, beside the paper"
     )
-    return run.save_table(table, "agl_index_counts", caption)
+    ours, paper = table.iloc[0], table.iloc[1]
+    same = all(ours[c] == paper[c] for c in ("entries", "unary", "binary", "ternary"))
+    finding = (
+        f"The index holds {ours['entries']:,} auids ({ours['unary']} unary, {ours['binary']:,} binary, "
+        f"{ours['ternary']:,} ternary), {'the same counts as' if same else 'unlike'} the paper's; dedup by (space "
+        f"group, reduced formula) keeps {ours['after dedup']:,} where the paper reports {paper['after dedup']:,} "
+        f"({ours['after dedup'] - paper['after dedup']:+,}): the index has no geometry, so this count is of auids, "
+        "before the entries without a structure are dropped (see the steps below)."
+    )
+    return run.save_table(table, "agl_index_counts", caption, finding=finding)
 
 
 def labels(P: DataParams, run: Run) -> tuple[list, str]:
@@ -53,11 +62,26 @@ def labels(P: DataParams, run: Run) -> tuple[list, str]:
     stats = pd.DataFrame(
         [{"dataset": where, **target_stats(values), "skipped": len(parse_skips)}, published.AGL_TARGET_STATS]
     )
-    run.save_table(stats, "target_stats", f"Thermal expansion at 300 K (1/K): {where} vs the paper")
-    fig = plots.target_histogram(
-        values, catalogue.target(THERMAL_TARGET), f"AFLOW AGL, {len(records):,} entries ({source})"
+    info, paper = catalogue.target(THERMAL_TARGET), published.AGL_TARGET_STATS
+    run.save_table(
+        stats,
+        "target_stats",
+        f"Thermal expansion at 300 K (1/K): {where} vs the paper",
+        finding=f"{len(records):,} labelled entries ({len(parse_skips)} unparsable, counted) range from "
+        f"{values.min() / info.scale:.3g} to {values.max() / info.scale:.4g} {info.axis_unit} (the paper: "
+        f"{paper['min'] / info.scale:.3g} to {paper['max'] / info.scale:.4g}), mean {values.mean() / info.scale:.3g} "
+        f"(paper {paper['mean'] / info.scale:.3g}); {int((values < 0).sum())} negative.",
     )
-    run.save_figure(fig, "target_histogram", f"Thermal expansion of {len(records):,} AGL entries, log-scale inset")
+    fig = plots.target_histogram(values, info, f"AFLOW AGL, {len(records):,} entries ({source})")
+    above = values > 3 * values.median()
+    run.save_figure(
+        fig,
+        "target_histogram",
+        f"Thermal expansion of {len(records):,} AGL entries, log-scale inset",
+        finding=f"The labels are skewed to the right: median {values.median() / info.scale:.3g} {info.axis_unit}, "
+        f"and {int(above.sum())} entries ({above.mean():.1%}) above three times the median make the long tail that "
+        "dominates a squared-error loss and Pearson R.",
+    )
     return records, source
 
 
@@ -67,8 +91,21 @@ def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[st
         name: datasets.load_thermal(name, source, spec(P), P.workers, P.strict, records) for name in P.thermal_datasets
     }
     steps = pd.concat([t.steps for t in thermal.values()], ignore_index=True)
-    run.save_table(steps, "thermal_steps", "Thermal-expansion data sets, step by step (entries kept at each step)")
-    run.save_figure(plots.count_steps(steps), "thermal_steps", "Entries kept at each step of each thermal data set")
+    lost = steps[steps["step"].str.startswith("dropped") | (steps["note"].fillna("").str.contains("duplicates"))]
+    finding = "; ".join(
+        f"{name}: {int(group['count'].iloc[0]):,} labelled entries -> {int(group['count'].iloc[-1]):,} crystal graphs"
+        for name, group in steps.groupby("dataset", sort=False)
+    ) + (
+        f" (the largest loss: {lost.sort_values('count').iloc[-1]['step']}, {int(lost['count'].max()):,} entries)."
+        if len(lost)
+        else "."
+    )
+    run.save_table(
+        steps, "thermal_steps", "Thermal-expansion data sets, step by step (entries kept at each step)", finding=finding
+    )
+    run.save_figure(
+        plots.count_steps(steps), "thermal_steps", "Entries kept at each step of each thermal data set", finding=finding
+    )
     summary = pd.DataFrame([t.summary() for t in thermal.values()])
     run.save_table(
         summary,
@@ -81,15 +118,38 @@ def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[st
         )
         + f" (the paper: {published.AGL_DATASET['after dedup']:,} compounds after its dedup).",
     )
+    arity = {name: t.frame["nspecies"].value_counts(normalize=True) for name, t in thermal.items()}
     run.save_figure(
-        plots.arity_bars(summary), "thermal_arity", "Crystals by number of elements in each thermal data set"
+        plots.arity_bars(summary),
+        "thermal_arity",
+        "Crystals by number of elements in each thermal data set",
+        finding="; ".join(
+            f"{name}: {share.get(2, 0):.0%} binary, {share.get(3, 0):.0%} ternary, {share.get(1, 0):.0%} unary"
+            for name, share in arity.items()
+        )
+        + ": the study learns mostly from binary and ternary compounds.",
     )
     skipped = pd.concat([t.skips.table().assign(dataset=name) for name, t in thermal.items()], ignore_index=True)
-    run.save_table(
-        skipped, "skipped_entries", f"Every skipped entry with its reason ({len(skipped):,} rows)", markdown=False
-    )
     reasons = pd.concat([t.skips.summary().assign(dataset=name) for name, t in thermal.items()], ignore_index=True)
-    run.save_table(reasons, "skip_reasons", "Skipped entries by stage and reason, per thermal data set")
+    finding = (
+        "; ".join(
+            f"{name}: {int(group['count'].sum()):,} skipped ("
+            + ", ".join(f"{r['count']:,} {r['kind']}" for _, r in group.iterrows())
+            + ")"
+            for name, group in reasons.groupby("dataset", sort=False)
+        )
+        + ". None is dropped silently: each entry and its reason is in skipped_entries.csv."
+    )
+    run.save_table(
+        skipped,
+        "skipped_entries",
+        f"Every skipped entry with its reason ({len(skipped):,} rows)",
+        markdown=False,
+        finding=finding,
+    )
+    run.save_table(
+        reasons, "skip_reasons", "Skipped entries by stage and reason, per thermal data set", finding=finding
+    )
     return thermal
 
 
@@ -132,11 +192,17 @@ def dedup_polymorphs(run: Run, thermal: dict[str, datasets.ThermalData]) -> pd.D
             f"dropped {THERMAL_TARGET}": f"dropped label ({info.axis_unit})",
         }
     )
+    gap = (distinct[f"kept label ({info.axis_unit})"] - distinct[f"dropped label ({info.axis_unit})"]).abs()
     run.save_table(
         distinct,
         "dedup_distinct",
         f"Every structurally distinct entry the dedup drops ({len(distinct):,} rows), beside the entry kept for its "
         f"space group and reduced formula, with both labels ({info.display})",
+        finding=f"The kept and dropped labels of these {len(distinct)} pairs differ by a median "
+        f"{gap.median():.3g} {info.axis_unit} (at most {gap.max():.3g}): the rule merges crystals whose thermal "
+        "expansion is not the same."
+        if len(distinct)
+        else "The dedup drops no structurally distinct crystal.",
     )
     return summary
 
@@ -164,22 +230,49 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
         table,
         "graph_summary",
         f"Crystal graphs ({P.radius:g} A, {P.max_neighbors} nearest neighbours) of every data set",
+        finding="; ".join(
+            f"{r['dataset']}: {r['crystals']:,} crystals of {r['atoms/crystal (mean)']:.1f} atoms on average "
+            f"(at most {r['atoms/crystal (max)']}), {r['edges/atom (mean)']:.1f} edges per atom"
+            for _, r in table.iterrows()
+        )
+        + f". Every atom has {P.max_neighbors} neighbours where {P.radius:g} A holds that many: the graphs are as "
+        "dense in every data set.",
     )
     for name in catalogue.MP_TARGETS:
-        fig = plots.target_histogram(mp.table[name], catalogue.target(name), f"{mp.label}")
-        run.save_figure(fig, f"mp_{name}", f"{catalogue.target(name).display} of {mp.label}")
+        info, values = catalogue.target(name), mp.table[name].dropna()
+        fig = plots.target_histogram(values, info, f"{mp.label}")
+        run.save_figure(
+            fig,
+            f"mp_{name}",
+            f"{info.display} of {mp.label}",
+            finding=f"{len(values):,} crystals from {values.min():.3g} to {values.max():.3g} {info.unit}, median "
+            f"{values.median():.3g}"
+            + (f"; {(values == 0).mean():.0%} are exactly 0 (metals)" if (values == 0).any() else "")
+            + ".",
+        )
     return table
 
 
 def atom_features(P: DataParams, run: Run) -> pd.DataFrame:
     """Per property, the fraction of elements whose one-hot bin matches the reference ``atom_init.json``."""
     agreement = pd.DataFrame(agreement_with_reference(reference_atom_init(P.aflow_source)))
+    exact = agreement[agreement["agreement"] == 1]["property"].tolist()
+    lowest = agreement.sort_values("agreement").iloc[0]
+    finding = (
+        f"{len(exact)} of {len(agreement)} properties bin every element as the reference does ({', '.join(exact)}); "
+        f"the lowest, {lowest['property']}, agrees for {lowest['agreement']:.0%} of elements (its source values "
+        "differ from the reference's). Runs use the reference table unless atom_features says otherwise."
+    )
     run.save_table(
         agreement,
         "atom_feature_agreement",
         f"Atom features (pymatgen) vs reference atom_init.json, elements 1-{catalogue.MAX_Z}",
+        finding=finding,
     )
     run.save_figure(
-        plots.agreement_bars(agreement), "atom_feature_agreement", "Agreement of atom features with atom_init.json"
+        plots.agreement_bars(agreement),
+        "atom_feature_agreement",
+        "Agreement of atom features with atom_init.json",
+        finding=finding,
     )
     return agreement

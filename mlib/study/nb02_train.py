@@ -27,7 +27,7 @@ from mlib.data.thermal import structure_matches
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
-from mlib.outputs import Run, mean_std
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
 from mlib.params import TrainConfig, TrainParams
 from mlib.progress import track
 from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
@@ -125,8 +125,17 @@ def thermal(P: TrainParams, run: Run) -> pd.DataFrame:
     first = results[P.seeds[0]]
     where = f"{first.data.label}, {len(P.seeds)} splits 6:2:2"
     splits = pd.DataFrame([_split_row(r, seed, P.best_by) for seed, r in results.items()])
+    worst = splits.loc[splits["pearson_r"].idxmin()]
+    other = next(c for c in catalogue.BEST_BY if c != P.best_by)
     run.save_table(
-        splits, "thermal_splits", f"CGCNN test metrics per split, {info.display} ({info.unit}): {first.data.label}"
+        splits,
+        "thermal_splits",
+        f"CGCNN test metrics per split, {info.display} ({info.unit}): {first.data.label}",
+        finding=f"Test R runs from {worst['pearson_r']:.4f} (split seed {int(worst['seed'])}) to "
+        f"{splits['pearson_r'].max():.4f} over {len(splits)} splits of the same crystals: which crystals land in the "
+        f"test set moves R by {splits['pearson_r'].max() - worst['pearson_r']:.3f}. Keeping the epoch of lowest "
+        f"validation {other.removeprefix('val_').upper()} instead changes test MAE "
+        f"by {(splits[f'mae (best by {other})'] - splits['mae']).mean() / info.scale:+.3g} {info.axis_unit} on average.",
     )
     summary = pd.DataFrame(
         [
@@ -163,10 +172,22 @@ def report(run: Run, result: FitResult, target: str, name: str, paper: dict, whi
     test = result.predictions[result.predictions["split"] == "test"]
     where = f"{result.data.label} (test {len(test):,}{', ' + which if which else ''})"
     info = catalogue.target(target)
+    parts = result.predictions["split"].value_counts()
     run.save_table(
-        result.predictions, f"{name}_predictions", f"Predictions, {info.display} ({info.unit}): {where}", markdown=False
+        result.predictions,
+        f"{name}_predictions",
+        f"Predictions, {info.display} ({info.unit}): {where}",
+        markdown=False,
+        finding=f"Every crystal's label and prediction ({parts.get('train', 0):,} train, {parts.get('val', 0):,} "
+        f"validation, {parts.get('test', 0):,} test); the parity plot below shows the test rows.",
     )
-    run.save_table(result.history, f"{name}_history", f"Learning curves, {info.display}: {where}", markdown=False)
+    run.save_table(
+        result.history,
+        f"{name}_history",
+        f"Learning curves, {info.display}: {where}",
+        markdown=False,
+        finding=f"{len(result.history)} epochs, one row each; the figure below plots them.",
+    )
     r, paper_r = result.metrics["pearson_r"], paper.get("pearson_r")
     beside = f" (paper: {paper_r:.4f})" if paper_r is not None else ""
     fig = plots.parity(
@@ -237,16 +258,31 @@ def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
         changed = _with(P, change)
         add(change, [(s, base[s].metrics, _fit(changed, run, change, s).metrics) for s in P.compare_seeds])
     table = pd.DataFrame(rows)
+    table["q (Benjamini-Hochberg)"] = benjamini_hochberg(table["paired t-test p (mae)"])
+    table["verdict"] = verdicts(
+        [-float(d.split(" ± ")[0]) for d in table[f"delta mae ({info.axis_unit})"]],
+        table["q (Benjamini-Hochberg)"],
+        "lower MAE than the defaults",
+        "higher MAE than the defaults",
+    )
     where = f"{base[P.compare_seeds[0]].data.label}, test sets of split seeds {P.compare_seeds}"
+    finding = (
+        f"{len(table)} choices, each paired with the defaults on {len(P.compare_seeds)} splits, read together with "
+        f"Benjamini-Hochberg at {FALSE_DISCOVERY_RATE:g}: "
+        + count_verdicts(table, "lower MAE than the defaults", "higher MAE than the defaults")
+        + ". With this few splits only a large, consistent change can show; the defaults stay."
+    )
     run.save_table(
         table,
         "training_choices",
         f"Training choices against the study's defaults (the reference implementation's), paired by split: {where}",
+        finding=finding,
     )
     run.save_figure(
         plots.paired_differences(pd.DataFrame(points), info),
         "training_choices",
         f"Change of test MAE when one training choice differs from the defaults, per split: {where}",
+        finding=finding,
     )
     return table
 
@@ -299,11 +335,24 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
             for name, factor in (("raw member std", 1.0), (f"std x {scale:.3g} (fit on validation)", scale))
         ]
     )
-    run.save_table(calibration, "ensemble_calibration", f"Calibration of the ensemble spread on the test set: {label}")
+    raw, fitted = calibration.iloc[0], calibration.iloc[1]
+    finding = (
+        f"The members' raw spread is too narrow: {raw['within 1 spread']:.0%} of test errors fall within one spread "
+        f"(a Gaussian: 68 %); scaled by {scale:.3g} (fitted on the validation set, not the test set) "
+        f"{fitted['within 1 spread']:.0%} fall within one and {fitted['within 2 spreads']:.0%} within two (95 %). "
+        "mlib.predict reports the scaled spread."
+    )
+    run.save_table(
+        calibration,
+        "ensemble_calibration",
+        f"Calibration of the ensemble spread on the test set: {label}",
+        finding=finding,
+    )
     run.save_figure(
         plots.spread_calibration(z_test, scale),
         "ensemble_calibration",
         f"Fraction of test errors within k ensemble spreads against a Gaussian's: {label}",
+        finding=finding,
     )
     where = store_paths.ensemble_file(P.store_dir, P.dataset)
     manifest = {
@@ -347,6 +396,9 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
         for compound, row in zip(TEXTBOOK, predicted.itertuples())
     ]
     frame = pd.DataFrame(rows)
+    matched = frame[frame[f"AFLOW label ({info.axis_unit})"].notna()]
+    off = (matched[f"predicted ({info.axis_unit})"] - matched[f"AFLOW label ({info.axis_unit})"]).abs()
+    unseen = frame[~frame["note"].str.startswith("in the data set")]["compound"].tolist()
     run.save_table(
         frame,
         "known_compounds",
@@ -354,6 +406,10 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
         f"textbook_cifs/), beside the label of the AFLOW entry with the same structure (pymatgen's "
         f"StructureMatcher among {len(thermal.before_dedup):,} AFLOW entries before the dedup), {info.display}: "
         f"{graphs.label}",
+        finding=f"{len(matched)} of {len(frame)} compounds have an AFLOW entry of the same structure; the ensemble "
+        f"is within {off.median():.3g} {info.axis_unit} of its label (median; at most {off.max():.3g}). Most of "
+        "these entries were in training, so this checks the pipeline from a CIF to a prediction, not accuracy; "
+        + (f"not seen in training: {', '.join(unseen)}." if unseen else "every one was seen in training."),
     )
     return frame
 
@@ -416,6 +472,19 @@ def mp_check(P: TrainParams, run: Run) -> pd.DataFrame | None:
             {"run": f"paper ({published.CGCNN_PAPER})", **paper},
         ]
     )
-    run.save_table(metrics, "mp_metrics", f"CGCNN test metrics, {info.display} ({info.unit}): {result.data.label}")
+    paper_mae = paper.get("mae")
+    run.save_table(
+        metrics,
+        "mp_metrics",
+        f"CGCNN test metrics, {info.display} ({info.unit}): {result.data.label}",
+        finding=f"Test MAE {result.metrics['mae']:.3g} {info.unit} after {len(result.history)} epochs"
+        + (
+            f", {result.metrics['mae'] / paper_mae:.1f} times the paper's {paper_mae} on its own Materials Project "
+            "set (trained to convergence there; this is a check that the same model learns a second target, "
+            "not a reproduction)."
+            if paper_mae
+            else "."
+        ),
+    )
     report(run, result, P.mp_target, "mp", paper)
     return metrics

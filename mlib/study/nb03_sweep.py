@@ -94,13 +94,29 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         shared = (P, graph_set.graphs, graph_set.target(THERMAL_TARGET))
         run_jobs(_search_worker, workers, shared, P.workers, "sweep workers")
     trials = sweep.trials_table(study, P.epochs)
-    run.save_table(trials, "trials", f"All trials ({P.sampler}, pruner {P.pruner}): {where}", markdown=False)
+    states = trials["state"].value_counts()
+    run.save_table(
+        trials,
+        "trials",
+        f"All trials ({P.sampler}, pruner {P.pruner}): {where}",
+        markdown=False,
+        finding=", ".join(f"{n} {state.lower()}" for state, n in states.items())
+        + f" of {len(trials)} trials; a failed trial's note says why.",
+    )
     lowest = trials.dropna(subset=["val_mae"]).sort_values("val_mae")
+    pruned = lowest.head(10)["state"].eq("PRUNED").sum()
+    info = catalogue.target(THERMAL_TARGET)
     run.save_table(
         lowest.head(10),
         "top10",
         f"Top 10 trials by lowest validation MAE (1/K; pruned trials stopped early, the objective is validation R "
         f"of completed trials): {where}",
+        finding=f"The lowest validation MAE, {lowest['val_mae'].iloc[0] / info.scale:.3g} {info.axis_unit}, belongs "
+        f"to trial {int(lowest['trial'].iloc[0])} ({lowest['state'].iloc[0].lower()}); {pruned} of these 10 were "
+        "pruned: the pruner compares trials at a few epoch counts, so a slow starter can be stopped though it would "
+        "have ended among the best."
+        if len(lowest)
+        else "No trial reported a validation MAE.",
     )
     best = pd.DataFrame(
         [
@@ -108,7 +124,21 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
             {"run": "paper", **published.CGCNN_THERMAL_BEST},
         ]
     )
-    run.save_table(best, "best_config", f"Best configuration, beside the paper's: {where}")
+    chosen = {k: study.best_params[k] for k in HYPER} if study.best_trials else {}
+    run.save_table(
+        best,
+        "best_config",
+        f"Best configuration, beside the paper's: {where}",
+        finding=(
+            "The search picks the paper's configuration."
+            if chosen == dict(published.CGCNN_THERMAL_BEST)
+            else f"The search picks {_label(chosen)} (validation R {study.best_value:.4f}), not the paper's "
+            f"{_label(dict(published.CGCNN_THERMAL_BEST))}; selected on validation R of one split, it is tested on "
+            "other splits in the final-model table below."
+        )
+        if chosen
+        else "No trial completed.",
+    )
     return trials
 
 
@@ -167,21 +197,38 @@ def figures(P: SweepParams, run: Run, trials: pd.DataFrame, where: str) -> pd.Da
     """Validation R against each hyperparameter, the hidden x lr heat map, and the cost against the full grid."""
     space = P.space()
     info = catalogue.target(THERMAL_TARGET)
+    scored = trials.dropna(subset=["val_mae"])
+    lowest = {k: scored.groupby(k)["val_mae"].min() / info.scale for k in HYPER}
+    widest = max(HYPER, key=lambda k: lowest[k].max() - lowest[k].min()) if len(scored) else None
+    finding = (
+        f"Of the four hyperparameters, {widest} moves the lowest validation MAE most: "
+        + ", ".join(f"{value:g}: {mae:.3g}" for value, mae in lowest[widest].items())
+        + f" {info.axis_unit} (the best trial at each value)."
+        if widest
+        else "No trial reported a validation MAE."
+    )
     run.save_figure(
         plots.sweep_scatter(trials, list(space.grid()), info),
         "val_mae_by_param",
         f"Lowest validation MAE of every trial against each hyperparameter, by epochs trained, {where}",
+        finding=finding,
     )
     run.save_figure(
         plots.sweep_heatmap(trials, info),
         "heatmap_hidden_lr",
         f"Lowest validation MAE any trial reached by hidden size and learning rate (pruned trials stopped early), "
         f"{where}",
+        finding=finding,
     )
+    cost = sweep.cost_summary(trials, space, P.epochs)
+    ours, grid = cost.iloc[0], cost.iloc[1]
     return run.save_table(
-        sweep.cost_summary(trials, space, P.epochs),
+        cost,
         "cost",
         f"CPU-hours of this search vs the exhaustive grid (projected), {where}",
+        finding=f"This search trained {int(ours['epochs trained']):,} epochs in {ours['cpu_hours']:.2f} CPU-hours; "
+        f"the exhaustive grid of {int(grid['trials'])} configurations would take about {grid['cpu_hours']:.0f} "
+        f"(projected from the measured seconds per epoch), {grid['cpu_hours'] / ours['cpu_hours']:.0f} times as long.",
     )
 
 
@@ -249,7 +296,17 @@ def final(P: SweepParams, run: Run, trials: pd.DataFrame, graph_set: GraphSet, w
         f"apart and left out of the mean ± std, which describe the converged splits only: {where}"
     )
     run.save_table(summary, "final", caption, finding=final_finding(summary))
-    run.save_table(pd.DataFrame(per_split), "final_splits", f"Final model, test metrics per split (1/K): {where}")
+    per_split = pd.DataFrame(per_split)
+    run.save_table(
+        per_split,
+        "final_splits",
+        f"Final model, test metrics per split (1/K): {where}",
+        finding="; ".join(
+            f"{name}: " + ", ".join(f"seed {int(r['seed'])} R {r['pearson_r']:.3f}" for _, r in group.iterrows())
+            for name, group in per_split.groupby("configuration", sort=False)
+        )
+        + " (R2 <= 0: diverged).",
+    )
     return summary
 
 
@@ -321,9 +378,23 @@ def limits(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         ]
     )
     label = f"{data.label}, split seed {P.seed} (test {len(split['test']):,})"
-    run.save_table(curve, "learning_curve", f"Test metrics against training crystals, paper's configuration: {label}")
-    run.save_table(floor, "label_spread", "Labels of one compound (AFLOW AGL entries sharing space group and formula)")
     first, last = curve.iloc[0], curve.iloc[-1]
+    run.save_table(
+        curve,
+        "learning_curve",
+        f"Test metrics against training crystals, paper's configuration: {label}",
+        finding=f"Test R rises from {first['pearson_r']:.3f} ({int(first['train crystals']):,} training crystals) to "
+        f"{last['pearson_r']:.3f} ({int(last['train crystals']):,}); the figure below sets the MAE beside the label "
+        "spread of one compound.",
+    )
+    run.save_table(
+        floor,
+        "label_spread",
+        "Labels of one compound (AFLOW AGL entries sharing space group and formula)",
+        finding=f"{spread['groups with several entries']:,} compounds have several AGL entries "
+        f"({spread['their entries']:,} entries); two entries of one compound differ by "
+        f"{spread['pair'] / info.scale:.3g} {info.axis_unit} on average.",
+    )
     run.save_figure(
         plots.error_vs_size(curve, info, spread["mad"]),
         "learning_curve",

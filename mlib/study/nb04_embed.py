@@ -45,8 +45,17 @@ def maps(P: EmbedParams, run: Run, frame: pd.DataFrame, vectors: np.ndarray, whe
         xy = embedding.reduce(vectors, method, P.perplexity, P.seed)
         frame[f"{method}_x"], frame[f"{method}_y"] = xy[:, 0], xy[:, 1]
     landmarks = embedding.landmarks(frame, P.n_labels)
-    run.save_table(frame, "embeddings", f"Crystal vectors in 2-D (t-SNE, PCA): {where}", markdown=False)
+    info = catalogue.target(THERMAL_TARGET)
+    run.save_table(
+        frame,
+        "embeddings",
+        f"Crystal vectors in 2-D (t-SNE, PCA): {where}",
+        markdown=False,
+        finding=f"{len(frame):,} crystals, each with its label, prediction and place on both maps below.",
+    )
+    high, low = frame.loc[frame["pred"].idxmax()], frame.loc[frame["pred"].idxmin()]
     for method, name in (("tsne", "t-SNE"), ("pca", "PCA")):
+        rho = embedding.distance_spearman(frame[[f"{method}_x", f"{method}_y"]].to_numpy(), frame["pred"].to_numpy())
         fig = plots.embedding_map(
             frame,
             landmarks,
@@ -55,7 +64,15 @@ def maps(P: EmbedParams, run: Run, frame: pd.DataFrame, vectors: np.ndarray, whe
             f"{name} of CGCNN crystal vectors, {where}",
             catalogue.target(THERMAL_TARGET),
         )
-        run.save_figure(fig, f"{method}_map", f"{name} map of v_c coloured by predicted thermal expansion, {where}")
+        run.save_figure(
+            fig,
+            f"{method}_map",
+            f"{name} map of v_c coloured by predicted thermal expansion, {where}",
+            finding=f"Spearman rho between distance on the {name} map and difference of predicted values: {rho:.2f} "
+            f"({'nearby crystals tend to expand alike' if rho > 0.1 else 'the map hardly orders the property'}); "
+            f"highest predicted {high['formula']} ({high['pred'] / info.scale:.3g} {info.axis_unit}), lowest "
+            f"{low['formula']} ({low['pred'] / info.scale:.3g}).",
+        )
     return landmarks[["formula", "why", "true", "pred"]]
 
 

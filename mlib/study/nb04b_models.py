@@ -248,15 +248,26 @@ def prepare(P: ModelsParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     sets = load_graph_sets(P.dataset, P.limit, P.models, P.workers, P.model_hyper, P.model_limits)
     first = max(sets.values(), key=len)
     where = describe_sets(sets)
+    models = model_table(P.models)
     run.save_table(
-        model_table(P.models),
+        models,
         "models",
         f"Models and their default hyperparameters; overrides: {P.model_hyper or 'none'}",
+        finding=f"{len(models)} models on two kinds of graph: "
+        + "; ".join(
+            f"{kind} graphs: {', '.join(catalogue.model_display(m) for m in group['model'])}"
+            for kind, group in models.groupby("graphs", sort=False)
+        )
+        + ". Each is trained from scratch with the same optimiser, epochs and split.",
     )
+    skips = first.skips.summary()
     run.save_table(
-        first.skips.summary(),
+        skips,
         "skips",
         f"Crystals of {first.name} left out (no graph for some model), counted by reason",
+        finding=f"{int(skips['count'].sum()) if len(skips) else 0} crystals of {first.name} have no graph for some "
+        "model and are left out of every model's runs, so all models see the same crystals"
+        + (f" (e.g. {skips['example'].iloc[0]})." if len(skips) else "."),
     )
     return sets, where
 
@@ -272,10 +283,17 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
         "runs",
         f"Test metrics of every run ({P.epochs} epochs, batch {P.batch_size}, lr {P.lr}): {where}",
         markdown=False,
+        finding=f"{len(runs)} runs ({runs['model'].nunique()} models x {runs['target'].nunique()} targets x their "
+        f"seeds), {runs['seconds'].sum() / 3600:.1f} CPU-hours of training in all; the summary below averages them.",
     )
     for name, part in predictions.groupby("model", sort=False):
         run.save_table(
-            part, f"predictions_{name}", f"{name}: predictions of every split, target and seed, {where}", markdown=False
+            part,
+            f"predictions_{name}",
+            f"{name}: predictions of every split, target and seed, {where}",
+            markdown=False,
+            finding=f"{len(part):,} predictions of {catalogue.model_display(name)} (every crystal of every split, "
+            "target and seed); the parity plots below show the test rows of the first seed.",
         )
     budget = f"{P.epochs} epochs" + (
         f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
@@ -293,6 +311,12 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
             "vs_paper",
             f"CGCNN beside {published.CGCNN_PAPER} ({published.CGCNN_MP_DATASET}, its own MP snapshot and split), "
             f"{budget}: {describe_sets({'cgcnn': sets['cgcnn']})}",
+            finding="; ".join(
+                f"{r['target']}: {r['MAE (this study)'].split(' ± ')[0]} against the paper's {r['MAE (CGCNN paper)']} "
+                f"{r['unit']}"
+                for _, r in paper.iterrows()
+            )
+            + f" (this study: {budget}, mp-cgcnn; the paper: its own snapshot, split and training length).",
         )
     return runs, predictions
 
@@ -300,10 +324,18 @@ def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) 
 def figures(P: ModelsParams, run: Run, runs: pd.DataFrame, predictions: pd.DataFrame, where: str) -> None:
     """Parity plots (first seed) and test MAE by model."""
     first_seed = predictions[predictions["seed"] == P.seeds[0]]
+    test = first_seed[first_seed["split"] == "test"]
+    r2 = {
+        (model, target): 1 - ((g["pred"] - g["true"]) ** 2).sum() / ((g["true"] - g["true"].mean()) ** 2).sum()
+        for (model, target), g in test.groupby(["model", "target"], sort=False)
+    }
+    worst = min(r2, key=r2.get)
     run.save_figure(
         plots.parity_grid(first_seed, f"Test split, seed {P.seeds[0]}: {where}"),
         "parity",
         f"Predicted against true on the test split (seed {P.seeds[0]}), {where}",
+        finding=f"Test R2 of the first seed from {min(r2.values()):.3f} ({catalogue.model_display(worst[0])}, "
+        f"{catalogue.target(worst[1]).display}) to {max(r2.values()):.3f} over the models and targets shown.",
     )
     run.save_figure(
         plots.metric_bars(runs, "mae"),

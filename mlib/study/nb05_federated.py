@@ -203,8 +203,9 @@ def _central_job(sets: dict[str, GraphSet], job: CentralJob) -> dict:
         "test": int((result.predictions["split"] == "test").sum()),
         **{m: result.metrics[m] for m in METRICS},
         "best_by": config.best_by,
+        "best_epoch": int(result.history[config.best_by].idxmin()) + 1,
         "epoch (best val MSE)": like_federation["epoch"],
-        "mae (best val MSE)": like_federation["mae"],
+        catalogue.MAE_AS_FEDERATED: like_federation["mae"],
         "r2 (best val MSE)": like_federation["r2"],
         "seconds": result.seconds,
     }
@@ -303,9 +304,9 @@ def table1(federated: pd.DataFrame, central: pd.DataFrame) -> pd.DataFrame:
                 "test crystals": int(group["test"].iloc[0]),
                 "seeds": len(group),
                 **{m.upper() if m != "r2" else "R2": mean_std(group[m]) for m in METRICS},
-                "central MAE": mean_std(base["mae (best val MSE)"]) if len(base) else "",
+                "central MAE": mean_std(base[catalogue.MAE_AS_FEDERATED]) if len(base) else "",
                 "central R2": mean_std(base["r2 (best val MSE)"]) if len(base) else "",
-                "MAE / central": float(group["mae"].mean() / base["mae (best val MSE)"].mean())
+                "MAE / central": float(group["mae"].mean() / base[catalogue.MAE_AS_FEDERATED].mean())
                 if len(base)
                 else float("nan"),
             }
@@ -396,10 +397,18 @@ def prepare(P: FederatedParams, run: Run) -> tuple[dict[str, GraphSet], str]:
     overview = partitions_overview(
         sets[P.compare_model], P.compare_target, P.seeds[0], P.compare_partitions, P.clients, P.alpha
     )
+    spread = overview.groupby("partition", sort=False)["target mean"].agg(lambda m: m.max() - m.min())
+    sizes = overview.groupby("partition", sort=False)["crystals"].agg(["min", "max"])
     run.save_table(
         overview,
         "clients",
         f"What each client holds under each partition (seed {P.seeds[0]}, {P.compare_target}): {where}",
+        finding="; ".join(
+            f"{scheme}: {sizes.loc[scheme, 'min']:,} to {sizes.loc[scheme, 'max']:,} crystals per client, client "
+            f"means of the target {spread[scheme]:.3g} {catalogue.target(P.compare_target).unit} apart"
+            for scheme in spread.index
+        )
+        + ": the further apart, the less alike the clients' data (non-IID).",
     )
     return sets, where
 
@@ -429,15 +438,35 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
     )
     epochs = P.rounds * P.local_epochs
     stopping = f", early stopping after {P.patience} rounds without a lower validation loss" if P.patience else ""
-    run.save_table(fed, "federated_runs", f"Every federated run ({P.partition} partition): {where}", markdown=False)
+    run.save_table(
+        fed,
+        "federated_runs",
+        f"Every federated run ({P.partition} partition): {where}",
+        markdown=False,
+        finding=f"{len(fed)} federations, {fed['seconds'].sum() / 3600:.1f} CPU-hours; {int(fed['failed'].sum())} "
+        f"client updates failed and {int(fed['rejected'].sum())} were rejected over all their rounds.",
+    )
+    moved = int((central["epoch (best val MSE)"] != central["best_epoch"]).sum())
+    change = (central[catalogue.MAE_AS_FEDERATED] - central["mae"]).groupby(central["target"], sort=False).mean()
     run.save_table(
         central,
         "central_runs",
         f"Central baseline runs ({epochs} epochs; test metrics at the epoch of lowest validation MAE, which early "
         f"stopping watched, and at the epoch of lowest validation MSE, which Table 1 compares): {where}",
         markdown=False,
+        finding=f"{len(central)} central runs; {moved} of them have another best epoch by validation MSE than by "
+        "validation MAE. Reading them at the epoch of lowest validation MSE, as the federation is read, changes "
+        "their test MAE by "
+        + ", ".join(f"{d:+.3g} {catalogue.target(t).unit} ({catalogue.target(t).display})" for t, d in change.items())
+        + " on average.",
     )
-    run.save_table(history, "rounds", f"Test MAE of the global model per round: {where}", markdown=False)
+    run.save_table(
+        history,
+        "rounds",
+        f"Test MAE of the global model per round: {where}",
+        markdown=False,
+        finding=f"{len(history):,} rounds over {len(fed)} federations; the convergence figure below averages them.",
+    )
     summary = table1(fed, central)
     table = run.save_table(
         summary,
@@ -450,11 +479,20 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         f"central training draws new batches every epoch: {where}",
         finding=table1_finding(fed, summary),
     )
+    paper = beside_paper(fed, sets)
     run.save_table(
-        display_names(beside_paper(fed, sets)),
+        display_names(paper),
         "vs_paper",
         f"Mean test MAE and R2 beside the federated paper's ({published.FEDERATED_PAPER}); not like for like: each "
         f"row names the crystals of each side: {where}",
+        finding="; ".join(
+            f"{catalogue.model_display(r['model'])} {catalogue.algorithm_display(r['algorithm'])} "
+            f"{catalogue.target(r['target']).display}: {r['mae (this study)']:.3g} here against {r['mae (paper)']} "
+            "in the paper"
+            for _, r in paper.dropna(subset=["mae (this study)"]).iterrows()
+        )
+        + ". The data sets differ (the crystals columns), so these rows place the study beside the paper; they do "
+        "not test it.",
     )
     run.save_figure(
         plots.convergence(history, central, where),
@@ -463,8 +501,19 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         f"lowest validation MSE), {where}",
         finding=table1_finding(fed, summary),
     )
+    faults = round_log(store_root)
+    runs_read = len(list(store_paths.federated_root(store_root).rglob("rounds.csv")))
     run.save_table(
-        round_log(store_root), "faults", f"Client failures, rejections and clients without data in any run: {where}"
+        faults,
+        "faults",
+        f"Client failures, rejections and clients without data in any run: {where}",
+        finding=f"{len(faults)} client rounds that were not ok, over every federated run in the store ({runs_read}, "
+        "the partition comparison and FedProx grid included)"
+        + (
+            ": " + ", ".join(f"{n} {status}" for status, n in faults["status"].value_counts().items()) + "."
+            if len(faults)
+            else ": every client returned a finite update every round."
+        ),
     )
     return table
 
@@ -492,15 +541,29 @@ def compare_partitions(P: FederatedParams, run: Run, sets: dict[str, GraphSet]) 
     comparison["partition"] = [_partition_spec(scheme, P.alpha)[2] for scheme in comparison["partition"]]
     what = f"{catalogue.model_display(P.compare_model)}, {catalogue.target(P.compare_target).display}"
     where = f"{central_study.describe_sets({P.compare_model: sets[P.compare_model]})}, {P.clients} clients"
+    means = comparison.groupby("partition", sort=False)["MAE mean"].min()
+    iid = means.get("iid")
+    finding = (
+        "Lowest mean test MAE per partition: "
+        + ", ".join(
+            f"{name} {mae:.3g}" + (f" ({mae / iid:.1f}x IID)" if iid and name != "iid" else "")
+            for name, mae in means.items()
+        )
+        + f" {catalogue.target(P.compare_target).unit}: the less alike the clients, the larger the error."
+        if iid and means.max() > iid
+        else "Lowest mean test MAE per partition: " + ", ".join(f"{n} {m:.3g}" for n, m in means.items()) + "."
+    )
     run.save_table(
         display_names(comparison),
         "partitions",
         f"{what}: test MAE ({catalogue.target(P.compare_target).unit}) by partition, {where}",
+        finding=finding,
     )
     run.save_figure(
         plots.partition_bars(comparison, P.compare_target, f"{what}: {where}"),
         "partitions",
         f"Test MAE by partition and algorithm, {where}",
+        finding=finding,
     )
     return comparison
 
@@ -579,12 +642,22 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
     )
     info = catalogue.target(P.compare_target)
     what = f"{catalogue.model_display(P.compare_model)}, {info.display} ({info.unit}), {P.rounds} rounds"
-    run.save_table(runs, "fedprox_runs", f"FedAvg (mu 0) and FedProx runs of the grid: {what}: {where}", markdown=False)
+    run.save_table(
+        runs,
+        "fedprox_runs",
+        f"FedAvg (mu 0) and FedProx runs of the grid: {what}: {where}",
+        markdown=False,
+        finding=f"{len(runs)} federations ({runs['partition'].nunique()} partitions x "
+        f"{runs['local epochs'].nunique()} local-epoch settings x {runs['mu'].nunique()} values of mu, 0 = FedAvg, x "
+        f"{runs['seed'].nunique()} seeds); the verdict below pairs them by seed.",
+    )
     run.save_table(
         central,
         "fedprox_central",
         f"Central baseline of the grid (rounds x local epochs epochs, same crystals): {what}: {where}",
         markdown=False,
+        finding=f"{len(central)} central runs, one per local-epoch setting and seed, read at their epoch of lowest "
+        "validation MSE as the federations are.",
     )
     verdict = fedprox_verdict(runs, central)
     run.save_table(
@@ -602,6 +675,10 @@ def fedprox_grid(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where:
         plots.fedprox_grid(runs, info),
         "fedprox_grid",
         f"Test MAE against FedProx mu (dashed: FedAvg), by partition and local epochs: {what}: {where}",
+        finding=f"Of {len(verdict)} partition x local-epoch settings: "
+        f"{count_verdicts(verdict, 'FedProx better', 'FedProx worse')} (the table above)."
+        if len(verdict)
+        else "",
     )
     return verdict
 
@@ -616,7 +693,7 @@ def fedprox_verdict(runs: pd.DataFrame, central: pd.DataFrame | None = None) -> 
     rows = []
     for (label, epochs), group in runs.groupby(["partition", "local epochs"], sort=False):
         base = (
-            central[central["local epochs"] == epochs]["mae (best val MSE)"]
+            central[central["local epochs"] == epochs][catalogue.MAE_AS_FEDERATED]
             if central is not None
             else pd.Series(dtype=float)
         )

@@ -397,14 +397,17 @@ def curves(
         Path(P.store_dir),
         P.workers,
     )
-    run.save_table(runs, "runs", f"Every fine-tuning run: {where}", markdown=False)
+    run.save_table(
+        runs,
+        "runs",
+        f"Every fine-tuning run: {where}",
+        markdown=False,
+        finding=f"{len(runs)} runs ({runs['model'].nunique()} models x {runs['source'].nunique()} sources x their "
+        f"modes x {runs['n'].nunique()} training-set sizes x {runs['seed'].nunique()} seeds), "
+        f"{runs['seconds'].sum() / 3600:.1f} CPU-hours; the tables below pair them by seed.",
+    )
     budget = f"{P.epochs} epochs" + (
         f", early stopping after {P.patience} without a lower validation MAE" if P.patience else ""
-    )
-    run.save_table(
-        summarise(runs),
-        "learning_curve",
-        f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N, {budget}: {where}",
     )
     info = catalogue.target(THERMAL_TARGET)
     scratch = runs[runs["source"] == SCRATCH].groupby(["model", "n_train"])["mae"].mean() / info.scale
@@ -416,6 +419,13 @@ def curves(
             f"{curve.iloc[-1]:.3g} {info.axis_unit} at N = {curve.index[-1]:,}"
         )
     finding = "; ".join(parts)
+    run.save_table(
+        summarise(runs),
+        "learning_curve",
+        f"Test MAE and Pearson R (mean ± std over seeds {P.seeds}) by N, {budget}: {where}",
+        finding=finding + ". Whether a pre-trained encoder beats scratch at each N is tested, paired by seed, in "
+        "the tables below.",
+    )
     run.save_figure(
         plots.transfer_curves(runs, THERMAL_TARGET, where),
         "learning_curve",
