@@ -54,6 +54,18 @@ def verdicts(gain: Iterable[float], q: Iterable[float], better: str, worse: str)
     return out
 
 
+def with_verdicts(table: pd.DataFrame, gain: str, better: str, worse: str, p: str = "paired t-test p") -> pd.DataFrame:
+    """``table`` with its paired tests (column ``p``) read together: a Benjamini-Hochberg ``BH q`` and a ``verdict``
+    (from the sign of column ``gain``, positive = better) inserted right after ``p``."""
+    if table.empty:
+        return table.assign(**{"BH q": [], "verdict": []})
+    q = benjamini_hochberg(table[p])
+    out = table.copy()
+    out.insert(out.columns.get_loc(p) + 1, "BH q", q)
+    out.insert(out.columns.get_loc("BH q") + 1, "verdict", verdicts(out[gain], q, better, worse))
+    return out
+
+
 def count_verdicts(table: pd.DataFrame, better: str, worse: str) -> str:
     """``"3 better ..., 2 worse ..., 7 within seed noise"``: a table's verdicts counted, in words."""
     counts = table["verdict"].value_counts()

@@ -444,10 +444,7 @@ class MPStudyParams(NotebookParams):
     model_limits: dict | None = param(
         None, "per-model first-N crystals (a labelled subset), e.g. {megnet: 5000, m3gnet: 5000}; null: limit for all"
     )
-    patience: int | None = param(
-        None,
-        "early stopping: epochs (central; federated: rounds) without a lower validation loss; null: train them all",
-    )
+    patience: int | None = param(None, "early stopping: epochs without a lower validation MAE; null: train them all")
     model_seeds: dict | None = param(
         None, "per-model seeds, some of `seeds` (fewer for costly models), e.g. {m3gnet: [0, 1]}; null: seeds for all"
     )
@@ -502,6 +499,11 @@ class FederatedParams(MPStudyParams):
     rounds: int = param(C.FEDERATION["rounds"], "federated rounds")
     local_epochs: int = param(C.FEDERATION["local_epochs"], "epochs each client trains per round")
     mu: float = param(C.FEDERATION["mu"], "FedProx proximal weight")
+    patience: int | None = param(
+        None,
+        "early stopping: rounds without a lower validation MSE (the central baseline: patience x local_epochs "
+        "epochs, the same amount of training); null: every round",
+    )
     partition: str = param("iid", "how the training crystals are dealt to clients (Table 1)")
     alpha: float = param(0.5, "Dirichlet concentration of the dirichlet partition")
     bn: str = param(C.FEDERATION["bn"], "batch norm: average (like any weight) or local (FedBN)")

@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,10 @@ class SweepError(ValueError):
     """A bad sweep setting."""
 
 
+@lru_cache(maxsize=8)
 def storage(url: str, heartbeat: int = 60) -> RDBStorage:
-    """Optuna RDB storage with heartbeats: a dead worker's running trial is failed and retried once."""
+    """Optuna RDB storage with heartbeats: a dead worker's running trial is failed and retried once. Opened once per
+    process and URL (checking a URL early and then making the study share one connection pool)."""
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
         warnings.simplefilter("ignore", ExperimentalWarning)
         return RDBStorage(

@@ -24,7 +24,7 @@ from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import Federation
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
 from mlib.study import nb04b_models as central_study
@@ -437,7 +437,11 @@ def table_one(P: FederatedParams, run: Run, sets: dict[str, GraphSet], where: st
         P.models, P.targets, P.seeds, sets, base, store_root, P.model_hyper, P.workers, model_seeds=P.model_seeds
     )
     epochs = P.rounds * P.local_epochs
-    stopping = f", early stopping after {P.patience} rounds without a lower validation loss" if P.patience else ""
+    stopping = (
+        f", early stopping after {P.patience} rounds without a lower validation MSE (central: {P.patience * P.local_epochs} epochs without a lower validation MAE)"
+        if P.patience
+        else ""
+    )
     run.save_table(
         fed,
         "federated_runs",
@@ -726,8 +730,5 @@ def fedprox_verdict(runs: pd.DataFrame, central: pd.DataFrame | None = None) -> 
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    q = benjamini_hochberg(table["paired t-test p"])
-    verdict = verdicts(-table["change %"], q, "FedProx better", "FedProx worse")
-    table.insert(table.columns.get_loc("paired t-test p") + 1, "BH q", q)
-    table.insert(table.columns.get_loc("BH q") + 1, "verdict", verdict)
-    return table
+    table["MAE gain %"] = -table["change %"]  # positive: FedProx lower
+    return with_verdicts(table, "MAE gain %", "FedProx better", "FedProx worse").drop(columns="MAE gain %")

@@ -24,7 +24,7 @@ from mlib import catalogue, datasets, model_file, plots, provenance, store, stor
 from mlib.catalogue import THERMAL_TARGET
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
 from mlib.training import fit_regressor, split_indices
@@ -232,14 +232,6 @@ def _compare(before: np.ndarray, after: np.ndarray, names: tuple[str, str]) -> d
     }
 
 
-def with_verdicts(table: pd.DataFrame, better: str, worse: str) -> pd.DataFrame:
-    """The table with its tests corrected together (Benjamini-Hochberg q over every row) and a verdict per row."""
-    if table.empty:
-        return table.assign(**{"BH q": [], "verdict": []})
-    q = benjamini_hochberg(table["paired t-test p"])
-    return table.assign(**{"BH q": q, "verdict": verdicts(table["relative MAE gain"], q, better, worse)})
-
-
 def gains(runs: pd.DataFrame) -> pd.DataFrame:
     """Every pre-trained point against scratch at the same model and N, paired by seed.
 
@@ -263,7 +255,7 @@ def gains(runs: pd.DataFrame) -> pd.DataFrame:
                     **_compare(before, after, ("scratch", "pre-trained")),
                 }
             )
-    return with_verdicts(pd.DataFrame(rows), BETTER, WORSE)
+    return with_verdicts(pd.DataFrame(rows), "relative MAE gain", BETTER, WORSE)
 
 
 def where_pretraining_stops_helping(table: pd.DataFrame) -> pd.DataFrame:
@@ -328,7 +320,7 @@ def federated_vs_central(runs: pd.DataFrame) -> pd.DataFrame:
                     **_compare(before, after, ("central", "federated")),
                 }
             )
-    return with_verdicts(pd.DataFrame(rows), "federated better", "federated worse")
+    return with_verdicts(pd.DataFrame(rows), "relative MAE gain", "federated better", "federated worse")
 
 
 def encoders(P: TransferParams) -> dict[str, dict[str, str]]:
