@@ -85,20 +85,29 @@ def labels(P: DataParams, run: Run) -> tuple[list, str]:
     return records, source
 
 
+def step_losses(steps: pd.DataFrame) -> str:
+    """The entries one data set's steps lose, by reason: each ``dropped:`` step and the dedup's duplicates."""
+    count = dict(zip(steps["step"], steps["count"]))
+    lost = {step.removeprefix("dropped: "): n for step, n in count.items() if step.startswith("dropped") and n}
+    before = next((n for step, n in count.items() if step.startswith("before dedup")), None)
+    if before is not None and "after dedup" in count and before > count["after dedup"]:
+        lost["duplicates (dedup)"] = before - count["after dedup"]
+    return ", ".join(f"{n:,} {why}" for why, n in lost.items()) or "none lost"
+
+
 def thermal_sets(P: DataParams, run: Run, records: list, source: str) -> dict[str, datasets.ThermalData]:
     """Each thermal-expansion data set as crystal graphs: steps, arity, skipped entries by reason."""
     thermal = {
         name: datasets.load_thermal(name, source, spec(P), P.workers, P.strict, records) for name in P.thermal_datasets
     }
     steps = pd.concat([t.steps for t in thermal.values()], ignore_index=True)
-    lost = steps[steps["step"].str.startswith("dropped") | (steps["note"].fillna("").str.contains("duplicates"))]
-    finding = "; ".join(
-        f"{name}: {int(group['count'].iloc[0]):,} labelled entries -> {int(group['count'].iloc[-1]):,} crystal graphs"
-        for name, group in steps.groupby("dataset", sort=False)
-    ) + (
-        f" (the largest loss: {lost.sort_values('count').iloc[-1]['step']}, {int(lost['count'].max()):,} entries)."
-        if len(lost)
-        else "."
+    finding = (
+        "; ".join(
+            f"{name}: {int(group['count'].iloc[0]):,} labelled entries -> {int(group['count'].iloc[-1]):,} crystal "
+            f"graphs ({step_losses(group)})"
+            for name, group in steps.groupby("dataset", sort=False)
+        )
+        + "."
     )
     run.save_table(
         steps, "thermal_steps", "Thermal-expansion data sets, step by step (entries kept at each step)", finding=finding
@@ -247,7 +256,7 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
             f"{info.display} of {mp.label}",
             finding=f"{len(values):,} crystals from {values.min():.3g} to {values.max():.3g} {info.unit}, median "
             f"{values.median():.3g}"
-            + (f"; {(values == 0).mean():.0%} are exactly 0 (metals)" if (values == 0).any() else "")
+            + (f"; {(values == 0).mean():.0%} are exactly 0 (metals)" if name == "band_gap" else "")
             + ".",
         )
     return table
@@ -256,12 +265,16 @@ def mp_set(P: DataParams, run: Run, thermal: dict[str, datasets.ThermalData]) ->
 def atom_features(P: DataParams, run: Run) -> pd.DataFrame:
     """Per property, the fraction of elements whose one-hot bin matches the reference ``atom_init.json``."""
     agreement = pd.DataFrame(agreement_with_reference(reference_atom_init(P.aflow_source)))
-    exact = agreement[agreement["agreement"] == 1]["property"].tolist()
-    lowest = agreement.sort_values("agreement").iloc[0]
+    single = agreement[~agreement["property"].str.startswith("all")]
+    exact = single[single["agreement"] == 1]["property"].tolist()
+    lowest = single.sort_values("agreement").iloc[0]
+    whole = agreement[agreement["property"].str.startswith("all")]["agreement"]
     finding = (
-        f"{len(exact)} of {len(agreement)} properties bin every element as the reference does ({', '.join(exact)}); "
+        f"{len(exact)} of {len(single)} properties bin every element as the reference does ({', '.join(exact)}); "
         f"the lowest, {lowest['property']}, agrees for {lowest['agreement']:.0%} of elements (its source values "
-        "differ from the reference's). Runs use the reference table unless atom_features says otherwise."
+        "differ from the reference's)"
+        + (f"; all features agree for {whole.iloc[0]:.0%} of elements" if len(whole) else "")
+        + ". Runs use the reference table unless atom_features says otherwise."
     )
     run.save_table(
         agreement,

@@ -113,8 +113,8 @@ def search(P: SweepParams, run: Run, graph_set: GraphSet, where: str) -> pd.Data
         f"of completed trials): {where}",
         finding=f"The lowest validation MAE, {lowest['val_mae'].iloc[0] / info.scale:.3g} {info.axis_unit}, belongs "
         f"to trial {int(lowest['trial'].iloc[0])} ({lowest['state'].iloc[0].lower()}); {pruned} of these 10 were "
-        "pruned: the pruner compares trials at a few epoch counts, so a slow starter can be stopped though it would "
-        "have ended among the best."
+        "pruned, i.e. stopped before the last epoch: a pruned trial's MAE is of fewer epochs than a completed one's, "
+        "and the search's objective (validation R) is read on completed trials only."
         if len(lowest)
         else "No trial reported a validation MAE.",
     )
