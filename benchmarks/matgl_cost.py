@@ -11,8 +11,10 @@ warm-up pass, per training pass:
 * the five operators with the most CPU time (torch.profiler) and the edges and triples per crystal,
   the sizes the dense layers run over;
 * M3GNet trained with its line graphs built once per crystal and batched beside the crystal graphs
-  (matgl's ``l_g`` argument, as its own data loaders do), against building them in the forward pass:
+  (matgl's ``l_g`` argument, bond ids offset per crystal), against building them in the forward pass:
   old and new training crystals/s in one run.
+
+matgl 4 (PyG) as the study runs it.
 
 Writes results/benchmarks/matgl_cost.csv, matgl_ops.csv (and .md for the README).
 """
@@ -23,12 +25,13 @@ import argparse
 import os
 import time
 
-import dgl
 import numpy as np
 import pandas as pd
 import torch
-from matgl.graph.compute import compute_pair_vector_and_distance, create_line_graph
+from matgl.graph._compute import compute_pair_vector_and_distance, create_line_graph
 from torch.profiler import ProfilerActivity, profile
+
+from mlib.graphs.featurize import collate
 
 MODELS = ("megnet", "m3gnet")
 
@@ -40,11 +43,20 @@ def load(crystals: int):
     return datasets.load_mp("mp-cgcnn", limit=crystals, spec=graph_spec("m3gnet"), workers=os.cpu_count())
 
 
-def line_graph(graph: dgl.DGLGraph, cutoff: float) -> dgl.DGLGraph:
+def line_graph(graph, cutoff: float) -> dict[str, torch.Tensor]:
     """M3GNet's three-body graph of one crystal (or batch) graph, as its forward pass builds it."""
-    with graph.local_scope():
-        graph.edata["bond_vec"], graph.edata["bond_dist"] = compute_pair_vector_and_distance(graph)
-        return create_line_graph(graph, cutoff)
+    vec, dist = compute_pair_vector_and_distance(graph.pos, graph.edge_index, graph.pbc_offshift)
+    return create_line_graph(graph.edge_index, dist, vec, graph.pbc_offshift, graph.num_nodes, cutoff)
+
+
+def batch_line_graphs(parts: list[dict[str, torch.Tensor]], bonds: list[int]) -> dict[str, torch.Tensor]:
+    """Per-crystal line graphs as one, their parent-bond ids offset by the bonds of the crystals before."""
+    offsets = np.concatenate([[0], np.cumsum(bonds)[:-1]]).tolist()
+    return {
+        "line_edge_index": torch.cat([p["line_edge_index"] + o for p, o in zip(parts, offsets)], dim=1),
+        "kept_edge_ids": torch.cat([p["kept_edge_ids"] + o for p, o in zip(parts, offsets)]),
+        "n_triple_ij": torch.cat([p["n_triple_ij"] for p in parts]),
+    }
 
 
 def timed_pass(model, optimizer, batches, line_graphs=None) -> dict[str, float]:
@@ -78,14 +90,14 @@ def measure(name: str, graph_set, batch: int) -> tuple[list[dict], pd.DataFrame]
     y = graph_set.target("formation_energy_per_atom")
     chunks = [np.arange(k, min(k + batch, len(graph_set))) for k in range(0, len(graph_set), batch)]
     start = time.perf_counter()
-    batches = [(dgl.batch([graph_set.graphs[i] for i in c]), y[c]) for c in chunks]
+    batches = [(collate([graph_set.graphs[i] for i in c]), y[c]) for c in chunks]
     batching = time.perf_counter() - start
     seed_everything(0)
     model = build_model(name)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     timed_pass(model, optimizer, batches[:1])  # warm-up
     phases = timed_pass(model, optimizer, batches)
-    edges = sum(g.num_edges() for g, _ in batches) / len(graph_set)
+    edges = sum(g.edge_index.shape[1] for g, _ in batches) / len(graph_set)
     rows = [
         {
             "model": name,
@@ -103,9 +115,10 @@ def measure(name: str, graph_set, batch: int) -> tuple[list[dict], pd.DataFrame]
         per_crystal = [line_graph(g, cutoff) for g in graph_set.graphs]  # once, as a disk cache would hold them
         build = time.perf_counter() - start
         start = time.perf_counter()
-        cached = [dgl.batch([per_crystal[i] for i in c]) for c in chunks]
+        bonds = [g.edge_index.shape[1] for g in graph_set.graphs]
+        cached = [batch_line_graphs([per_crystal[i] for i in c], [bonds[i] for i in c]) for c in chunks]
         batching_lg = time.perf_counter() - start
-        rows[0]["triples per crystal"] = sum(g.num_edges() for g in per_crystal) / len(graph_set)
+        rows[0]["triples per crystal"] = sum(g["line_edge_index"].shape[1] for g in per_crystal) / len(graph_set)
         timed_pass(model, optimizer, batches[:1], cached[:1])
         phases = timed_pass(model, optimizer, batches, cached)
         rows.append(

@@ -68,8 +68,8 @@ MODELS: dict[str, ModelEntry] = {
     "gcn": ModelEntry("GCN", "cgcnn", "dgl.nn.GraphConv", "Kipf & Welling, ICLR 2017"),
     "sage": ModelEntry("GraphSAGE", "cgcnn", "dgl.nn.SAGEConv", "Hamilton et al., NeurIPS 2017"),
     "gine": ModelEntry("GINE", "cgcnn", "dgl.nn.GINEConv", "Hu et al., ICLR 2020"),
-    "megnet": ModelEntry("MEGNet", "matgl", "matgl 1.0.0", "Chen et al., Chem. Mater. 31, 3564 (2019)"),
-    "m3gnet": ModelEntry("M3GNet", "matgl", "matgl 1.0.0", "Chen & Ong, Nat. Comput. Sci. 2, 718 (2022)"),
+    "megnet": ModelEntry("MEGNet", "matgl", "matgl 4.1.2 (PyG)", "Chen et al., Chem. Mater. 31, 3564 (2019)"),
+    "m3gnet": ModelEntry("M3GNet", "matgl", "matgl 4.1.2 (PyG)", "Chen & Ong, Nat. Comput. Sci. 2, 718 (2022)"),
 }
 CGCNN_FRAME = {"hidden": 64, "n_conv": 3, "head_hidden": 128, "n_head": 1}  # the CGCNN paper's best setting
 # The 92-dim CGCNN atom features: the reference implementation's atom_init.json, or built here from pymatgen's
@@ -117,6 +117,9 @@ MODEL_DEFAULTS: dict[str, dict] = {
 }
 
 GRAPH_KINDS: tuple[str, ...] = ("cgcnn", "matgl")
+# Where a run trains. cuda: matgl's models only (PyG); DGL 1.1.3, which the other four models run on, has no CUDA
+# build for torch 2.13.
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
 RADIUS = 8.0  # A, CGCNN's neighbour radius
 MAX_NEIGHBORS = 12  # CGCNN's per-atom neighbour cap
 MATGL_CUTOFF = 5.0  # A, MEGNet's and M3GNet's graph cutoff

@@ -44,9 +44,13 @@ class Checked:
         """Value checks beyond types; subclasses extend."""
 
     def key(self) -> dict[str, Any]:
-        """The fields as a run's key. ``patience`` enters only when set: it came after runs were stored, and
-        a run without early stopping keeps the key it was stored under."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == "patience" and v is None)}
+        """The fields as a run's key. ``patience`` enters only when set and ``device`` only when not ``cpu``: they
+        came after runs were stored, and a run without them keeps the key it was stored under."""
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if not (k == "patience" and v is None) and not (k == "device" and v == "cpu")
+        }
 
     def positive(self, *names: str) -> None:
         """Each named value is > 0 (or None, where its type allows None)."""
@@ -117,9 +121,11 @@ class TrainConfig(Checked):
     lr_schedule: str = C.TRAINING_CHOICES["lr_schedule"]
     best_by: str = C.TRAINING_CHOICES["best_by"]
     patience: int | None = None  # stop after this many epochs without a new best (None: train every epoch)
+    device: str = "cpu"  # cpu, or cuda for matgl's models (the run's results are its own: keyed by device)
 
     def validate(self) -> None:
         self.positive("epochs", "batch_size", "lr", "patience")
+        self.one_of("device", C.DEVICES, "device")
         self.non_negative("weight_decay", "seed")
         self.one_of("lr_schedule", C.LR_SCHEDULES, "learning-rate schedule")
         self.one_of("best_by", C.BEST_BY, "best-epoch criterion")
@@ -484,10 +490,20 @@ class ModelsParams(MPStudyParams):
     """04b_models: CGCNN, GCN, GraphSAGE, GINE, MEGNet and M3GNet trained centrally on MP targets, over seeds."""
 
     epochs: int = param(100, "training epochs")
+    device: str = param(
+        "cpu", "where runs train: cpu, or cuda for MEGNet and M3GNet (a GPU torch sees; DGL models stay on cpu)"
+    )
 
     def validate(self) -> None:
         super().validate()
         self.positive("epochs")
+        self.one_of("device", C.DEVICES, "device")
+        on_dgl = [m for m in self.models if C.MODELS[m].graph_kind != "matgl"]
+        if self.device == "cuda" and on_dgl:
+            raise ParameterError(
+                f"device cuda: {on_dgl} run on DGL 1.1.3, which has no CUDA build for torch 2.13; train them with "
+                "device cpu, or list only megnet and m3gnet in models"
+            )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ TRAIN, SWEEP, COMPOSITION, MODELS, FEDERATED, TRANSFER = (
     "05_federated",
     "06_transfer",
 )
+# The MEGNet and M3GNet runs of matgl 1.0.0 (DGL; M3GNet's three-body messages on the wrong bonds), kept beside
+# the maintained matgl's runs for a side-by-side comparison; they cannot be rerun with the study's lock.
+MATGL_1 = "matgl-1.0.0"
 REFERENCE = "reference"  # 02's setting of the study's defaults (the reference implementation's choices)
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -65,9 +68,9 @@ def composition_run(store: str | Path, split: str, seed: int) -> Path:
     return Path(store, COMPOSITION, split, _seed(seed))
 
 
-def model_run(store: str | Path, model: str, target: str, seed: int) -> Path:
-    """04b_models: one central run of a model on a Materials Project target."""
-    return Path(store, MODELS, model, target, _seed(seed))
+def model_run(store: str | Path, model: str, target: str, seed: int, group: str = "") -> Path:
+    """04b_models: one central run of a model on a Materials Project target (``group``: e.g. :data:`MATGL_1`)."""
+    return Path(store, MODELS, group, model, target, _seed(seed))
 
 
 def federated_root(store: str | Path) -> Path:

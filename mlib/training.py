@@ -38,9 +38,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-from mlib import model_file, store
+from mlib import catalogue, model_file, store
 from mlib.catalogue import BEST_BY, LR_STEP_EPOCH
-from mlib.graphs.featurize import GraphSet
+from mlib.graphs.featurize import Graph, GraphSet, collate
 from mlib.models.registry import MODEL_CODE_VERSION, build_model
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig
@@ -103,18 +103,35 @@ def save_split(path: Path, ids: list[str], split: dict[str, np.ndarray], seed: i
 
 
 def make_batches(
-    graphs: list[dgl.DGLGraph],
+    graphs: list[Graph],
     y: torch.Tensor,
     rows: np.ndarray,
     batch_size: int,
     rng: np.random.Generator | None = None,
-) -> list[tuple[dgl.DGLGraph, torch.Tensor, np.ndarray]]:
+) -> list[tuple[Graph, torch.Tensor, np.ndarray]]:
     """Batched graphs with targets and row numbers; ``rng`` shuffles which crystals share a batch."""
     rows = rng.permutation(rows) if rng is not None else np.asarray(rows)
     return [
-        (dgl.batch([graphs[i] for i in chunk]), y[chunk], chunk)
+        (collate([graphs[i] for i in chunk]), y[chunk], chunk)
         for chunk in (rows[k : k + batch_size] for k in range(0, len(rows), batch_size))
     ]
+
+
+def torch_device(name: str) -> torch.device:
+    """The device a run trains on; ``cuda`` where torch sees no GPU is refused with a message saying why."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device cuda: torch {torch.__version__} sees no GPU (the study's lock installs the CPU wheel of torch; "
+            "a CUDA build of the same version and a GPU are needed): train with device cpu"
+        )
+    return torch.device(name)
+
+
+def prepare_graphs(model: nn.Module, graphs: list[Graph]) -> None:
+    """Let a model attach what it computes once per crystal (M3GNet: its three-body graphs) before batching."""
+    prepare = getattr(model, "prepare", None)
+    if prepare is not None:
+        prepare(graphs)
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -143,7 +160,7 @@ def predict(
     model.eval()
     preds, rows = [], []
     for graph, _, chunk in batches:
-        preds.append(scaler.decode(forward(graph, chunk) if forward else model(graph)).numpy())
+        preds.append(scaler.decode(forward(graph, chunk) if forward else model(graph)).cpu().numpy())
         rows.append(chunk)
     return np.concatenate(preds), np.concatenate(rows)
 
@@ -173,7 +190,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        graphs: list[dgl.DGLGraph],
+        graphs: list[Graph],
         y: torch.Tensor,
         split: dict[str, np.ndarray],
         config: TrainConfig,
@@ -182,10 +199,13 @@ class Trainer:
         key: dict | None = None,
     ) -> None:
         self.model, self.graphs, self.y, self.split, self.config = model, graphs, y, split, config
+        self.device = torch_device(config.device)
+        self.model.to(self.device)
         self.fine_tune = fine_tune
         self.key = store.canonical(key or {"config": config.key()})
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_graphs(model, graphs)
         self.scaler = Standardizer.fit(y[split["train"]])
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         milestones = [LR_STEP_EPOCH] if config.lr_schedule == "step" else []
@@ -222,17 +242,18 @@ class Trainer:
         if self.vectors is None:
             self._set_mode(False)
             rows = np.concatenate(list(self.split.values()))
-            parts = [(self.model.embed(g), chunk) for g, _, chunk in make_batches(self.graphs, self.y, rows, 256)]
-            self.vectors = torch.zeros(len(self.graphs), parts[0][0].shape[1])
+            batches = make_batches(self.graphs, self.y, rows, 256)
+            parts = [(self.model.embed(g.to(self.device)), chunk) for g, _, chunk in batches]
+            self.vectors = torch.zeros(len(self.graphs), parts[0][0].shape[1], device=self.device)
             for vectors, chunk in parts:
                 self.vectors[chunk] = vectors
         return self.vectors
 
-    def forward(self, graph: dgl.DGLGraph | None, rows: np.ndarray) -> torch.Tensor:
+    def forward(self, graph: Graph | None, rows: np.ndarray) -> torch.Tensor:
         """The model's standardised prediction for a batch (the head on stored vectors when :attr:`head_only`)."""
         if self.head_only:
             return self.model.regress(self._crystal_vectors()[rows])
-        return self.model(graph)
+        return self.model(graph.to(self.device))
 
     def epoch_batches(self) -> list:
         """This epoch's training batches: which crystals share a batch is drawn anew (seeded by seed and epoch)."""
@@ -303,6 +324,7 @@ class Trainer:
         self._set_mode(train)
         squared, absolute, count = 0.0, 0.0, 0
         for graph, y, rows in batches:
+            y = y.to(self.device)
             with torch.set_grad_enabled(train):
                 pred = self.forward(graph, rows)
                 loss = nn.functional.mse_loss(pred, self.scaler.encode(y))
@@ -418,8 +440,11 @@ class FitResult:
 
 
 def model_key(name: str, hyper: dict) -> dict[str, object]:
-    """The part of a run's key that says which model: name, hyperparameters, code version."""
-    return {"name": name, "hyper": hyper, "code_version": MODEL_CODE_VERSION}
+    """The part of a run's key that says which model: name, hyperparameters, code version; for a model of another
+    library (matgl) the library and its version too, so a run of one matgl release is never taken for another's."""
+    entry = catalogue.MODELS.get(name)
+    library = {"library": entry.library} if entry is not None and entry.graph_kind == "matgl" else {}
+    return {"name": name, "hyper": hyper, "code_version": MODEL_CODE_VERSION, **library}
 
 
 def run_key(

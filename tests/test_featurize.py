@@ -82,6 +82,20 @@ def test_graphs_are_cached_and_reloaded_identically():
     assert not changed.from_cache  # a new parameter is a new cache entry
 
 
+def test_matgl_graphs_are_cached_as_tensors_and_reloaded_identically():
+    """matgl's PyG graphs are cached as packed tensors (read with weights_only) and come back field for field."""
+    import torch
+
+    data = frame({"a": simple_cubic(3.0, "Cu").to(fmt="cif"), "b": simple_cubic(3.4, "Na").to(fmt="cif")})
+    spec = GraphSpec(radius=5.0, kind="matgl")
+    first, second = featurize(data, "t", spec), featurize(data, "t", spec)
+    assert not first.from_cache and second.from_cache
+    for g1, g2 in zip(first.graphs, second.graphs):
+        assert type(g1) is type(g2) and g1.num_nodes == g2.num_nodes
+        for field in ("z", "node_type", "pos", "edge_index", "pbc_offset", "pbc_offshift"):
+            assert torch.equal(getattr(g1, field), getattr(g2, field)), field
+
+
 def test_atom_feature_table_is_one_hot_per_block():
     table = atom_feature_table()
     assert table.shape == (101, N_FEATURES) == (101, 92)

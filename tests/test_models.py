@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
-from mlib.graphs.featurize import GraphSet, featurize
+from mlib.graphs.featurize import GraphSet, collate, featurize
 from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, TrainConfig, build
 from mlib.study.nb04b_models import beside_paper, common_crystals, summarise
@@ -48,9 +48,9 @@ def test_one_value_per_crystal_and_crystal_vectors(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
     graphs = graphs_of([DISTORTED, *salts()[:3]], name).graphs
-    batch = dgl.batch(graphs)
+    batch = collate(graphs)
     assert model(batch).shape == (4,)
-    assert model(dgl.batch(graphs[:1])).shape == (1,)
+    assert model(collate(graphs[:1])).shape == (1,)
     vectors = model.embed(batch)
     assert vectors.shape[0] == 4 and vectors.ndim == 2 and torch.isfinite(vectors).all()
     torch.testing.assert_close(model.regress(vectors), model(batch))  # the head alone, as frozen fine-tuning runs it
@@ -72,7 +72,7 @@ def test_prediction_is_invariant_to_atom_order(name):
 def test_overfits_sixteen_crystals(name):
     seed_everything(0)
     y = torch.from_numpy(np.random.default_rng(0).normal(size=16).astype(np.float32))
-    batch = dgl.batch(graphs_of(salts(), name).graphs)
+    batch = collate(graphs_of(salts(), name).graphs)
     model = build_model(name)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -108,7 +108,7 @@ def test_matgl_wrapper_round_trip(tmp_path, name):
     loaded = saved.model
     assert saved.info["name"] == name and saved.info["hyper"]["nblocks"] == 1 and saved.spec == graph_set.spec
     assert type(loaded.net) is type(result.trainer.model.net)
-    batch = dgl.batch(graph_set.graphs)
+    batch = collate(graph_set.graphs)
     result.trainer.model.eval()
     torch.testing.assert_close(loaded(batch), result.trainer.model(batch))
     # the crystal vector is what enters matgl's final MLP
@@ -204,3 +204,112 @@ def test_parallel_workers_give_the_same_runs_as_one_process(tmp_path):
     dgl_utils.set_num_threads(threads[1])
     columns = ["model", "seed", "mse", "mae", "r2", "best_epoch"]
     pd.testing.assert_frame_equal(runs[1][columns], runs[2][columns])
+
+
+def test_m3gnet_three_body_messages_reach_their_own_bonds():
+    """matgl 1.0.0 sent three-body messages to the wrong bonds whenever some bonds lie between the three-body
+    cutoff (4 A) and the graph cutoff (5 A). On a crystal with such bonds, the triplets M3GNet uses are exactly
+    the pairs of distinct bonds i->j, i->k from one centre atom, both within 4 A; and the layer's update of each
+    bond equals a brute-force sum over that bond's own triplets."""
+    crystal = Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])  # bonds at 3.00 and 4.24 A (5.20: beyond 5 A)
+    graph = graphs_of([crystal], "m3gnet").graphs[0]
+    torch.manual_seed(0)
+    model = build_model("m3gnet", nblocks=1).eval()
+    layer = model.net.three_body_interactions[0]
+    seen = {}
+    layer.register_forward_hook(lambda module, args, out: seen.update(args=args, out=out))
+    model(collate([graph]))
+    dst_atom, line, _, num_bonds, basis, cutoff, node_feat, edge_feat = seen["args"]
+    src, dst = graph.edge_index
+    dist = (graph.pos[dst] + graph.pbc_offshift - graph.pos[src]).norm(dim=1)
+    assert ((dist > 4.0) & (dist < 5.0)).any(), "the crystal has bonds between the two cutoffs"
+    within = dist <= 4.0
+    expected = {
+        (a, b)
+        for a in range(num_bonds)
+        for b in range(num_bonds)
+        if a != b and src[a] == src[b] and within[a] and within[b]
+    }
+    used = list(zip(line[0].tolist(), line[1].tolist()))
+    assert len(used) == len(set(used)) and set(used) == expected
+    # each triplet's message lands on its own bond i->j, from the neighbour k of bond i->k, weighted by both cutoffs
+    atoms = layer.update_network_atom(node_feat)
+    total = torch.zeros(num_bonds, basis.shape[1])
+    for t, (ij, ik) in enumerate(used):
+        total[ij] += basis[t] * atoms[dst_atom[ik]] * cutoff[ij] * cutoff[ik]
+    torch.testing.assert_close(seen["out"], edge_feat + layer.update_network_bond(total))
+    assert (total[~within] == 0).all()  # bonds beyond 4 A receive no three-body message
+
+
+def test_m3gnet_with_three_body_graphs_built_once_gives_the_same_numbers():
+    """The speed-up changes no result: three-body graphs attached per crystal and batched (bond ids offset per
+    crystal) give M3GNet's forward pass and gradients of building them in every forward pass."""
+    structures = [DISTORTED, *salts()[:5]]
+    plain, prepared = graphs_of(structures, "m3gnet").graphs, graphs_of(structures, "m3gnet").graphs
+    torch.manual_seed(0)
+    model = build_model("m3gnet", nblocks=2)
+    model.prepare(prepared)
+    assert all(g.threebody_cutoff == 4.0 for g in prepared) and not hasattr(plain[0], "line_edge_index")
+    outputs = []
+    for graphs in (plain, prepared):
+        model.zero_grad()
+        out = model(collate(graphs))
+        out.sum().backward()
+        outputs.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b)
+    batch = collate(prepared[2:4])  # the second crystal's bond ids are offset by the first one's bonds
+    first = prepared[2].edge_index.shape[1]
+    assert batch.kept_edge_ids.min() == 0 and batch.kept_edge_ids.max() >= first
+
+
+def test_matgl_runs_are_keyed_by_the_installed_matgl():
+    """A run of one matgl release is never read back as another's: the model key names the library version."""
+    from importlib.metadata import version
+
+    from mlib.training import model_key
+
+    assert version("matgl") in MODELS["m3gnet"].library
+    assert model_key("m3gnet", {})["library"] == MODELS["m3gnet"].library
+    assert "library" not in model_key("cgcnn", {})  # the DGL models' keys are unchanged
+
+
+def test_a_model_file_of_matgl_1_graphs_is_refused_with_what_to_do(tmp_path):
+    """MEGNet and M3GNet files trained on matgl 1.0.0's DGL graphs (the legacy runs of the store) are refused."""
+    from mlib import model_file, store
+    from mlib.scaling import Standardizer
+
+    path = tmp_path / "model.pt"
+    spec = graph_spec("m3gnet")
+    model_file.save(
+        path,
+        build_model("m3gnet", nblocks=1),
+        target="y",
+        scaler=Standardizer(0.0, 1.0),
+        spec=spec,
+        dataset="t",
+        data_digest=None,
+    )
+    assert model_file.load(path).info["library"] == MODELS["m3gnet"].library
+    record = store.load_torch(path)
+    record["graph"]["featurizer_version"] = 1
+    del record["library"]
+    store.save_torch(path, record)
+    with pytest.raises(model_file.ModelFileError, match="featuriser version 1.*matgl 1.0.0's DGL graphs.*retrain"):
+        model_file.load(path)
+
+
+def test_device_cuda_is_for_the_matgl_models_and_needs_a_gpu(tmp_path):
+    with pytest.raises(ParameterError, match=r"device cuda: \['cgcnn', 'gcn'\] run on DGL 1.1.3"):
+        build("04b_models", {"out_dir": "x", "device": "cuda", "models": ["cgcnn", "gcn", "m3gnet"]})
+    P = build("04b_models", {"out_dir": "x", "device": "cuda", "models": ["megnet", "m3gnet"]})
+    assert P.device == "cuda"
+    assert "device" not in TrainConfig().key() and TrainConfig(device="cuda").key()["device"] == "cuda"
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal below is for machines without one")
+    graph_set = graphs_of(salts(), "megnet", targets=np.linspace(-1, 1, 16))
+    with pytest.raises(RuntimeError, match="device cuda: torch .* sees no GPU"):
+        fit_regressor(
+            lambda: build_model("megnet", nblocks=1), graph_set, "y", TrainConfig(epochs=1, device="cuda"), tmp_path
+        )

@@ -26,7 +26,7 @@ from mlib.federated.aggregate import batchnorm_keys, client_drift, finite, weigh
 from mlib.federated.client import ClientData, ClientUpdate, client_data, local_update, pooled_scaler
 from mlib.params import FedConfig
 from mlib.progress import progress
-from mlib.training import make_batches, predict, regression_metrics, seed_everything
+from mlib.training import make_batches, predict, prepare_graphs, regression_metrics, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class Federation:
     ) -> None:
         seed_everything(config.seed)
         self.model, self.config, self.update = build_model(), config, update
+        prepare_graphs(self.model, graphs)
         self.graphs, self.y, self.split = graphs, y, split
         self.clients: list[ClientData] = client_data(graphs, y, shards, config.batch_size, config.seed)
         self.scaler = pooled_scaler([c.stats() for c in self.clients])

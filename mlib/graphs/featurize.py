@@ -1,4 +1,8 @@
-"""Crystals to DGL graphs: in parallel processes, cached with DGL's ``save_graphs``.
+"""Crystals to graphs: in parallel processes, cached on disk.
+
+``cgcnn`` graphs are DGL graphs (CGCNN, GCN, GraphSAGE, GINE), cached with DGL's ``save_graphs``; ``matgl``
+graphs are PyTorch Geometric ``Data`` (matgl 4's MEGNet and M3GNet), cached as packed tensors read with
+``weights_only=True``. :func:`collate` batches either kind.
 
 The cache key is a digest of the input entries (ids and structures), the graph parameters and
 the featuriser version, so a changed data file or radius builds new graphs and an unchanged one
@@ -24,12 +28,14 @@ from mlib.catalogue import data_label
 from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.atom_features import MAX_Z
-from mlib.graphs.neighbors import FEATURIZER_VERSION, GraphSpec, featurize_one
+from mlib.graphs.neighbors import GraphSpec, featurize_one, featurizer_version
 from mlib.parallel import worker_pool
 from mlib.paths import cache_dir
 from mlib.progress import track
 from mlib.provenance import file_digest
-from mlib.store import atomic_write, write_text
+from mlib.store import atomic_write, load_torch, save_torch, write_text
+
+Graph = Any  # a dgl.DGLGraph (cgcnn kind) or a torch_geometric.data.Data (matgl kind)
 
 
 @dataclass
@@ -37,7 +43,7 @@ class GraphSet:
     """Crystal graphs of one data set, row-aligned with ``table`` (id, targets, metadata)."""
 
     name: str
-    graphs: list[dgl.DGLGraph]
+    graphs: list[Graph]
     table: pd.DataFrame
     spec: GraphSpec
     skips: Skips = field(default_factory=Skips)
@@ -97,30 +103,88 @@ class GraphSet:
         )
 
 
-def to_graph(arrays: dict[str, np.ndarray]) -> dgl.DGLGraph:
-    """A DGL graph from neighbour arrays.
+def to_graph(arrays: dict[str, np.ndarray]) -> Graph:
+    """A graph from neighbour arrays.
 
-    ``cgcnn`` kind: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i). ``matgl`` kind: node ``z``,
-    ``node_type`` and ``pos``; edge ``pbc_offset`` and ``pbc_offshift`` (what matgl's models read).
+    ``cgcnn`` kind, a DGL graph: node ``z``; edge ``dist`` (A) and ``vec`` (A, j - i). ``matgl`` kind, a PyG
+    ``Data``: ``z``, ``node_type`` and ``pos`` (A) per atom; ``edge_index`` (2, bonds), ``pbc_offset`` and
+    ``pbc_offshift`` (A) per bond: what matgl's models read.
     """
+    if "node_type" in arrays:
+        return _pyg_graph({k: torch.from_numpy(v) for k, v in arrays.items()})
     graph = dgl.graph((torch.from_numpy(arrays["src"]), torch.from_numpy(arrays["dst"])), num_nodes=len(arrays["z"]))
     graph.ndata["z"] = torch.from_numpy(arrays["z"])
-    if "node_type" in arrays:
-        graph.ndata["node_type"] = torch.from_numpy(arrays["node_type"])
-        graph.ndata["pos"] = torch.from_numpy(arrays["pos"])
-        graph.edata["pbc_offset"] = torch.from_numpy(arrays["offset"])
-        graph.edata["pbc_offshift"] = torch.from_numpy(arrays["offshift"])
-    else:
-        graph.edata["dist"] = torch.from_numpy(arrays["dist"])
-        graph.edata["vec"] = torch.from_numpy(arrays["vec"])
+    graph.edata["dist"] = torch.from_numpy(arrays["dist"])
+    graph.edata["vec"] = torch.from_numpy(arrays["vec"])
     return graph
+
+
+NODE_FIELDS, EDGE_FIELDS = ("z", "node_type", "pos"), ("src", "dst", "offset", "offshift")
+
+
+def _pyg_graph(t: dict[str, torch.Tensor]) -> Graph:
+    from mlib.graphs.pyg import CrystalGraph
+
+    return CrystalGraph(
+        z=t["z"],
+        node_type=t["node_type"],
+        pos=t["pos"],
+        edge_index=torch.stack([t["src"], t["dst"]]),
+        pbc_offset=t["offset"],
+        pbc_offshift=t["offshift"],
+        num_nodes=len(t["z"]),
+    )
+
+
+def pack(graphs: list[Graph]) -> dict[str, torch.Tensor]:
+    """PyG graphs as a few concatenated tensors (with per-graph atom and bond counts): a cache entry that
+    ``torch.load(weights_only=True)`` reads, holding nothing but tensors."""
+    fields = {
+        "z": [g.z for g in graphs],
+        "node_type": [g.node_type for g in graphs],
+        "pos": [g.pos for g in graphs],
+        "src": [g.edge_index[0] for g in graphs],
+        "dst": [g.edge_index[1] for g in graphs],
+        "offset": [g.pbc_offset for g in graphs],
+        "offshift": [g.pbc_offshift for g in graphs],
+    }
+    packed = {k: torch.cat(v) for k, v in fields.items()}
+    packed["atoms"] = torch.tensor([len(g.z) for g in graphs])
+    packed["bonds"] = torch.tensor([g.edge_index.shape[1] for g in graphs])
+    return packed
+
+
+def unpack(packed: dict[str, torch.Tensor]) -> list[Graph]:
+    """The graphs :func:`pack` packed."""
+    atoms, bonds = packed["atoms"].tolist(), packed["bonds"].tolist()
+    nodes = {k: packed[k].split(atoms) for k in NODE_FIELDS}
+    edges = {k: packed[k].split(bonds) for k in EDGE_FIELDS}
+    return [
+        _pyg_graph({**{k: v[i] for k, v in nodes.items()}, **{k: v[i] for k, v in edges.items()}})
+        for i in range(len(atoms))
+    ]
+
+
+def collate(graphs: list[Graph]) -> Graph:
+    """One batched graph: ``dgl.batch`` for DGL graphs, a PyG ``Batch`` (with ``batch`` and ``num_graphs``)
+    for PyG graphs."""
+    if isinstance(graphs[0], dgl.DGLGraph):
+        return dgl.batch(graphs)
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list(graphs)
 
 
 def input_digest(ids: list[str], sources: list[Any], spec: GraphSpec, table: pd.DataFrame) -> str:
     """Digest of what a graph set is built from: entries, their table, graph parameters, featuriser version."""
     h = hashlib.sha256(
         json.dumps(
-            {"spec": spec.__dict__, "version": FEATURIZER_VERSION, "max_z": MAX_Z, "columns": list(table.columns)}
+            {
+                "spec": spec.__dict__,
+                "version": featurizer_version(spec.kind),
+                "max_z": MAX_Z,
+                "columns": list(table.columns),
+            }
         ).encode()
     )
     h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
@@ -223,7 +287,10 @@ def _save(folder: Path, graph_set: GraphSet) -> None:
     once (sweep workers starting together) never see or leave a partial file."""
     atomic_write(folder / "table.parquet", lambda tmp: graph_set.table.to_parquet(tmp, index=False))
     atomic_write(folder / "skips.csv", lambda tmp: graph_set.skips.table().to_csv(tmp, index=False))
-    atomic_write(folder / "graphs.bin", lambda tmp: dgl.save_graphs(str(tmp), graph_set.graphs))
+    if graph_set.spec.kind == "cgcnn":
+        atomic_write(folder / "graphs.bin", lambda tmp: dgl.save_graphs(str(tmp), graph_set.graphs))
+    else:
+        save_torch(folder / "graphs.bin", pack(graph_set.graphs))
     write_text(folder / CACHE_DIGEST, _files_digest(folder))  # last: a complete, verifiable entry or none
 
 
@@ -237,7 +304,10 @@ def _load(folder: Path, name: str, spec: GraphSpec, strict: bool, digest: str) -
     if recorded.read_text() != _files_digest(folder):
         raise DamagedCache("its files do not match cache.sha256")
     try:
-        graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
+        if spec.kind == "cgcnn":
+            graphs, _ = dgl.load_graphs(str(folder / "graphs.bin"))
+        else:
+            graphs = unpack(load_torch(folder / "graphs.bin"))
         table = pd.read_parquet(folder / "table.parquet")
         skip_rows = pd.read_csv(folder / "skips.csv", dtype=str)
     except Exception as exc:  # DGL, pyarrow and pandas raise their own types for damaged files

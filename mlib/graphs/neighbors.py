@@ -6,8 +6,8 @@
   reference implementation's ``sorted(get_all_neighbors(...), key=distance)``) or are ordered by
   neighbour index (``"index"``); either is deterministic. Edges point from the neighbour j to the
   centre i, and carry the distance and the pair vector r_ij = x_j + image - x_i.
-* ``matgl`` (MEGNet, M3GNet): matgl's own converter (``matgl.ext.pymatgen.Structure2Graph``), every
-  pair within ``radius``, with the Cartesian positions and periodic offsets its models read
+* ``matgl`` (MEGNet, M3GNet): matgl's own converter (``matgl.ext.pymatgen.Structure2Graph``, matgl 4's PyG
+  graphs), every pair within ``radius``, with the Cartesian positions and periodic offsets its models read
   (``node_type``, ``pos``, ``pbc_offset``, ``pbc_offshift``). ``max_neighbors`` is not used.
 """
 
@@ -29,7 +29,16 @@ from mlib.catalogue import (
     TIE_ORDERS,
 )
 
-FEATURIZER_VERSION = 1  # bump when the arrays below change meaning; part of the cache key
+# Bump a kind's version when its arrays change meaning; part of the graph cache key and of every run key.
+# matgl 2: the edges of matgl 4's PyG converter (1: matgl 1.0.0's DGL converter).
+FEATURIZER_VERSIONS = {"cgcnn": 1, "matgl": 2}
+
+
+def featurizer_version(kind: str) -> int:
+    """The version of the featuriser of graph kind ``kind``."""
+    return FEATURIZER_VERSIONS[kind]
+
+
 DEGENERATE_VOLUME = 1e-6  # A^3 (per atom where the atoms are known): a cell of ~0 volume, a degenerate lattice
 
 
@@ -189,7 +198,8 @@ def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
     if unknown:
         raise NeighborError("element without features", f"element {unknown[0]} is not among matgl's element types")
     graph, lattice, _ = Structure2Graph(ELEMENTS, cutoff=spec.radius).get_graph(structure)
-    src, dst = (t.numpy().astype(np.int64) for t in graph.edges())
+    lattice = lattice.reshape(3, 3).to(graph.frac_coords.dtype)
+    src, dst = (t.numpy().astype(np.int64) for t in graph.edge_index)
     lonely = np.setdiff1d(np.arange(len(z)), src)
     if len(lonely):
         raise NeighborError(
@@ -199,12 +209,12 @@ def matgl_arrays(structure, spec: GraphSpec) -> dict[str, np.ndarray]:
         )
     return {
         "z": z,
-        "node_type": graph.ndata["node_type"].numpy().astype(np.int64),
+        "node_type": graph.node_type.numpy().astype(np.int64),
         "src": src,
         "dst": dst,
-        "pos": (graph.ndata["frac_coords"] @ lattice[0]).numpy().astype(np.float32),
-        "offset": graph.edata["pbc_offset"].numpy().astype(np.float32),
-        "offshift": (graph.edata["pbc_offset"] @ lattice[0]).numpy().astype(np.float32),
+        "pos": (graph.frac_coords @ lattice).numpy().astype(np.float32),
+        "offset": graph.pbc_offset.numpy().astype(np.float32),
+        "offshift": (graph.pbc_offset.to(lattice.dtype) @ lattice).numpy().astype(np.float32),
     }
 
 

@@ -5,20 +5,22 @@
 * M3GNet: Chen & Ong, "A universal graph deep learning interatomic potential for the periodic table",
   Nat. Comput. Sci. 2, 718 (2022).
 
-Graphs come from matgl's own converter (``GraphSpec(kind="matgl")``); M3GNet builds its three-body
-line graph with matgl's ``create_line_graph`` inside its forward pass. The wrappers take a batched
-graph and return one value per crystal; ``embed(graph)`` returns what enters the model's final MLP
-(MEGNet: the Set2Set node and edge vectors and the state; M3GNet: the weighted atom readout).
-Weights are trained from scratch: nothing is downloaded.
+The implementation is matgl 4 (PyTorch Geometric): matgl 1.0.0's M3GNet, on DGL, sent three-body messages
+to the wrong bonds whenever ``threebody_cutoff < cutoff`` (matgl's changelog, 4.0.4), as in the study's 5 A /
+4 A setting, and matgl 3.0.0 corrected M3GNet's message-passing convention. Graphs come from matgl's own
+converter (``GraphSpec(kind="matgl")``, PyG ``Data``); M3GNet builds its three-body line graph with matgl's
+``create_line_graph`` inside its forward pass. The wrappers take a batched graph and return one value per
+crystal; ``embed(graph)`` returns what enters the model's final MLP (MEGNet: the Set2Set node and edge vectors
+and the state; M3GNet: the weighted atom readout). Weights are trained from scratch: nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import Any
 
-import dgl
 import torch
 from matgl.config import DEFAULT_ELEMENTS
+from matgl.graph._compute import compute_pair_vector_and_distance, create_line_graph
 from matgl.models import M3GNet, MEGNet
 from torch import nn
 
@@ -26,15 +28,13 @@ from mlib.catalogue import MODEL_DEFAULTS
 
 ELEMENTS: tuple[str, ...] = tuple(DEFAULT_ELEMENTS)  # fixed, so graphs and weights agree across data sets
 
-# matgl 1.0.0 builds its spherical Bessel roots with torch.tensor(tensor), which warns on every M3GNet built.
-warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning, module="matgl")
-
 MEGNET_DEFAULTS = MODEL_DEFAULTS["megnet"]
 M3GNET_DEFAULTS = MODEL_DEFAULTS["m3gnet"]
 
 
 class MatglRegressor(nn.Module):
-    """A matgl model as a crystal regressor: batched graph in, one value per crystal out."""
+    """A matgl model as a crystal regressor: a batched PyG graph in (``num_graphs`` crystals), one value per
+    crystal out."""
 
     def __init__(self, name: str, net: nn.Module, final: str, hyper: dict, state_dim: int = 0) -> None:
         super().__init__()
@@ -53,16 +53,17 @@ class MatglRegressor(nn.Module):
         """Every other top-level part of the matgl model."""
         return [m for m in self.net.children() if m is not self.final]
 
-    def _run(self, graph: dgl.DGLGraph) -> torch.Tensor:
-        with graph.local_scope():
-            if self.state_dim:
-                return self.net(graph, state_attr=torch.zeros(graph.batch_size, self.state_dim))
-            return self.net(graph)
+    def _run(self, graph: Any) -> torch.Tensor:
+        if self.state_dim:
+            state = torch.zeros(_crystals(graph), self.state_dim, device=graph.pos.device)
+            return self.net(graph, state_attr=state)
+        return self.net(graph)
 
-    def forward(self, graph: dgl.DGLGraph) -> torch.Tensor:
+    def forward(self, graph: Any) -> torch.Tensor:
+        """One value per crystal, shape (crystals,)."""
         return self._run(graph).reshape(-1)
 
-    def embed(self, graph: dgl.DGLGraph) -> torch.Tensor:
+    def embed(self, graph: Any) -> torch.Tensor:
         """Crystal vectors: the input of the model's final MLP, shape (crystals, features)."""
         captured = []
         handle = self.final.register_forward_hook(lambda module, args, out: captured.append(args[0]))
@@ -70,11 +71,45 @@ class MatglRegressor(nn.Module):
             self._run(graph)
         finally:
             handle.remove()
-        return captured[0].reshape(graph.batch_size, -1)
+        return captured[0].reshape(_crystals(graph), -1)
 
     def regress(self, vectors: torch.Tensor) -> torch.Tensor:
         """The final MLP alone: crystal vectors (as :meth:`embed` gives them) to one value per crystal."""
         return self.final(vectors).reshape(-1)
+
+
+class M3GNetRegressor(MatglRegressor):
+    """M3GNet, whose three-body graph of each crystal can be built once (:meth:`prepare`) instead of in every
+    forward pass: the same numbers (matgl checks the cached bonds against the current distances), less time."""
+
+    def prepare(self, graphs: list[Any]) -> None:
+        """Attach to each crystal graph its three-body graph at this model's ``threebody_cutoff`` (once: a graph
+        that has one for this cutoff keeps it). Bond ids are stored as int32 to halve the memory."""
+        cutoff = float(self.net.threebody_cutoff)
+        for graph in graphs:
+            if getattr(graph, "threebody_cutoff", None) == cutoff:
+                continue
+            vec, dist = compute_pair_vector_and_distance(graph.pos, graph.edge_index, graph.pbc_offshift)
+            lg = create_line_graph(graph.edge_index, dist, vec, graph.pbc_offshift, graph.num_nodes, cutoff)
+            graph.line_edge_index = lg["line_edge_index"].to(torch.int32)
+            graph.kept_edge_ids = lg["kept_edge_ids"].to(torch.int32)
+            graph.n_triple_ij = lg["n_triple_ij"].to(torch.int32)
+            graph.threebody_cutoff = cutoff
+
+    def _run(self, graph: Any) -> torch.Tensor:
+        if getattr(graph, "line_edge_index", None) is None:
+            return self.net(graph)  # not prepared: matgl builds the three-body graph in its forward pass
+        l_g = {
+            "line_edge_index": graph.line_edge_index.long(),
+            "kept_edge_ids": graph.kept_edge_ids.long(),
+            "n_triple_ij": graph.n_triple_ij.long(),
+        }
+        return self.net(graph, l_g=l_g)
+
+
+def _crystals(graph: Any) -> int:
+    """Crystals in a PyG graph: a ``Batch``'s ``num_graphs``, or 1 for a single ``Data``."""
+    return int(getattr(graph, "num_graphs", 1))
 
 
 def megnet(**hyper) -> MatglRegressor:
@@ -89,4 +124,4 @@ def m3gnet(**hyper) -> MatglRegressor:
     """M3GNet (matgl) for an intensive property; ``hyper`` overrides :data:`M3GNET_DEFAULTS`."""
     hyper = {**M3GNET_DEFAULTS, **hyper}
     net = M3GNet(element_types=ELEMENTS, is_intensive=True, **hyper)
-    return MatglRegressor("m3gnet", net, "final_layer", hyper)
+    return M3GNetRegressor("m3gnet", net, "final_layer", hyper)

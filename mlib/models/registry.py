@@ -1,7 +1,7 @@
 """One entry point for every model of the study: ``build_model(name, **hyper)``.
 
-Every model takes a batched DGL graph and returns one value per crystal; ``embed(graph)`` returns
-the crystal vectors. ``graph_spec(name)`` says which graphs a model reads (``cgcnn`` graphs: 12
+Every model takes a batched graph (DGL for CGCNN, GCN, GraphSAGE, GINE; PyG for matgl's MEGNet and M3GNet) and
+returns one value per crystal; ``embed(graph)`` returns the crystal vectors. ``graph_spec(name)`` says which graphs a model reads (``cgcnn`` graphs: 12
 nearest neighbours within 8 A; ``matgl`` graphs: every pair within the model's cutoff).
 """
 

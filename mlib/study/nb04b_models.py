@@ -274,7 +274,9 @@ def prepare(P: ModelsParams, run: Run) -> tuple[dict[str, GraphSet], str]:
 
 def train_all(P: ModelsParams, run: Run, sets: dict[str, GraphSet], where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every model x target x seed; tables of runs, predictions, the mean ± std summary and CGCNN beside its paper."""
-    config = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, patience=P.patience)  # seed: per run
+    config = TrainConfig(  # seed: per run
+        epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, patience=P.patience, device=P.device
+    )
     runs, predictions = train_models(
         P.models, P.targets, P.seeds, sets, config, Path(P.store_dir), P.model_hyper, P.workers, P.model_seeds
     )
