@@ -493,6 +493,10 @@ class ModelsParams(MPStudyParams):
     device: str = param(
         "cpu", "where runs train: cpu, or cuda for MEGNet and M3GNet (a GPU torch sees; DGL models stay on cpu)"
     )
+    beside_matgl1: bool = param(
+        True,
+        "MEGNet and M3GNet of the installed matgl also on each stored matgl 1.0.0 run's crystals, split and budget",
+    )
 
     def validate(self) -> None:
         super().validate()

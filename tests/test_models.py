@@ -313,3 +313,44 @@ def test_device_cuda_is_for_the_matgl_models_and_needs_a_gpu(tmp_path):
         fit_regressor(
             lambda: build_model("megnet", nblocks=1), graph_set, "y", TrainConfig(epochs=1, device="cuda"), tmp_path
         )
+
+
+def test_matgl_runs_are_repeated_beside_the_stored_matgl_1_runs(tmp_path):
+    """Each stored matgl 1.0.0 run is trained again on its own crystals, split, seed and budget and paired with it.
+    Here the stored run was made by the installed matgl itself, so both sides must agree to the last digit."""
+    from mlib import store_paths
+    from mlib.catalogue import MP_SPLIT
+    from mlib.outputs import Run
+    from mlib.study.nb04b_models import beside_matgl1
+
+    target = "formation_energy_per_atom"
+    graph_set = graphs_of(salts(), "megnet", targets=np.linspace(-1, 1, 16))
+    graph_set.table[target] = graph_set.table["y"]
+    store = tmp_path / "store"
+    hyper, config = {"nblocks": 1}, TrainConfig(epochs=2, batch_size=8, seed=0)
+    stored = fit_regressor(
+        lambda: build_model("megnet", **hyper),
+        graph_set,
+        target,
+        config,
+        store_paths.model_run(store, "megnet", target, 0, store_paths.MATGL_1),
+        formula_column="formula",
+        fractions=MP_SPLIT,
+        show=False,
+    )
+    P = build(
+        "04b_models",
+        {
+            "out_dir": str(tmp_path / "out"),
+            "store_dir": str(store),
+            "models": ["megnet"],
+            "targets": [target],
+            "seeds": [0],
+        },
+    )
+    summary = beside_matgl1(P, Run(P, "04b_models"), {"megnet": graph_set})
+    runs = pd.read_csv(tmp_path / "out" / "matgl_versions_runs.csv")
+    assert runs["MAE (matgl 1.0.0, three-body routing defect)"].iloc[0] == pytest.approx(stored.metrics["mae"])
+    assert runs["MAE (matgl 4.1.2)"].iloc[0] == pytest.approx(stored.metrics["mae"], rel=1e-6)
+    assert summary["verdict"].tolist() == ["too few seeds to tell"] and summary["seeds"].tolist() == [1]
+    assert (store / "04b_models" / "beside-matgl-1.0.0" / "megnet" / target / "seed0" / "run.json").exists()

@@ -8,10 +8,13 @@ its key matches, so an interrupted study resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from mlib import catalogue, datasets, plots, published, store_paths
 from mlib.catalogue import MP_SPLIT
@@ -19,7 +22,7 @@ from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import MODELS, build_model, graph_spec, model_table
-from mlib.outputs import Run, mean_std
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import ModelsParams, TrainConfig
 from mlib.training import fit_regressor
@@ -107,18 +110,30 @@ def describe_sets(sets: dict[str, GraphSet]) -> str:
 
 
 def train_one(
-    model: str, hyper: dict, graph_set: GraphSet, target: str, config: TrainConfig, store_root: Path
+    model: str,
+    hyper: dict,
+    graph_set: GraphSet,
+    target: str,
+    config: TrainConfig,
+    store_root: Path,
+    split: dict[str, np.ndarray] | None = None,
+    group: str = "",
+    reuse: tuple[Path, ...] = (),
 ) -> tuple[dict, pd.DataFrame]:
-    """One central run (or the finished run of the store with the same key): a result row and its predictions."""
+    """One central run (or the finished run of the store with the same key): a result row and its predictions
+    (``split``: row numbers replacing the seeded 8:1:1 split; ``group``: a sub-study's folder; ``reuse``: other
+    folders whose finished run with this key is read back)."""
     result = fit_regressor(
         lambda: build_model(model, **hyper),
         graph_set,
         target,
         config,
-        store_paths.model_run(store_root, model, target, config.seed),
+        store_paths.model_run(store_root, model, target, config.seed, group),
         formula_column="formula",
         fractions=MP_SPLIT,
         show=False,
+        split=split,
+        reuse=list(reuse),
     )
     test = result.predictions[result.predictions["split"] == "test"]
     row = {
@@ -145,10 +160,125 @@ class ModelJob:
     target: str
     config: TrainConfig
     store_root: Path
+    split: dict[str, np.ndarray] | None = None
+    group: str = ""
+    graphs: GraphSet | None = None  # the crystals to train on, when not the model's whole graph set
+    reuse: tuple[Path, ...] = ()
 
 
 def _train_job(sets: dict[str, GraphSet], job: ModelJob) -> tuple[dict, pd.DataFrame]:
-    return train_one(job.model, job.hyper, sets[job.model], job.target, job.config, job.store_root)
+    graph_set = job.graphs if job.graphs is not None else sets[job.model]
+    return train_one(
+        job.model, job.hyper, graph_set, job.target, job.config, job.store_root, job.split, job.group, job.reuse
+    )
+
+
+BESIDE_MATGL_1 = "beside-matgl-1.0.0"  # the store group of the runs that repeat matgl 1.0.0's on its crystals
+
+
+def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJob], list[dict]]:
+    """For each stored matgl 1.0.0 run of MEGNet or M3GNet (``store_paths.MATGL_1``): a run of the installed matgl
+    on the same crystals, split, seed, hyperparameters and budget, and the matgl 1.0.0 run's record."""
+    jobs, old = [], []
+    for model in [m for m in P.models if MODELS[m].graph_kind == "matgl"]:
+        for target in P.targets:
+            for seed in P.seeds_for(model):
+                folder = store_paths.model_run(P.store_dir, model, target, seed, store_paths.MATGL_1)
+                if not (folder / "run.json").exists():
+                    continue
+                saved = json.loads((folder / "run.json").read_text())
+                ids = json.loads((folder / "split.json").read_text())
+                graphs = sets[model].with_finite(target)
+                wanted = {i for part in ("train", "val", "test") for i in ids[part]}
+                rows = np.flatnonzero(graphs.table["id"].astype(str).isin(wanted).to_numpy())
+                if len(rows) < len(wanted):
+                    continue  # this store's graphs lack some of its crystals (a smaller limit): not the same crystals
+                same = (  # the whole set: its run of this notebook, with the same key, is read back
+                    graphs
+                    if len(rows) == len(graphs)
+                    else graphs.subset(rows, f"{graphs.name}: the {len(rows):,} crystals of the matgl 1.0.0 run")
+                )
+                where = {i: k for k, i in enumerate(same.table["id"].astype(str))}
+                split = {part: np.array([where[i] for i in ids[part]]) for part in ("train", "val", "test")}
+                config = TrainConfig(**saved["key"]["config"])
+                hyper = saved["key"]["model"]["hyper"]
+                main = (store_paths.model_run(P.store_dir, model, target, seed),)
+                jobs.append(
+                    ModelJob(model, hyper, target, config, Path(P.store_dir), split, BESIDE_MATGL_1, same, main)
+                )
+                old.append(saved["record"])
+    return jobs, old
+
+
+def beside_matgl1(P: ModelsParams, run: Run, sets: dict[str, GraphSet]) -> pd.DataFrame | None:
+    """MEGNet and M3GNet of the installed matgl (4.1.2) beside the stored matgl 1.0.0 runs (M3GNet's three-body
+    messages on the wrong bonds), same crystals, split, seed and budget, paired by seed (None: no such runs)."""
+    if not P.beside_matgl1:
+        return None
+    jobs, old = matgl1_jobs(P, sets)
+    if not jobs:
+        print(f"no matgl 1.0.0 runs in {Path(P.store_dir).resolve()} to compare with", flush=True)
+        return None
+    done = run_jobs(_train_job, jobs, sets, P.workers, desc="matgl 4.1.2 beside matgl 1.0.0")
+    rows = [
+        {
+            "model": catalogue.model_display(job.model),
+            "target": catalogue.target(job.target).display,
+            "unit": catalogue.target(job.target).unit,
+            "seed": job.config.seed,
+            "crystals": row["crystals"],
+            "test": row["test"],
+            "MAE (matgl 1.0.0, three-body routing defect)": before["metrics"]["mae"],
+            "MAE (matgl 4.1.2)": row["mae"],
+            "R2 (matgl 1.0.0, three-body routing defect)": before["metrics"]["r2"],
+            "R2 (matgl 4.1.2)": row["r2"],
+        }
+        for job, (row, _), before in zip(jobs, done, old)
+    ]
+    table = pd.DataFrame(rows)
+    old_mae, new_mae = table["MAE (matgl 1.0.0, three-body routing defect)"], table["MAE (matgl 4.1.2)"]
+    table["relative MAE gain"] = 1 - new_mae / old_mae
+    paired = []
+    for (model, target, unit), group in table.groupby(["model", "target", "unit"], sort=False):
+        before, after = group["MAE (matgl 1.0.0, three-body routing defect)"], group["MAE (matgl 4.1.2)"]
+        p = stats.ttest_rel(after, before).pvalue if len(group) > 2 else float("nan")
+        paired.append(
+            {
+                "model": model,
+                "target": target,
+                "unit": unit,
+                "seeds": len(group),
+                "crystals": int(group["crystals"].iloc[0]),
+                "test": int(group["test"].iloc[0]),
+                "MAE matgl 1.0.0": mean_std(before),
+                "MAE matgl 4.1.2": mean_std(after),
+                "relative MAE gain": float(1 - after.mean() / before.mean()),
+                "paired t-test p": p,
+            }
+        )
+    summary = with_verdicts(pd.DataFrame(paired), "relative MAE gain", "matgl 4.1.2 better", "matgl 4.1.2 worse")
+    where = ", ".join(sorted({f"{j.graphs.name}" for j in jobs}))
+    run.save_table(
+        table,
+        "matgl_versions_runs",
+        f"MEGNet and M3GNet: matgl 1.0.0 (three-body routing defect) against matgl 4.1.2 per run, same crystals, "
+        f"split, seed and budget: {where}",
+        finding=f"{len(table)} pairs of runs; matgl 4.1.2's test MAE is lower in {int((table['relative MAE gain'] > 0).sum())} "
+        f"of them (relative gain {table['relative MAE gain'].min():+.0%} to {table['relative MAE gain'].max():+.0%}).",
+    )
+    run.save_table(
+        summary,
+        "matgl_versions",
+        f"MEGNet and M3GNet, matgl 1.0.0 against matgl 4.1.2, paired by seed (Benjamini-Hochberg q < "
+        f"{FALSE_DISCOVERY_RATE} for a verdict; three seeds or more): {where}",
+        finding="; ".join(
+            f"{r['model']} {r['target']}: {r['MAE matgl 1.0.0']} -> {r['MAE matgl 4.1.2']} {r['unit']} "
+            f"({r['relative MAE gain']:+.0%}, {r['verdict']})"
+            for _, r in summary.iterrows()
+        )
+        + ".",
+    )
+    return summary
 
 
 def train_models(
