@@ -176,10 +176,11 @@ def _train_job(sets: dict[str, GraphSet], job: ModelJob) -> tuple[dict, pd.DataF
 BESIDE_MATGL_1 = "beside-matgl-1.0.0"  # the store group of the runs that repeat matgl 1.0.0's on its crystals
 
 
-def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJob], list[dict]]:
+def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJob], list[dict], list[str]]:
     """For each stored matgl 1.0.0 run of MEGNet or M3GNet (``store_paths.MATGL_1``): a run of the installed matgl
-    on the same crystals, split, seed, hyperparameters and budget, and the matgl 1.0.0 run's record."""
-    jobs, old = [], []
+    on the same crystals, split, seed, hyperparameters and budget, and the matgl 1.0.0 run's record; and the stored
+    runs that cannot be repeated here, each with why."""
+    jobs, old, skipped = [], [], []
     for model in [m for m in P.models if MODELS[m].graph_kind == "matgl"]:
         for target in P.targets:
             for seed in P.seeds_for(model):
@@ -192,22 +193,21 @@ def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJ
                 wanted = {i for part in ("train", "val", "test") for i in ids[part]}
                 rows = np.flatnonzero(graphs.table["id"].astype(str).isin(wanted).to_numpy())
                 if len(rows) < len(wanted):
-                    continue  # this store's graphs lack some of its crystals (a smaller limit): not the same crystals
-                same = (  # the whole set: its run of this notebook, with the same key, is read back
-                    graphs
-                    if len(rows) == len(graphs)
-                    else graphs.subset(rows, f"{graphs.name}: the {len(rows):,} crystals of the matgl 1.0.0 run")
-                )
+                    skipped.append(f"{folder}: {len(wanted) - len(rows):,} of its crystals are not in {graphs.label}")
+                    continue
+                whole = len(rows) == len(graphs)  # then its run of this notebook, with the same key, is read back
+                same = graphs if whole else graphs.subset(rows, f"{graphs.name}: the {len(rows):,} crystals of the run")
                 where = {i: k for k, i in enumerate(same.table["id"].astype(str))}
                 split = {part: np.array([where[i] for i in ids[part]]) for part in ("train", "val", "test")}
                 config = TrainConfig(**saved["key"]["config"])
                 hyper = saved["key"]["model"]["hyper"]
                 main = (store_paths.model_run(P.store_dir, model, target, seed),)
+                graph_set = None if whole else same  # None: the model's graph set, which every worker holds
                 jobs.append(
-                    ModelJob(model, hyper, target, config, Path(P.store_dir), split, BESIDE_MATGL_1, same, main)
+                    ModelJob(model, hyper, target, config, Path(P.store_dir), split, BESIDE_MATGL_1, graph_set, main)
                 )
                 old.append(saved["record"])
-    return jobs, old
+    return jobs, old, skipped
 
 
 def beside_matgl1(P: ModelsParams, run: Run, sets: dict[str, GraphSet]) -> pd.DataFrame | None:
@@ -215,7 +215,9 @@ def beside_matgl1(P: ModelsParams, run: Run, sets: dict[str, GraphSet]) -> pd.Da
     messages on the wrong bonds), same crystals, split, seed and budget, paired by seed (None: no such runs)."""
     if not P.beside_matgl1:
         return None
-    jobs, old = matgl1_jobs(P, sets)
+    jobs, old, skipped = matgl1_jobs(P, sets)
+    for why in skipped:
+        print(f"matgl 1.0.0 run not repeated: {why}", flush=True)
     if not jobs:
         print(f"no matgl 1.0.0 runs in {Path(P.store_dir).resolve()} to compare with", flush=True)
         return None
@@ -257,14 +259,15 @@ def beside_matgl1(P: ModelsParams, run: Run, sets: dict[str, GraphSet]) -> pd.Da
             }
         )
     summary = with_verdicts(pd.DataFrame(paired), "relative MAE gain", "matgl 4.1.2 better", "matgl 4.1.2 worse")
-    where = ", ".join(sorted({f"{j.graphs.name}" for j in jobs}))
+    where = ", ".join(sorted({(j.graphs or sets[j.model]).label for j in jobs}))
     run.save_table(
         table,
         "matgl_versions_runs",
         f"MEGNet and M3GNet: matgl 1.0.0 (three-body routing defect) against matgl 4.1.2 per run, same crystals, "
         f"split, seed and budget: {where}",
         finding=f"{len(table)} pairs of runs; matgl 4.1.2's test MAE is lower in {int((table['relative MAE gain'] > 0).sum())} "
-        f"of them (relative gain {table['relative MAE gain'].min():+.0%} to {table['relative MAE gain'].max():+.0%}).",
+        f"of them (relative gain {table['relative MAE gain'].min():+.0%} to {table['relative MAE gain'].max():+.0%})"
+        + (f"; {len(skipped)} stored runs not repeated (their crystals are not all here)." if skipped else "."),
     )
     run.save_table(
         summary,
