@@ -11,7 +11,7 @@ warm-up pass, per training pass:
 * the five operators with the most CPU time (torch.profiler) and the edges and triples per crystal,
   the sizes the dense layers run over;
 * M3GNet trained with its line graphs built once per crystal and batched beside the crystal graphs
-  (matgl's ``l_g`` argument, bond ids offset per crystal), against building them in the forward pass:
+  (``M3GNetRegressor.prepare``, as the study's trainer does), against building them in the forward pass:
   old and new training crystals/s in one run.
 
 matgl 4 (PyG) as the study runs it.
@@ -49,24 +49,15 @@ def line_graph(graph, cutoff: float) -> dict[str, torch.Tensor]:
     return create_line_graph(graph.edge_index, dist, vec, graph.pbc_offshift, graph.num_nodes, cutoff)
 
 
-def batch_line_graphs(parts: list[dict[str, torch.Tensor]], bonds: list[int]) -> dict[str, torch.Tensor]:
-    """Per-crystal line graphs as one, their parent-bond ids offset by the bonds of the crystals before."""
-    offsets = np.concatenate([[0], np.cumsum(bonds)[:-1]]).tolist()
-    return {
-        "line_edge_index": torch.cat([p["line_edge_index"] + o for p, o in zip(parts, offsets)], dim=1),
-        "kept_edge_ids": torch.cat([p["kept_edge_ids"] + o for p, o in zip(parts, offsets)]),
-        "n_triple_ij": torch.cat([p["n_triple_ij"] for p in parts]),
-    }
-
-
-def timed_pass(model, optimizer, batches, line_graphs=None) -> dict[str, float]:
-    """One training pass; seconds per phase (batching is timed by the caller)."""
+def timed_pass(model, optimizer, batches, prepared: bool = False) -> dict[str, float]:
+    """One training pass; seconds per phase (batching is timed by the caller). ``prepared``: the batches carry
+    M3GNet's three-body graphs (the model reads them)."""
     seconds = {"three-body graph": 0.0, "forward": 0.0, "backward + step": 0.0}
     model.train()
-    for k, (graph, target) in enumerate(batches):
+    for graph, target in batches:
         start = time.perf_counter()
-        if model.name == "m3gnet":
-            l_g = line_graphs[k] if line_graphs is not None else line_graph(graph, model.hyper["threebody_cutoff"])
+        if model.name == "m3gnet" and not prepared:
+            l_g = line_graph(graph, model.hyper["threebody_cutoff"])
             mid = time.perf_counter()
             pred = model.net(graph, l_g=l_g).reshape(-1)
         else:
@@ -77,7 +68,7 @@ def timed_pass(model, optimizer, batches, line_graphs=None) -> dict[str, float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        seconds["three-body graph"] += mid - start if line_graphs is None else 0.0
+        seconds["three-body graph"] += mid - start
         seconds["forward"] += done - mid
         seconds["backward + step"] += time.perf_counter() - done
     return seconds
@@ -110,24 +101,22 @@ def measure(name: str, graph_set, batch: int) -> tuple[list[dict], pd.DataFrame]
         }
     ]
     if name == "m3gnet":
-        cutoff = model.hyper["threebody_cutoff"]
         start = time.perf_counter()
-        per_crystal = [line_graph(g, cutoff) for g in graph_set.graphs]  # once, as a disk cache would hold them
+        model.prepare(graph_set.graphs)  # once per crystal, as the study's trainer does
         build = time.perf_counter() - start
         start = time.perf_counter()
-        bonds = [g.edge_index.shape[1] for g in graph_set.graphs]
-        cached = [batch_line_graphs([per_crystal[i] for i in c], [bonds[i] for i in c]) for c in chunks]
-        batching_lg = time.perf_counter() - start
-        rows[0]["triples per crystal"] = sum(g["line_edge_index"].shape[1] for g in per_crystal) / len(graph_set)
-        timed_pass(model, optimizer, batches[:1], cached[:1])
-        phases = timed_pass(model, optimizer, batches, cached)
+        cached = [(collate([graph_set.graphs[i] for i in c]), y[c]) for c in chunks]
+        batching_prepared = time.perf_counter() - start
+        rows[0]["triples per crystal"] = sum(g.line_edge_index.shape[1] for g in graph_set.graphs) / len(graph_set)
+        timed_pass(model, optimizer, cached[:1], prepared=True)
+        phases = timed_pass(model, optimizer, cached, prepared=True)
         rows.append(
             {
                 **rows[0],
                 "variant": "three-body graphs cached",
-                "batching s": batching + batching_lg,
+                "batching s": batching_prepared,
                 **{f"{k} s": v for k, v in phases.items()},
-                "train crystals/s": len(graph_set) / (batching + batching_lg + sum(phases.values())),
+                "train crystals/s": len(graph_set) / (batching_prepared + sum(phases.values())),
                 "one-off line graphs s": build,
             }
         )

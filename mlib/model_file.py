@@ -21,7 +21,7 @@ from torch import nn
 from mlib import catalogue, store
 from mlib.graphs import atom_features
 from mlib.graphs.neighbors import GraphSpec, featurizer_version
-from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.models.registry import MODEL_CODE_VERSION, build_model, foreign_library
 from mlib.provenance import git_state
 from mlib.scaling import Standardizer
 
@@ -79,7 +79,7 @@ def save(
         "name": model.name,
         "hyper": model.hyper,
         "model_code_version": MODEL_CODE_VERSION,
-        "library": library(model.name),
+        "library": foreign_library(model.name),
         "state": model.state_dict(),
         "target": target,
         "unit": unit,
@@ -121,12 +121,6 @@ def read(path: Path) -> dict[str, Any]:
     return record
 
 
-def library(name: str) -> str:
-    """The implementation a model's weights belong to (``mlib``, ``dgl.nn.SAGEConv``, ``matgl 4.1.2 (PyG)``)."""
-    entry = catalogue.MODELS.get(name)
-    return entry.library if entry is not None else "mlib"
-
-
 def check_compatible(record: dict[str, Any], path: Path) -> None:
     """Refuse a model file whose weights belong to another implementation or graphs than this mlib builds (e.g.
     MEGNet or M3GNet trained on matgl 1.0.0's DGL graphs), with a message saying what to do."""
@@ -137,10 +131,10 @@ def check_compatible(record: dict[str, Any], path: Path) -> None:
             f"{path} was trained on {graph['kind']} graphs of featuriser version {made}; this mlib builds version "
             f"{now} (matgl graphs: 1 = matgl 1.0.0's DGL graphs, 2 = matgl 4's PyG graphs): retrain the model"
         )
-    saved, current = record.get("library", "mlib"), library(record["name"])
-    if catalogue.MODELS.get(record["name"]) and catalogue.MODELS[record["name"]].graph_kind == "matgl":
-        if saved != current:
-            raise ModelFileError(f"{path} holds {record['name']} weights of {saved}; this mlib runs {current}: retrain")
+    current = foreign_library(record["name"])
+    if current is not None and record.get("library") != current:
+        saved = record.get("library") or "an earlier matgl"
+        raise ModelFileError(f"{path} holds {record['name']} weights of {saved}; this mlib runs {current}: retrain")
 
 
 def load(path: Path) -> SavedModel:

@@ -39,6 +39,17 @@ def benjamini_hochberg(pvalues: Iterable[float]) -> np.ndarray:
     return q
 
 
+MIN_PAIRS = 3  # paired runs a verdict needs: fewer give no test
+
+
+def paired_p(after, before, least: int = MIN_PAIRS) -> float:
+    """The paired t-test's p of ``after`` against ``before`` (runs paired by seed or split); NaN with fewer than
+    ``least`` pairs."""
+    from scipy import stats
+
+    return float(stats.ttest_rel(after, before).pvalue) if len(after) >= least else float("nan")
+
+
 def verdicts(gain: Iterable[float], q: Iterable[float], better: str, worse: str) -> list[str]:
     """``better`` / ``worse`` where a paired difference is beyond noise (q below :data:`FALSE_DISCOVERY_RATE`) in
     the sign of ``gain``, ``within seed noise`` where it is not, ``too few seeds to tell`` where it was not tested.

@@ -38,10 +38,10 @@ import torch
 from scipy import stats
 from torch import nn
 
-from mlib import catalogue, model_file, store
+from mlib import model_file, store
 from mlib.catalogue import BEST_BY, LR_STEP_EPOCH
 from mlib.graphs.featurize import Graph, GraphSet, collate
-from mlib.models.registry import MODEL_CODE_VERSION, build_model
+from mlib.models.registry import MODEL_CODE_VERSION, build_model, foreign_library
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig
 from mlib.progress import progress
@@ -442,9 +442,13 @@ class FitResult:
 def model_key(name: str, hyper: dict) -> dict[str, object]:
     """The part of a run's key that says which model: name, hyperparameters, code version; for a model of another
     library (matgl) the library and its version too, so a run of one matgl release is never taken for another's."""
-    entry = catalogue.MODELS.get(name)
-    library = {"library": entry.library} if entry is not None and entry.graph_kind == "matgl" else {}
-    return {"name": name, "hyper": hyper, "code_version": MODEL_CODE_VERSION, **library}
+    library = foreign_library(name)
+    return {
+        "name": name,
+        "hyper": hyper,
+        "code_version": MODEL_CODE_VERSION,
+        **({"library": library} if library else {}),
+    }
 
 
 def run_key(

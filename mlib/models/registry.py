@@ -95,6 +95,12 @@ def graph_spec(name: str, **hyper) -> GraphSpec:
     return GraphSpec(radius=float(hyper.get("cutoff", defaults(name)["cutoff"])), kind="matgl")
 
 
+def foreign_library(name: str) -> str | None:
+    """The other library whose release a model's weights and runs belong to (matgl's models), or None."""
+    info = MODELS.get(name)
+    return info.library if info is not None and info.graph_kind == "matgl" else None
+
+
 def model_table(names: list[str] | None = None) -> pd.DataFrame:
     """Name, implementation, graph kind, paper and default hyperparameters of each model."""
     return pd.DataFrame(

@@ -27,7 +27,7 @@ from mlib.data.thermal import structure_matches
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, paired_p, verdicts
 from mlib.params import TrainConfig, TrainParams
 from mlib.progress import track
 from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
@@ -234,7 +234,7 @@ def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
         d_mae = np.array([(b["mae"] - a["mae"]) / info.scale for _, a, b in pairs])
         d_r = np.array([b["pearson_r"] - a["pearson_r"] for _, a, b in pairs])
         after, before = [b["mae"] for _, _, b in pairs], [a["mae"] for _, a, _ in pairs]
-        p = stats.ttest_rel(after, before).pvalue if len(pairs) > 1 else float("nan")
+        p = paired_p(after, before, least=2)
         rows.append(
             {
                 "change": change,

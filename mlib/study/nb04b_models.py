@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mlib import catalogue, datasets, plots, published, store_paths
 from mlib.catalogue import MP_SPLIT
@@ -22,7 +21,7 @@ from mlib.data.errors import BadEntry
 from mlib.data.skips import Skips
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import MODELS, build_model, graph_spec, model_table
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, with_verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, paired_p, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import ModelsParams, TrainConfig
 from mlib.training import fit_regressor
@@ -243,7 +242,7 @@ def beside_matgl1(P: ModelsParams, run: Run, sets: dict[str, GraphSet]) -> pd.Da
     paired = []
     for (model, target, unit), group in table.groupby(["model", "target", "unit"], sort=False):
         before, after = group["MAE (matgl 1.0.0, three-body routing defect)"], group["MAE (matgl 4.1.2)"]
-        p = stats.ttest_rel(after, before).pvalue if len(group) > 2 else float("nan")
+        p = paired_p(after, before)
         paired.append(
             {
                 "model": model,

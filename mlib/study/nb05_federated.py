@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from mlib import catalogue, model_file, plots, published, store, store_paths
 from mlib.catalogue import MP_SPLIT
@@ -24,7 +23,7 @@ from mlib.federated.partition import anion_elements, describe, partition
 from mlib.federated.simulation import Federation
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, with_verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FedConfig, FederatedParams, TrainConfig
 from mlib.study import nb04b_models as central_study
@@ -705,12 +704,7 @@ def fedprox_verdict(runs: pd.DataFrame, central: pd.DataFrame | None = None) -> 
         best = float(group[group["mu"] > 0].groupby("mu")["val_mse"].mean().idxmin())
         fedprox = group[group["mu"] == best].set_index("seed")
         delta = (fedprox["mae"] - fedavg["mae"]).dropna()
-        enough = len(delta) > 2
-        p = (
-            stats.ttest_rel(fedprox.loc[delta.index, "mae"], fedavg.loc[delta.index, "mae"]).pvalue
-            if enough
-            else float("nan")
-        )
+        p = paired_p(fedprox.loc[delta.index, "mae"], fedavg.loc[delta.index, "mae"])
         rows.append(
             {
                 "partition": label,

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from torch import nn
 
 from mlib import catalogue, datasets, model_file, plots, provenance, store, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, with_verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
 from mlib.training import fit_regressor, split_indices
@@ -222,7 +221,7 @@ def _compare(before: np.ndarray, after: np.ndarray, names: tuple[str, str]) -> d
     ``before`` and the paired t-test's p (the table's verdicts correct it for multiple tests)."""
     info = catalogue.target(THERMAL_TARGET)
     gain = 1 - after.mean() / before.mean()
-    p = float(stats.ttest_rel(after, before).pvalue) if len(after) >= 3 else float("nan")
+    p = paired_p(after, before)
     return {
         f"{names[0]} MAE ({info.axis_unit})": mean_std(before / info.scale),
         f"{names[1]} MAE ({info.axis_unit})": mean_std(after / info.scale),
