@@ -94,6 +94,9 @@ def test_matgl_graphs_are_cached_as_tensors_and_reloaded_identically():
         assert type(g1) is type(g2) and g1.num_nodes == g2.num_nodes
         for field in ("z", "node_type", "pos", "edge_index", "pbc_offset", "pbc_offshift"):
             assert torch.equal(getattr(g1, field), getattr(g2, field)), field
+            assert getattr(g2, field).untyped_storage().nbytes() == getattr(g1, field).untyped_storage().nbytes(), (
+                f"{field} of a cached graph is a view of the packed tensors (a worker would be sent all of them)"
+            )
 
 
 def test_atom_feature_table_is_one_hot_per_block():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -74,6 +75,13 @@ class GraphSet:
         if limit is None or limit >= len(self):
             return self
         return self.subset(range(limit), f"{self.name.removesuffix(f' (first {len(self):,})')} (first {limit:,})")
+
+    @staticmethod
+    def first_of(name: str) -> tuple[str, int | None]:
+        """The data set and N of a name :meth:`first` or a limited load gave (``mp-cgcnn (first 5,000)``); N None
+        for a whole set."""
+        found = re.fullmatch(r"(.+) \(first ([\d,]+)\)", name)
+        return (found[1], int(found[2].replace(",", ""))) if found else (name, None)
 
     def target(self, column: str) -> torch.Tensor:
         return torch.tensor(self.table[column].to_numpy(dtype=np.float32))
@@ -155,12 +163,13 @@ def pack(graphs: list[Graph]) -> dict[str, torch.Tensor]:
 
 
 def unpack(packed: dict[str, torch.Tensor]) -> list[Graph]:
-    """The graphs :func:`pack` packed."""
+    """The graphs :func:`pack` packed, each owning its tensors (a view would pickle the whole packed storage
+    with every graph sent to a worker)."""
     atoms, bonds = packed["atoms"].tolist(), packed["bonds"].tolist()
     nodes = {k: packed[k].split(atoms) for k in NODE_FIELDS}
     edges = {k: packed[k].split(bonds) for k in EDGE_FIELDS}
     return [
-        _pyg_graph({**{k: v[i] for k, v in nodes.items()}, **{k: v[i] for k, v in edges.items()}})
+        _pyg_graph({**{k: v[i].clone() for k, v in nodes.items()}, **{k: v[i].clone() for k, v in edges.items()}})
         for i in range(len(atoms))
     ]
 

@@ -175,11 +175,24 @@ def _train_job(sets: dict[str, GraphSet], job: ModelJob) -> tuple[dict, pd.DataF
 BESIDE_MATGL_1 = "beside-matgl-1.0.0"  # the store group of the runs that repeat matgl 1.0.0's on its crystals
 
 
+def stored_crystals(P: ModelsParams, model: str, sets: dict[str, GraphSet], name: str) -> GraphSet:
+    """The graph set a stored run named ``name`` (its key's data set) was drawn from: the model's set of this
+    study when it has that name, else that range of ``P.dataset`` loaded again (its graphs are cached), so the
+    repeat's key is the key the run would have had in the study that made it."""
+    if sets[model].name == name:
+        return sets[model]
+    dataset, limit = GraphSet.first_of(name)
+    if dataset != P.dataset:
+        raise ValueError(f"a stored matgl 1.0.0 run of {model} was trained on {name!r}, not on {P.dataset!r}")
+    return datasets.load_mp(dataset, limit, graph_spec(model, **(P.model_hyper or {}).get(model, {})), P.workers)
+
+
 def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJob], list[dict], list[str]]:
     """For each stored matgl 1.0.0 run of MEGNet or M3GNet (``store_paths.MATGL_1``): a run of the installed matgl
-    on the same crystals, split, seed, hyperparameters and budget, and the matgl 1.0.0 run's record; and the stored
-    runs that cannot be repeated here, each with why."""
+    on the same crystals (drawn from the same range of the data set), split, seed, hyperparameters and budget, and
+    the matgl 1.0.0 run's record; and the stored runs that cannot be repeated here, each with why."""
     jobs, old, skipped = [], [], []
+    loaded: dict[tuple[str, str], GraphSet] = {}
     for model in [m for m in P.models if MODELS[m].graph_kind == "matgl"]:
         for target in P.targets:
             for seed in P.seeds_for(model):
@@ -188,20 +201,23 @@ def matgl1_jobs(P: ModelsParams, sets: dict[str, GraphSet]) -> tuple[list[ModelJ
                     continue
                 saved = json.loads((folder / "run.json").read_text())
                 ids = json.loads((folder / "split.json").read_text())
-                graphs = sets[model].with_finite(target)
+                name = saved["key"]["data"]["dataset"]
+                if (model, name) not in loaded:
+                    loaded[model, name] = stored_crystals(P, model, sets, name)
+                graphs = loaded[model, name].with_finite(target)
                 wanted = {i for part in ("train", "val", "test") for i in ids[part]}
                 rows = np.flatnonzero(graphs.table["id"].astype(str).isin(wanted).to_numpy())
                 if len(rows) < len(wanted):
                     skipped.append(f"{folder}: {len(wanted) - len(rows):,} of its crystals are not in {graphs.label}")
                     continue
-                whole = len(rows) == len(graphs)  # then its run of this notebook, with the same key, is read back
-                same = graphs if whole else graphs.subset(rows, f"{graphs.name}: the {len(rows):,} crystals of the run")
+                whole = len(rows) == len(graphs)
+                same = graphs if whole else graphs.subset(rows)  # its name and source: the key the run had
                 where = {i: k for k, i in enumerate(same.table["id"].astype(str))}
                 split = {part: np.array([where[i] for i in ids[part]]) for part in ("train", "val", "test")}
                 config = TrainConfig(**saved["key"]["config"])
                 hyper = saved["key"]["model"]["hyper"]
                 main = (store_paths.model_run(P.store_dir, model, target, seed),)
-                graph_set = None if whole else same  # None: the model's graph set, which every worker holds
+                graph_set = None if same is sets[model] else same  # None: the model's graph set, which workers hold
                 jobs.append(
                     ModelJob(model, hyper, target, config, Path(P.store_dir), split, BESIDE_MATGL_1, graph_set, main)
                 )
