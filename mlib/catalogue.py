@@ -32,10 +32,14 @@ class Target:
 
 
 THERMAL_TARGET = "thermal_expansion"
+EXPT_TARGET = "dhf_expt_ev_per_atom"  # expt-dhf: measured formation enthalpy (NBS, NIST-JANAF)
+EXPT_RESIDUAL = "residual"  # expt-dhf: experiment minus MP's DFT formation energy per atom
 TARGETS: dict[str, Target] = {
     THERMAL_TARGET: Target(THERMAL_TARGET, "volumetric thermal expansion at 300 K", "1/K", 1e-6, "10^-6 1/K"),
     "formation_energy_per_atom": Target("formation_energy_per_atom", "formation energy", "eV/atom"),
     "band_gap": Target("band_gap", "band gap", "eV"),
+    EXPT_TARGET: Target(EXPT_TARGET, "measured formation enthalpy at 298 K", "eV/atom"),
+    EXPT_RESIDUAL: Target(EXPT_RESIDUAL, "measured formation enthalpy minus MP's DFT formation energy", "eV/atom"),
 }
 MP_TARGETS: tuple[str, ...] = ("formation_energy_per_atom", "band_gap")
 
@@ -183,6 +187,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "04b_models": ("01_data",),
     "05_federated": ("04b_models",),
     "06_transfer": ("04b_models", "05_federated"),
+    "07_experiment": (),  # pre-trains its own encoders, without the experimental crystals
 }
 
 

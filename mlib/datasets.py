@@ -104,3 +104,33 @@ def load_mp(
     frame = frame.rename(columns={"material_id": "id", "cif": "source"})
     label = name if limit is None else f"{name} (first {limit:,})"
     return featurize(frame, label, spec, workers=workers, strict=strict)
+
+
+@dataclass
+class ExperimentData:
+    """The experimental formation enthalpies as graphs, with every id left out on the way and its reason."""
+
+    graphs: GraphSet  # table: id, formula, dhf_expt_ev_per_atom, dft, residual, source, table, disputed, ...
+    table: pd.DataFrame  # every id with a measured value (one row per MP id), before the join to structures
+    skips: Skips  # no measured value, no mp-cgcnn structure, formula disagreeing with the structure, no graph
+
+
+def load_expt_dhf(
+    spec: GraphSpec = GraphSpec(), workers: int = 1, limit: int | None = None, source: str = "auto"
+) -> ExperimentData:
+    """RxnNet's measured formation enthalpies joined to their ``mp-cgcnn`` structures by MP id, as graphs
+    (``limit``: the first N joined crystals, a labelled subset). The name says the join: ``expt-dhf x mp-cgcnn``."""
+    from mlib.data import expt_dhf
+
+    skips = Skips()
+    table = expt_dhf.load(source, skips=skips)
+    crystals = mpdata.load_mp_cgcnn(ids=set(table["material_id"]))
+    joined = expt_dhf.join_structures(table, crystals, skips)
+    if limit is not None:
+        joined = joined.head(limit)
+    frame = joined.drop(columns=["idx"]).rename(columns={"material_id": "id"})
+    name = f"{expt_dhf.LABEL} x mp-cgcnn" + (f" (first {limit:,})" if limit is not None else "")
+    graphs = featurize(frame, name, spec, source="cif", workers=workers)
+    for record in graphs.skips.records:
+        skips.add(record)
+    return ExperimentData(graphs, table, skips)

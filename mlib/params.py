@@ -644,6 +644,83 @@ class TransferParams(NotebookParams):
         per_model_hyper(self.models, self.model_hyper)
 
 
+@dataclass(frozen=True)
+class ExperimentParams(NotebookParams):
+    """07_experiment: encoders pre-trained on MP formation energy without the experimental crystals (centrally
+    and federatedly), fine-tuned on N measured formation enthalpies, against baselines on the same test crystals."""
+
+    limit: int | None = param(None, "first N experimental crystals only (a labelled subset); null: all")
+    include_disputed: bool = param(True, "keep the compounds whose NBS value is disputed (always also shown without)")
+    models: list[str] = param(["cgcnn", "gcn"], "networks pre-trained, fine-tuned and trained from scratch")
+    model_hyper: dict | None = param(None, "per-model hyperparameter overrides, e.g. {gcn: {hidden: 32}}")
+    mp_limit: int | None = param(None, "pre-training: first N mp-cgcnn crystals only (a labelled subset); null: all")
+    pretrain_lr: float = param(C.FEDERATION["lr"], "Adam learning rate of pre-training (central and clients)")
+    pretrain_patience: int | None = param(5, "pre-training early stopping in rounds (central: x local_epochs epochs)")
+    algorithms: list[str] = param(["fedavg"], "federated pre-training algorithms, beside central")
+    clients: int = param(5, "federated clients (IID shards of the pre-training crystals)")
+    rounds: int = param(C.FEDERATION["rounds"], "pre-training rounds (central: rounds x local_epochs epochs)")
+    local_epochs: int = param(C.FEDERATION["local_epochs"], "local epochs per round")
+    pretrain_seed: int = param(0, "seed of the pre-training runs (split, shards, weights)")
+    sizes: list[int | None] = param([50, 100, 200, 500, None], "fine-tuning training-set sizes N (null: all)")
+    splits: list[int] = param([0, 1, 2, 3, 4], "80:20 splits of the experimental set (test fixed across N)")
+    seeds: list[int] = param([0, 1, 2, 3, 4], "seeds: which N crystals are drawn, initial head weights")
+    modes: list[str] = param(list(C.FINE_TUNE_MODES), "frozen (only the head learns) and/or train (all weights)")
+    residual: bool = param(True, "also fine-tune (mode train) on experiment minus DFT, added back to the DFT value")
+    encoder_lr_scale: float = param(0.1, "encoder learning rate relative to lr in mode train")
+    epochs: int = param(C.TRAINING["epochs"], "fine-tuning epochs")
+    batch_size: int = param(C.TRAINING["batch_size"], "crystals per batch")
+    lr: float = param(C.TRAINING["lr"], "Adam learning rate of the head")
+    patience: int | None = param(None, "early stopping: epochs without a lower validation MAE; null: train them all")
+    trees: int = param(500, "trees of the composition baseline's random forest")
+
+    def validate(self) -> None:
+        super().validate()
+        self.positive("limit", "mp_limit", "pretrain_lr", "pretrain_patience", "clients")
+        self.positive("rounds", "local_epochs", "encoder_lr_scale", "epochs", "batch_size", "lr", "patience", "trees")
+        self.all_of("models", C.MODELS, "model")
+        self.all_of("algorithms", C.ALGORITHMS, "algorithm", empty_ok=True)
+        self.all_of("modes", C.FINE_TUNE_MODES, "mode")
+        if self.clients < 2:
+            raise ParameterError(f"clients must be >= 2 (one client is central training), got {self.clients}")
+        if not self.sizes or any(n is not None and n < 2 for n in self.sizes):
+            raise ParameterError(f"sizes must be training-set sizes >= 2 (None: all), got {self.sizes}")
+        self.seeds_ok()
+        self.seeds_ok("splits")
+        if self.pretrain_seed < 0:
+            raise ParameterError(f"pretrain_seed must be >= 0, got {self.pretrain_seed}")
+        per_model_hyper(self.models, self.model_hyper)
+
+    def pretrain_config(self, algorithm: str) -> FedConfig:
+        """The federated pre-training's configuration (``algorithm`` of :data:`ALGORITHMS`)."""
+        return FedConfig(
+            algorithm,
+            self.rounds,
+            self.local_epochs,
+            C.FEDERATION["mu"],
+            self.pretrain_lr,
+            self.batch_size,
+            C.FEDERATION["bn"],
+            self.pretrain_seed,
+            self.pretrain_patience,
+        )
+
+    def fine_tune_config(self) -> TrainConfig:
+        """A fine-tuning (or scratch) run on the experimental crystals; each run sets its seed."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience)
+
+    def central_config(self) -> TrainConfig:
+        """Central pre-training with the federation's budget: rounds x local_epochs epochs, early stopping after
+        ``pretrain_patience`` rounds' worth of epochs."""
+        patience = self.pretrain_patience * self.local_epochs if self.pretrain_patience else None
+        return TrainConfig(
+            epochs=self.rounds * self.local_epochs,
+            batch_size=self.batch_size,
+            lr=self.pretrain_lr,
+            patience=patience,
+            seed=self.pretrain_seed,
+        )
+
+
 def per_model_hyper(models: list[str], model_hyper: Mapping[str, Any] | None) -> None:
     """``model_hyper`` names models of ``models`` only, each with hyperparameters it takes."""
     for model, hyper in (model_hyper or {}).items():
@@ -671,6 +748,7 @@ PARAMS: dict[str, type[NotebookParams]] = {
     "04b_models": ModelsParams,
     "05_federated": FederatedParams,
     "06_transfer": TransferParams,
+    "07_experiment": ExperimentParams,
 }
 
 

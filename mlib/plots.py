@@ -462,3 +462,65 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def experiment_curves(runs: pd.DataFrame, target: Target, anchors: dict[str, float]):
+    """Test MAE against training crystals N, log-log, one panel per network: its methods (mean over splits and
+    seeds, band ± one std) beside the baselines (grey) and the published anchors (dotted)."""
+    networks = [
+        m for m in dict.fromkeys(runs["model"]) if not runs.loc[runs["model"] == m, "source"].eq("baseline").all()
+    ]
+    baselines = runs[runs["source"] == "baseline"]
+    fig, axes = plt.subplots(1, len(networks), figsize=(5.6 * len(networks), 4.6), sharey=True, squeeze=False)
+    greys = dict(zip(dict.fromkeys(baselines["model"]), ["black", "dimgrey", "darkgrey"]))
+    for ax, model in zip(axes[0], networks):
+        own = runs[runs["model"] == model]
+        colours = dict(zip(dict.fromkeys(own["method"]), sns.color_palette("tab10")))
+        for method, group in [*own.groupby("method", sort=False), *baselines.groupby("method", sort=False)]:
+            stats = group.groupby("n_train")["mae"].agg(["mean", "std"]).fillna(0) / target.scale
+            baseline = method in greys
+            style = {"color": greys[method], "ls": "-.", "lw": 1.5} if baseline else {"color": colours[method]}
+            if not baseline and ", frozen" in method:
+                style["ls"] = "--"
+            label = method.removeprefix(f"{model}, ") if not baseline else method
+            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)
+            low = np.maximum(stats["mean"] - stats["std"], stats["mean"] / 10)  # a log axis shows no value <= 0
+            ax.fill_between(stats.index, low, stats["mean"] + stats["std"], alpha=0.12, color=style["color"])
+        for k, (name, value) in enumerate(anchors.items()):
+            ax.axhline(value / target.scale, color="tab:red", ls=":", lw=1 + k * 0.6, label=f"published: {name}")
+        _log_sizes_axes(ax, sorted(set(runs["n_train"])))
+        ax.set_xlabel("training crystals N")
+        ax.set_title(model)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel(f"test MAE against experiment ({target.axis_unit})")
+    fig.tight_layout()
+    return fig
+
+
+def experiment_parity(tests: pd.DataFrame, method: str):
+    """A network's and MP's DFT values against measured formation enthalpy (eV/atom), with y = x."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    ax.scatter(tests["experiment"], tests["dft"], s=7, alpha=0.35, color="grey", edgecolor="none", label="DFT (MP)")
+    ax.scatter(tests["experiment"], tests["predicted"], s=7, alpha=0.6, edgecolor="none", label=method)
+    values = tests[["experiment", "dft", "predicted"]].to_numpy()
+    lo, hi = values.min(), values.max()
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
+    ax.set_xlabel("measured formation enthalpy (eV/atom)")
+    ax.set_ylabel("predicted formation enthalpy (eV/atom)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def family_bars(by_family: pd.DataFrame, method: str, unit: str):
+    """Test MAE per chemistry family: the network beside DFT, each label with its crystal count."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(by_family) + 1.4))
+    rows = np.arange(len(by_family))
+    ax.barh(rows - 0.2, by_family["network"], height=0.4, label=method)
+    ax.barh(rows + 0.2, by_family["DFT"], height=0.4, color="grey", label="DFT (MP)")
+    ax.set_yticks(rows, [f"{f} ({n})" for f, n in zip(by_family["family"], by_family["crystals"])])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test MAE against experiment ({unit})")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TRAIN, SWEEP, COMPOSITION, MODELS, FEDERATED, TRANSFER = (
+TRAIN, SWEEP, COMPOSITION, MODELS, FEDERATED, TRANSFER, EXPERIMENT = (
     "02_train",
     "03_sweep",
     "03b_composition",
     "04b_models",
     "05_federated",
     "06_transfer",
+    "07_experiment",
 )
 # The MEGNet and M3GNet runs of matgl 1.0.0 (DGL; M3GNet's three-body messages on the wrong bonds), kept beside
 # the maintained matgl's runs for a side-by-side comparison; they cannot be rerun with the study's lock.
@@ -93,3 +94,16 @@ def central_run(store: str | Path, model: str, target: str, seed: int, group: st
 def transfer_run(store: str | Path, model: str, source: str, mode: str, n_train: int | None, seed: int) -> Path:
     """06_transfer: one point of a learning curve (``source``: scratch or a pre-trained encoder; ``mode``: how)."""
     return Path(store, TRANSFER, model, source, mode, f"n{n_train or 'all'}", _seed(seed))
+
+
+def experiment_pretrain_run(store: str | Path, algorithm: str, model: str, seed: int) -> Path:
+    """07_experiment: an encoder pre-trained on MP formation energy without the experimental crystals
+    (``algorithm``: central or a federated algorithm)."""
+    return Path(store, EXPERIMENT, "pretrain", algorithm, model, _seed(seed))
+
+
+def experiment_run(
+    store: str | Path, model: str, source: str, mode: str, target: str, n_train: int | None, split: int, seed: int
+) -> Path:
+    """07_experiment: one fine-tuning (or scratch) run on N experimental crystals of one 80:20 split."""
+    return Path(store, EXPERIMENT, model, source, mode, target, f"n{n_train or 'all'}", f"split{split}", _seed(seed))

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mlib import catalogue, model_file, reproduce
+from mlib.data.mirror import mirror_file
 from mlib.training import regression_metrics
 from tests.conftest import needs_mirror
 
@@ -128,6 +129,22 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert (curve.groupby(["model", "source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
     verdict = pd.read_csv(root / "06_transfer" / "pretraining_verdict.csv")
     assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
+
+    experiment = pd.read_csv(root / "07_experiment" / "runs.csv")
+    networks, baselines = experiment[experiment["source"] != "baseline"], experiment[experiment["source"] == "baseline"]
+    assert len(networks) == 7 * 2 * 2  # GCN: scratch + (central, FedAvg) x (frozen, train, residual); 2 N x 2 splits
+    assert len(baselines) == 3 * 2 * 2 and experiment["mae"].notna().all()
+    tests = experiment.groupby(["split"])["test"].nunique()
+    assert (tests == 1).all()  # every method and N of a split is scored on the same test crystals
+    for row in networks[networks["target"] == "experiment"].itertuples():
+        test = pd.read_csv(root / "store" / row.folder / "predictions.csv").query("split == 'test'")
+        assert row.mae == pytest.approx(np.abs(test["pred"] - test["true"]).mean(), rel=1e-5)
+    measured = set(pd.read_csv(mirror_file("expt-dhf/rxnnet-dhf.csv"))["material_id"])
+    pretrain = json.loads(
+        (root / "store" / "07_experiment" / "pretrain" / "central" / "gcn" / "seed0" / "split.json").read_text()
+    )
+    seen = {i for part in ("train", "val", "test") for i in pretrain[part]}
+    assert seen and not seen & measured  # no experimental crystal in pre-training
 
 
 @needs_mirror

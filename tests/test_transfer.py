@@ -6,15 +6,13 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from mlib.encoders import EncoderMismatch, head_keys, load_encoder
 from mlib.graphs.featurize import featurize
 from mlib.models.registry import build_model, graph_spec
 from mlib.params import FineTune, ParameterError, TrainConfig, build
 from mlib.study.nb06_transfer import (
-    EncoderMismatch,
     federated_vs_central,
     gains,
-    head_keys,
-    load_encoder,
     pretraining_data,
     transfer_split,
     where_pretraining_stops_helping,

@@ -27,21 +27,23 @@ FIGSHARE_FILE = 15087992
 FIGSHARE_API = f"https://api.figshare.com/v2/articles/{FIGSHARE_ARTICLE}"
 
 
-def load_mp_cgcnn(limit: int | None = None) -> pd.DataFrame:
+def load_mp_cgcnn(limit: int | None = None, ids: set[str] | None = None) -> pd.DataFrame:
     """The mirror's ``mp-cgcnn`` set: 36,737 MP crystals (CGCNN paper's snapshot).
 
     Returns a frame with ``material_id``, ``cif`` and the targets, in the mirror's index order;
-    ``limit`` keeps the first ``limit`` crystals (a labelled subset).
+    ``limit`` keeps the first ``limit`` crystals (a labelled subset), ``ids`` those of these MP ids.
     """
     props = pd.read_csv(
         mirror_file("mp-cgcnn/id_prop.csv"),
         header=None,
         names=["idx", *MP_TARGETS, "efermi", "cell_volume", "total_magnetization"],
     )
-    ids = pd.read_csv(mirror_file("mp-cgcnn/material_id_hash.csv"), header=None, names=["idx", "material_id"])
-    frame = props.merge(ids, on="idx", how="left", validate="one_to_one").sort_values("idx")
+    names = pd.read_csv(mirror_file("mp-cgcnn/material_id_hash.csv"), header=None, names=["idx", "material_id"])
+    frame = props.merge(names, on="idx", how="left", validate="one_to_one").sort_values("idx")
     if limit is not None:
         frame = frame.head(limit)
+    if ids is not None:
+        frame = frame[frame["material_id"].isin(ids)]
     wanted = {f"{i}.cif": i for i in frame["idx"]}
     cifs: dict[int, str] = {}
     with tarfile.open(mirror_file("mp-cgcnn/cifs.tar.gz")) as tar:

@@ -56,9 +56,12 @@ def run_federated(
     alpha: float,
     store_root: Path,
     group: str = "",
+    folder: Path | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """One federated run (or the store's finished run with the same key): a summary row and the per-round history."""
-    folder = store_paths.federated_run(store_root, scheme, config.algorithm, model, target, config.seed, group)
+    """One federated run (or the store's finished run with the same key): a summary row and the per-round history
+    (``folder``: another notebook's run folder, for a federation that notebook runs)."""
+    if folder is None:
+        folder = store_paths.federated_run(store_root, scheme, config.algorithm, model, target, config.seed, group)
     graph_set = graph_set.with_finite(target)
     key = {
         "model": model_key(model, hyper),

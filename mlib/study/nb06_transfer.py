@@ -21,6 +21,7 @@ from torch import nn
 
 from mlib import catalogue, datasets, model_file, plots, provenance, store, store_paths
 from mlib.catalogue import THERMAL_TARGET
+from mlib.encoders import load_encoder
 from mlib.graphs.featurize import GraphSet
 from mlib.models.registry import build_model, graph_spec
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, with_verdicts
@@ -31,30 +32,6 @@ from mlib.training import fit_regressor, split_indices
 NOTEBOOK = store_paths.TRANSFER
 SCRATCH = "scratch"
 BETTER, WORSE = "better than scratch", "worse than scratch"
-
-
-class EncoderMismatch(ValueError):
-    """A pre-trained model cannot provide the encoder of the model being fine-tuned."""
-
-
-def head_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the model's head."""
-    head = {id(p) for m in model.head_modules() for p in [*m.parameters(), *m.buffers()]}
-    return {k for k, v in model.state_dict(keep_vars=True).items() if id(v) in head}
-
-
-def load_encoder(model: nn.Module, path: Path) -> list[str]:
-    """Copy the encoder weights of a model file into ``model``; returns the keys loaded."""
-    saved = model_file.read(Path(path))
-    if saved["name"] != model.name or store.canonical(saved["hyper"]) != store.canonical(model.hyper):
-        raise EncoderMismatch(f"{path} holds {saved['name']} {saved['hyper']}, not {model.name} {model.hyper}")
-    skip = head_keys(model)
-    encoder = {k: v for k, v in saved["state"].items() if k not in skip}
-    missing = set(model.state_dict()) - skip - set(encoder)
-    if missing:
-        raise EncoderMismatch(f"{path} lacks encoder weights {sorted(missing)[:3]} ...")
-    model.load_state_dict(encoder, strict=False)
-    return sorted(encoder)
 
 
 def transfer_split(n_total: int, n_train: int | None, seed: int, split_seed: int = 0) -> dict[str, np.ndarray]:
