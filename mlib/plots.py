@@ -466,33 +466,38 @@ def transfer_curves(runs: pd.DataFrame, target_name: str, title: str):
 
 def experiment_curves(runs: pd.DataFrame, target: Target, anchors: dict[str, float]):
     """Test MAE against training crystals N, log-log, one panel per network: its methods (mean over splits and
-    seeds, band ± one std) beside the baselines (grey) and the published anchors (dotted)."""
-    networks = [
-        m for m in dict.fromkeys(runs["model"]) if not runs.loc[runs["model"] == m, "source"].eq("baseline").all()
-    ]
+    seeds, band ± one std) beside the baselines (grey, dash-dot) and the published anchors (red, dotted)."""
+    networks = [m for m in dict.fromkeys(runs.loc[runs["source"] != "baseline", "model"])]
     baselines = runs[runs["source"] == "baseline"]
-    fig, axes = plt.subplots(1, len(networks), figsize=(5.6 * len(networks), 4.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(networks), figsize=(5.0 * len(networks), 4.4), sharey=True, squeeze=False)
     greys = dict(zip(dict.fromkeys(baselines["model"]), ["black", "dimgrey", "darkgrey"]))
+    labels = {}
     for ax, model in zip(axes[0], networks):
         own = runs[runs["model"] == model]
-        colours = dict(zip(dict.fromkeys(own["method"]), sns.color_palette("tab10")))
         for method, group in [*own.groupby("method", sort=False), *baselines.groupby("method", sort=False)]:
+            label = method if method in greys else method.replace(f"{model} from scratch", "from scratch")
+            label = label.removeprefix(f"{model}, ")
             stats = group.groupby("n_train")["mae"].agg(["mean", "std"]).fillna(0) / target.scale
-            baseline = method in greys
-            style = {"color": greys[method], "ls": "-.", "lw": 1.5} if baseline else {"color": colours[method]}
-            if not baseline and ", frozen" in method:
-                style["ls"] = "--"
-            label = method.removeprefix(f"{model}, ") if not baseline else method
-            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)
+            if method in greys:
+                style = {"color": greys[method], "ls": "-.", "lw": 1.5}
+            else:
+                colour = sns.color_palette("tab10")[list(labels).index(label) if label in labels else len(labels)]
+                style = {
+                    "color": labels.get(label, {}).get("color", colour),
+                    "ls": "--" if ", frozen" in label else "-",
+                }
+            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, **style)[0]
+            labels.setdefault(label, {"color": style["color"], "handle": line})
             low = np.maximum(stats["mean"] - stats["std"], stats["mean"] / 10)  # a log axis shows no value <= 0
             ax.fill_between(stats.index, low, stats["mean"] + stats["std"], alpha=0.12, color=style["color"])
         for k, (name, value) in enumerate(anchors.items()):
-            ax.axhline(value / target.scale, color="tab:red", ls=":", lw=1 + k * 0.6, label=f"published: {name}")
+            line = ax.axhline(value / target.scale, color="tab:red", ls=":", lw=1 + k * 0.8)
+            labels.setdefault(f"published: {name} ({value:g})", {"color": "tab:red", "handle": line})
         _log_sizes_axes(ax, sorted(set(runs["n_train"])))
         ax.set_xlabel("training crystals N")
         ax.set_title(model)
-        ax.legend(fontsize=7, loc="upper right")
     axes[0][0].set_ylabel(f"test MAE against experiment ({target.axis_unit})")
+    _legend_beside(fig, [v["handle"] for v in labels.values()], list(labels), handlelength=3)
     fig.tight_layout()
     return fig
 
