@@ -1,6 +1,7 @@
 """Federated training: partitions, aggregation, FedProx, faults, and Flower against the in-process engine."""
 
 import copy
+import json
 import os
 import signal
 import socket
@@ -338,13 +339,17 @@ def write_sites(folder, frame: pd.DataFrame) -> list:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_flower_deployment_matches_the_in_process_engine(tmp_path):
+@pytest.mark.parametrize(
+    "model, hyper",
+    [("gcn", {"hidden": 16}), ("m3gnet", {"units": 16, "nblocks": 1})],  # M3GNet: matgl's PyG graphs over Flower
+)
+def test_flower_deployment_matches_the_in_process_engine(tmp_path, model, hyper):
     """SuperLink + two SuperNodes + flwr run (Flower's deployment engine) give the in-process engine's weights."""
     from mlib import model_file
 
     sites = write_sites(tmp_path, salts())
     site_sets = [
-        featurize(pd.read_csv(p).rename(columns={"cif": "source"}), p.stem, graph_spec("gcn"), cache=False)
+        featurize(pd.read_csv(p).rename(columns={"cif": "source"}), p.stem, graph_spec(model), cache=False)
         for p in sites
     ]
     graphs = site_sets[0].graphs + site_sets[1].graphs
@@ -353,7 +358,7 @@ def test_flower_deployment_matches_the_in_process_engine(tmp_path):
     shards = [np.arange(n0), np.arange(n0, len(graphs))]
     split = {"train": np.arange(len(graphs)), "val": np.arange(4), "test": np.arange(4)}
     config = FedConfig("fedprox", rounds=2, local_epochs=1, mu=0.1, lr=0.01, batch_size=8)
-    federation = Federation(lambda: build_model("gcn", hidden=16), graphs, y, split, shards, config)
+    federation = Federation(lambda: build_model(model, **hyper), graphs, y, split, shards, config)
     federation.run(show=False)
 
     port = free_port()
@@ -383,8 +388,10 @@ def test_flower_deployment_matches_the_in_process_engine(tmp_path):
                         str(path),
                         "--target",
                         "y",
+                        "--model",
+                        model,
                         "--hyper",
-                        '{"hidden": 16}',
+                        json.dumps(hyper),
                         "--batch-size",
                         "8",
                         "--port",
@@ -416,8 +423,10 @@ def test_flower_deployment_matches_the_in_process_engine(tmp_path):
                 "0.1",
                 "--timeout",
                 "120",
+                "--model",
+                model,
                 "--hyper",
-                '{"hidden": 16}',
+                json.dumps(hyper),
                 "--out",
                 str(tmp_path / "fed.pt"),
                 *home,
@@ -433,7 +442,7 @@ def test_flower_deployment_matches_the_in_process_engine(tmp_path):
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     loaded = model_file.load(tmp_path / "fed.pt")
     details = loaded.info["details"]
-    assert loaded.info["name"] == "gcn" and details["config"]["algorithm"] == "fedprox" and details["sites"] == 2
+    assert loaded.info["name"] == model and details["config"]["algorithm"] == "fedprox" and details["sites"] == 2
     assert loaded.scaler.mean == pytest.approx(float(y.mean()), rel=1e-5)
     final = loaded.model.state_dict()
     for key, value in federation.global_state.items():
