@@ -9,6 +9,7 @@ import pytest
 
 from mlib import catalogue, model_file, reproduce
 from mlib.data.mirror import mirror_file
+from mlib.paths import REPO_ROOT
 from mlib.training import regression_metrics
 from tests.conftest import needs_mirror
 
@@ -145,6 +146,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     )
     seen = {i for part in ("train", "val", "test") for i in pretrain[part]}
     assert seen and not seen & measured  # no experimental crystal in pre-training
+    best = pd.read_csv(root / "07_experiment" / "best_model.csv")
+    saved = model_file.load(REPO_ROOT / best["model file"].iloc[0])  # repository-relative, as a user types it
+    assert saved.info["target"] == catalogue.EXPT_TARGET and saved.info["unit"] == "eV/atom"
 
 
 @needs_mirror
