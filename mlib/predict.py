@@ -10,7 +10,10 @@ read from the model file). With an ensemble manifest (``ensemble.json`` of 02_tr
 members' mean and ``spread`` their standard deviation times the manifest's calibration factor (fitted so
 that one spread holds 68 % of validation errors). A crystal that cannot be predicted (unparsable CIF, partial occupancy, element
 without features, atom without a neighbour in the radius) gets its reason in the output, and the others
-are predicted; the exit code is non-zero only when nothing could be predicted.
+are predicted; the exit code is non-zero only when nothing could be predicted. Where the model file has a
+``domain.pt`` beside it (:mod:`mlib.domain`), each crystal also gets ``domain_percentile`` (how far its crystal
+vector lies from the training crystals', as a percentile of the validation crystals' distances) and
+``out_of_domain`` (beyond their 95 %: the model has seen little like it).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dgl
+import numpy as np
 import pandas as pd
 import torch
 
-from mlib import catalogue, model_file, store
+from mlib import catalogue, domain, model_file, store
 from mlib.data.text_files import UnreadableCSV, decode, parse_csv
+from mlib.domain import Domain
 from mlib.graphs.atom_features import MAX_Z
 from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import NeighborError, featurize_one, to_structure
@@ -38,13 +43,15 @@ DEFAULT_MODEL = (
 )
 
 
-def load_models(path: Path) -> tuple[list[model_file.SavedModel], float]:
-    """The model(s) of a model file or an ensemble manifest, and the spread's calibration factor."""
+def load_models(path: Path) -> tuple[list[model_file.SavedModel], float, list[Domain | None]]:
+    """The model(s) of a model file or an ensemble manifest, the spread's calibration factor, and each model's
+    domain (``domain.pt`` beside its file; None where it has none)."""
     if path.suffix != ".json":
-        return [model_file.load(path)], 1.0
+        return [model_file.load(path)], 1.0, [domain.beside(path)]
     try:
         manifest = json.loads(path.read_text())
-        members = [model_file.load(path.parent / member) for member in manifest["members"]]
+        files = [path.parent / member for member in manifest["members"]]
+        members = [model_file.load(file) for file in files]
         scale = float(manifest["spread_scale"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not an ensemble manifest of the study ({type(exc).__name__}: {exc})") from None
@@ -54,7 +61,7 @@ def load_models(path: Path) -> tuple[list[model_file.SavedModel], float]:
         raise ValueError(
             f"{path}: the members differ in graphs or target ({specs}, {targets}); they cannot be averaged"
         )
-    return members, scale
+    return members, scale, [domain.beside(file) for file in files]
 
 
 def read_inputs(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -140,7 +147,8 @@ def predict(paths: Sequence[str | Path], model_path: str | Path = DEFAULT_MODEL)
         raise FileNotFoundError(
             f'no model at {path}; train one with `make reproduce ARGS="--only 01 02"` or give --model'
         )
-    members, scale = load_models(path)
+    members, scale, domains = load_models(path)
+    checked = all(d is not None for d in domains)
     saved = members[0]
     inputs = read_inputs(paths)
     target = saved.info["target"]
@@ -154,6 +162,11 @@ def predict(paths: Sequence[str | Path], model_path: str | Path = DEFAULT_MODEL)
             else torch.full((1,), float("nan"))
         )
         spread = float(values.std() * scale) if len(members) > 1 and graph is not None else float("nan")
+        percentile, outside = float("nan"), None
+        if checked and graph is not None:  # each member's distance, read against its own validation crystals
+            distances = [d.distances(m.model.embed(graph).numpy())[0] for m, d in zip(members, domains)]
+            percentile = float(np.median([d.percentiles(np.array([x]))[0] for d, x in zip(domains, distances)]))
+            outside = int(sum(bool(d.flags(np.array([x]))[0]) for d, x in zip(domains, distances))) > len(members) / 2
         rows.append(
             {
                 "id": entry.id,
@@ -161,11 +174,14 @@ def predict(paths: Sequence[str | Path], model_path: str | Path = DEFAULT_MODEL)
                 "prediction": float(values.mean()),
                 "unit": unit,
                 "spread": spread,
+                "domain_percentile": percentile,
+                "out_of_domain": outside,
                 "status": "ok" if graph is not None else "not predicted",
                 "reason": reason,
             }
         )
-    frame = pd.DataFrame(rows, columns=["id", "formula", "prediction", "unit", "spread", "status", "reason"])
+    columns = ["id", "formula", "prediction", "unit", "spread", "domain_percentile", "out_of_domain", "status"]
+    frame = pd.DataFrame(rows, columns=[*columns, "reason"])
     return frame.assign(
         target=target,
         model=saved.info["name"] if len(members) == 1 else f"ensemble of {len(members)} {saved.info['name']}",
@@ -180,7 +196,9 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
     expansion in 10^-6 1/K), four significant digits."""
     target = catalogue.TARGETS.get(str(table["target"].iloc[0]))
     scale, unit = (target.scale, target.axis_unit) if target else (1.0, str(table["unit"].iloc[0]))
-    view = table[["id", "formula", "prediction", "spread", "status", "reason"]].copy()
+    view = table[
+        ["id", "formula", "prediction", "spread", "domain_percentile", "out_of_domain", "status", "reason"]
+    ].copy()
     view[["prediction", "spread"]] = view[["prediction", "spread"]] / scale
     return view.rename(columns={"prediction": f"prediction ({unit})", "spread": f"spread ({unit})"})
 
@@ -205,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"model: {first['model']} for {first['target']}, trained on {first['dataset']} ({first['trained']}, "
         f"commit {str(first['commit'])[:7]})"
     )
+    if table["domain_percentile"].notna().any():
+        flagged = int(table["out_of_domain"].eq(True).sum())
+        print(
+            "domain: where each crystal's distance to the training crystals (crystal vectors, k nearest) falls among "
+            f"the validation crystals' (percentile); out_of_domain beyond their {domain.QUANTILE:.0%}: {flagged} of "
+            f"{len(table)} crystals, whose predictions deserve less trust"
+        )
+    else:
+        print(f"domain: not checked (no {domain.DOMAIN_FILE} beside the model file)")
     if args.out:
         store.write_csv(args.out, table)
         print(f"written to {args.out} (values in {first['unit']}, full precision)")
