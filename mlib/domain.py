@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from mlib import model_file, provenance, store
@@ -111,18 +112,27 @@ def beside(model_path: Path) -> Domain | None:
     return load(path, model_path) if path.exists() else None
 
 
-def build(run_folder: Path, graph_set: GraphSet, k: int = K, quantile: float = QUANTILE) -> Domain:
-    """Fit and save the domain of a finished run of the store (its ``model.pt`` and ``split.json``) from the graph
-    set it was trained on."""
+def build(
+    run_folder: Path, graph_set: GraphSet, k: int = K, quantile: float = QUANTILE, keep: bool = True
+) -> tuple[Domain, pd.DataFrame]:
+    """The domain of a finished run of the store (its ``model.pt`` and ``split.json``) from the graph set it was
+    trained on, saved beside the model file unless ``keep`` is False; and its test crystals' ``id``, ``distance``,
+    ``percentile`` and ``out_of_domain``."""
     folder = Path(run_folder)
     saved = model_file.load(folder / "model.pt")
     ids = graph_set.table["id"].astype(str).tolist()
-    vectors = {
-        part: crystal_vectors(
-            saved.model, graph_set.graphs, split_rows(folder / "split.json", ids, part), saved.scaler
-        )[0]
-        for part in ("train", "val")
-    }
+    rows = {part: split_rows(folder / "split.json", ids, part) for part in ("train", "val", "test")}
+    vectors = {part: crystal_vectors(saved.model, graph_set.graphs, r, saved.scaler)[0] for part, r in rows.items()}
     domain = fit(vectors["train"], vectors["val"], provenance.file_digest(folder / "model.pt"), k, quantile)
-    save(domain, folder / DOMAIN_FILE)
-    return domain
+    if keep:
+        save(domain, folder / DOMAIN_FILE)
+    distance = domain.distances(vectors["test"])
+    test = pd.DataFrame(
+        {
+            "id": [ids[i] for i in rows["test"]],
+            "distance": distance,
+            "percentile": domain.percentiles(distance),
+            "out_of_domain": domain.flags(distance),
+        }
+    )
+    return domain, test

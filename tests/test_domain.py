@@ -52,7 +52,8 @@ def run(tmp_path_factory):
 
 def test_the_domain_is_stored_beside_its_model_file_and_refused_beside_another(run, tmp_path):
     folder, graph_set = run
-    built = domain.build(folder, graph_set, k=2)
+    built, test = domain.build(folder, graph_set, k=2)
+    assert list(test.columns) == ["id", "distance", "percentile", "out_of_domain"] and len(test) > 0
     loaded = domain.beside(folder / "model.pt")
     assert loaded is not None and loaded.k == 2 and np.allclose(loaded.reference.numpy(), built.reference.numpy())
     other = tmp_path / "model.pt"

@@ -66,6 +66,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     manifest = json.loads((runs_02 / "ensemble" / "ensemble.json").read_text())
     assert len(manifest["members"]) == 2 and manifest["spread_scale"] > 0
     assert all((runs_02 / "ensemble" / member).exists() for member in manifest["members"])
+    domains = pd.read_csv(train / "domain_check.csv")
+    assert len(domains) == 2 + 1 and (domains["test"] > 0).all()  # two splits and the ensemble
+    assert all((m / "domain.pt").exists() for m in (runs_02 / "seed0", runs_02 / "ensemble" / "seed1"))
     known = pd.read_csv(train / "known_compounds.csv")
     assert len(known) == 5 and known.filter(like="predicted").iloc[:, 0].notna().all()  # CIFs through mlib.predict
     choices = pd.read_csv(train / "training_choices.csv")

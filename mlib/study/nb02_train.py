@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mlib import catalogue, datasets, plots, predict, published, store, store_paths
+from mlib import catalogue, datasets, domain, plots, predict, published, store, store_paths
 from mlib.catalogue import THERMAL_TARGET
 from mlib.data.textbook import TEXTBOOK
 from mlib.data.thermal import structure_matches
@@ -367,6 +367,78 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
     return table
 
 
+def _flag_row(predictor: str, test: pd.DataFrame, error: pd.Series, scale: float) -> dict[str, object]:
+    """One predictor's test crystals split by the domain flag: how many, and the MAE of each side."""
+    error = error.loc[test["id"]].to_numpy()
+    flagged = test["out_of_domain"].to_numpy(dtype=bool)
+    rho, p = stats.spearmanr(test["percentile"], error)
+    inside, outside = error[~flagged].mean(), error[flagged].mean() if flagged.any() else float("nan")
+    return {
+        "predictor": predictor,
+        "test": len(test),
+        "flagged": int(flagged.sum()),
+        "share flagged": float(flagged.mean()),
+        "MAE flagged": outside / scale,
+        "MAE not flagged": inside / scale,
+        "flagged / not flagged": outside / inside,
+        "Spearman (percentile, |error|)": float(rho),
+        "p": float(p),
+    }
+
+
+def domain_check(P: TrainParams, run: Run) -> pd.DataFrame:
+    """Does the domain flag (:mod:`mlib.domain`, fitted on each model's validation crystals) pick out the test
+    crystals with the larger errors? Per split of ``seeds`` and for the ensemble (whose members keep their
+    ``domain.pt``, which ``mlib.predict`` reads)."""
+    info = catalogue.target(THERMAL_TARGET)
+    _, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
+    rows = []
+    for seed in track(P.seeds, len(P.seeds), "domains of the splits", unit="split"):
+        result = _fit(P, run, store_paths.REFERENCE, seed)
+        _, test = domain.build(result.folder, graphs, keep=False)
+        errors = (result.predictions["pred"] - result.predictions["true"]).abs()
+        rows.append(
+            _flag_row(f"single model, split seed {seed}", test, errors.set_axis(result.predictions["id"]), info.scale)
+        )
+    members = [_fit(P, run, store_paths.REFERENCE, k, split_seed=P.seed) for k in P.ensemble_seeds]
+    tests = [domain.build(m.folder, graphs)[1].set_index("id") for m in members]  # kept beside each member's model
+    ids = tests[0].index
+    vote = pd.DataFrame(
+        {
+            "id": ids,
+            "percentile": np.median([t.loc[ids, "percentile"] for t in tests], axis=0),
+            "out_of_domain": np.sum([t.loc[ids, "out_of_domain"] for t in tests], axis=0) > len(tests) / 2,
+        }
+    )
+    preds = [m.predictions.set_index("id") for m in members]
+    mean = np.mean([p.loc[ids, "pred"] for p in preds], axis=0)
+    errors = pd.Series(np.abs(mean - preds[0].loc[ids, "true"].to_numpy()), index=ids)
+    rows.append(
+        _flag_row(
+            f"ensemble of {len(members)}, split seed {P.seed} (median percentile, majority flag)",
+            vote,
+            errors,
+            info.scale,
+        )
+    )
+    table = pd.DataFrame(rows)
+    singles = table.iloc[:-1]
+    run.save_table(
+        table,
+        "domain_check",
+        f"Test crystals beyond the validation crystals' {domain.QUANTILE:.0%} distance to the training crystals "
+        f"(mean over the {domain.K} nearest crystal vectors) against the others: MAE in {info.axis_unit}; "
+        f"{graphs.label}, 6:2:2 splits",
+        finding=f"The flag marks {singles['share flagged'].mean():.1%} of test crystals on average (the validation "
+        f"set's {1 - domain.QUANTILE:.0%} by construction); their MAE is {singles['flagged / not flagged'].min():.2g}x to "
+        f"{singles['flagged / not flagged'].max():.2g}x that of the others over {len(singles)} splits "
+        f"(ensemble: {table['flagged / not flagged'].iloc[-1]:.2g}x), and the distance percentile correlates with the "
+        f"absolute error at Spearman {singles['Spearman (percentile, |error|)'].min():.2f} to "
+        f"{singles['Spearman (percentile, |error|)'].max():.2f}.",
+    )
+    return table
+
+
 def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
     """Textbook structures of well-known compounds (CIF files, experimental lattices) predicted by the seed
     ensemble through ``mlib.predict`` as a user would, beside AFLOW's label of the same crystal: the AFLOW entry
@@ -391,6 +463,8 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
             "compound": f"{compound.formula} ({compound.name})",
             f"predicted ({info.axis_unit})": row.prediction / info.scale,
             f"spread ({info.axis_unit})": row.spread / info.scale,
+            "domain percentile": row.domain_percentile,
+            "out of domain": row.out_of_domain,
             **_aflow_match(compound.cif(), thermal.before_dedup, set(graphs.table["id"]), part, info),
         }
         for compound, row in zip(TEXTBOOK, predicted.itertuples())
@@ -409,7 +483,10 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
         finding=f"{len(matched)} of {len(frame)} compounds have an AFLOW entry of the same structure; the ensemble "
         f"is within {off.median():.3g} {info.axis_unit} of its label (median; at most {off.max():.3g}). Most of "
         "these entries were in training, so this checks the pipeline from a CIF to a prediction, not accuracy; "
-        + (f"not seen in training: {', '.join(unseen)}." if unseen else "every one was seen in training."),
+        + (f"not seen in training: {', '.join(unseen)}." if unseen else "every one was seen in training.")
+        + " Flagged out of domain: "
+        + (", ".join(frame.loc[frame["out of domain"].eq(True), "compound"]) or "none")
+        + ".",
     )
     return frame
 
