@@ -11,6 +11,7 @@ from mlib import composition
 from mlib.data import crabnet
 from mlib.data.download import fetch
 from mlib.data.errors import ChecksumError
+from tests.conftest import needs_mirror
 
 SPLIT = {
     "train": b"formula,target\nNa1Cl1,1.2e-05\nK1Cl1,2.0e-05\n",
@@ -75,3 +76,33 @@ def test_magpie_features_and_a_seeded_forest():
     first = composition.random_forest(x, y, seed=0, trees=10).predict(x)
     again = composition.random_forest(x, y, seed=0, workers=2, trees=10).predict(x)
     assert np.array_equal(first, again)
+
+
+@needs_mirror
+def test_published_predictions_come_from_the_mirror_or_crabnet_s_files_checked_by_their_reported_mae(
+    server, monkeypatch
+):
+    """The recorded responses are the mirror's copies written back in each published file's own columns."""
+    from mlib.data.mirror import mirror_file
+    from mlib.paths import cache_dir
+
+    monkeypatch.setattr(crabnet, "fetch", functools.partial(fetch, backoff=0))
+    for entry in crabnet.PUBLISHED:
+        frame = pd.read_csv(mirror_file(f"aflow-agl/crabnet-tec/predictions/{entry.mirror}"))
+        upstream = frame.rename(columns={ours: theirs for theirs, ours in entry.columns.items()})
+        server.routes[f"/p/{entry.path}"] = upstream.to_csv(index=False, float_format="%.17g").encode()
+    url = server.url("/p/{path}")
+    live, mirror = crabnet.load_published("live", url=url), crabnet.load_published("mirror")
+    pd.testing.assert_frame_equal(live, mirror)
+    assert live.groupby("model").size().to_dict() == {
+        "CrabNet": 724, "ElemNet": 723, "HotCrab": 724, "Roost": 724, "random forest": 724
+    }  # fmt: skip
+    roost = crabnet.PUBLISHED[0]
+    shifted = pd.read_csv(mirror_file(f"aflow-agl/crabnet-tec/predictions/{roost.mirror}"))
+    shifted["predicted"] += 1e-6  # not the predictions the paper reports
+    server.routes[f"/p/{roost.path}"] = (
+        shifted.rename(columns={o: t for t, o in roost.columns.items()}).to_csv(index=False).encode()
+    )
+    (cache_dir("crabnet") / "predictions" / roost.mirror).unlink()
+    with pytest.raises(crabnet.BadPublished, match="not the 3.69e-06 the CrabNet paper reports"):
+        crabnet.load_published("live", url=url)

@@ -84,6 +84,10 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert mapping["all"].sum() == 4886  # every CrabNet formula is matched or counted by reason
     versus = pd.read_csv(root / "03b_composition" / "composition_vs_structure.csv")
     assert set(versus["input"]) == {"structure", "composition"} and len(versus) == 9
+    beside = pd.read_csv(root / "03b_composition" / "beside_published.csv")
+    assert len(beside) == 5 and (beside["common test formulas"] > 0).all()  # Roost, CrabNet, HotCrab, RF, ElemNet
+    assert set(beside["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
+    assert len(pd.read_csv(root / "03b_composition" / "split_difficulty.csv")) == 2 + 2  # seeds + own_seeds
 
     embed = pd.read_csv(root / "04_embed" / "embeddings.csv")
     test_ids = json.loads((runs_02 / "seed0" / "split.json").read_text())["test"]

@@ -14,8 +14,11 @@ counted by reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
+from mlib import published
 from mlib.data import aflow
 from mlib.data.download import fetch
 from mlib.data.mirror import mirror_file
@@ -78,3 +81,67 @@ def match_records(
     counts["all"] = counts[list(PARTS)].sum(axis=1)
     matched = closest[reason == "matched"].rename(columns={"thermal_expansion": "aflow_label"})
     return matched.reset_index(drop=True), counts
+
+
+@dataclass(frozen=True)
+class Published:
+    """A composition model's published test predictions on CrabNet's split: the mirror's copy (``formula,
+    actual, predicted[, uncertainty]``) and the file in CrabNet's ``publication_predictions/`` with its columns'
+    names there."""
+
+    model: str
+    mirror: str
+    path: str
+    columns: dict[str, str]  # the published file's column -> formula, actual, predicted, uncertainty
+
+
+PREDICTIONS_URL = "https://raw.githubusercontent.com/anthony-wang/CrabNet/master/publication_predictions/{path}"
+TEC = "aflow__agl_thermal_expansion_300K"
+PUBLISHED = (
+    Published(
+        "Roost",
+        "roost_test.csv",
+        f"roost_benchmark__predictions/test_results_{TEC}_model_300_epochs.csv",
+        {"composition": "formula", "target": "actual", "pred-0": "predicted", "aleatoric-0": "uncertainty"},
+    ),
+    Published("CrabNet", "crabnet_test.csv", f"mat2vec_benchmark__predictions/{TEC}_test_output.csv", {}),
+    Published("HotCrab", "hotcrab_test.csv", f"onehot_benchmark__predictions/{TEC}_test_output.csv", {}),
+    Published("random forest", "rf_test.csv", f"rf_benchmark__predictions/{TEC}_test_output.csv", {}),
+    Published("ElemNet", "elemnet_test.csv", f"elemnet_benchmark__predictions/{TEC}_test.csv", {}),
+)
+
+
+class BadPublished(ValueError):
+    """A published prediction file that is not what the CrabNet paper published."""
+
+
+def load_published(source: str = "auto", url: str = PREDICTIONS_URL) -> pd.DataFrame:
+    """Every model's published test predictions: ``model``, ``formula``, ``reduced_formula``, ``actual``,
+    ``predicted`` (1/K). The mirror's copies are checked by ``SHA256SUMS``; a download from CrabNet's repository
+    (the files carry no published digest) is checked by its columns and by the test MAE the CrabNet paper reports
+    for the model (:data:`mlib.published.COMPOSITION_ONLY_TEC`, to its three digits)."""
+    from pymatgen.core import Composition
+
+    frames = []
+    for entry in PUBLISHED:
+        if aflow.resolve_source(source) == "mirror":
+            frame = pd.read_csv(mirror_file(f"aflow-agl/crabnet-tec/predictions/{entry.mirror}"))
+        else:
+            path = fetch(url.format(path=entry.path), cache_dir("crabnet") / "predictions" / entry.mirror)
+            frame = _checked(pd.read_csv(path).rename(columns=entry.columns), entry, path)
+        frame = frame.assign(model=entry.model)
+        frame["reduced_formula"] = [Composition(f).reduced_formula for f in frame["formula"]]
+        frames.append(frame[["model", "formula", "reduced_formula", "actual", "predicted"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _checked(frame: pd.DataFrame, entry: Published, path: object) -> pd.DataFrame:
+    """A downloaded file with the published columns and, where the paper reports one, its test MAE."""
+    missing = {"formula", "actual", "predicted"} - set(frame.columns)
+    if missing or frame.empty:
+        raise BadPublished(f"{path}: no {sorted(missing)} columns or no rows; not CrabNet's {entry.model} predictions")
+    reported = published.COMPOSITION_ONLY_TEC.get(entry.model)
+    mae = float((frame["predicted"] - frame["actual"]).abs().mean())
+    if reported is not None and f"{mae:.3g}" != f"{reported:.3g}":
+        raise BadPublished(f"{path}: test MAE {mae:.4g} 1/K, not the {reported:.3g} the CrabNet paper reports")
+    return frame
