@@ -350,9 +350,9 @@ def test_thermal_predictions_print_in_the_display_unit_with_four_digits():
 
     table = pd.DataFrame(
         {"id": ["a"], "formula": ["NaCl"], "prediction": [8.3456e-5], "unit": ["1/K"], "spread": [3.61e-6]}
-    ).assign(status="ok", reason="", target="thermal_expansion")
+    ).assign(domain_percentile=41.0, out_of_domain=False, status="ok", reason="", target="thermal_expansion")
     text = predict.shown(table).to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    assert "prediction (10^-6 1/K)" in text and "83.46" in text and "3.61" in text
+    assert "prediction (10^-6 1/K)" in text and "83.46" in text and "3.61" in text and "41" in text
 
 
 def as_dict(structure: Structure) -> dict:
