@@ -188,3 +188,11 @@ def test_a_subset_of_a_subset_names_its_own_count_only():
     full = GraphSet("mp-cgcnn", [dgl.graph(([], []), num_nodes=1) for _ in ids], pd.DataFrame({"id": ids}), GraphSpec())
     assert full.first(None) is full and full.first(500) is full
     assert full.first(60).first(50).label == "mp-cgcnn (first 50), 50 crystals"
+
+
+def test_a_limited_set_s_name_gives_back_its_data_set_and_range():
+    from mlib.graphs.featurize import GraphSet
+
+    assert GraphSet.first_of("mp-cgcnn (first 5,000)") == ("mp-cgcnn", 5000)
+    assert GraphSet.first_of("mp-cgcnn") == ("mp-cgcnn", None)
+    assert GraphSet.first_of("aflow ∩ CrabNet split (first 150)") == ("aflow ∩ CrabNet split", 150)
