@@ -14,7 +14,7 @@ from mlib.models.registry import MODELS, build_model, defaults, graph_spec
 from mlib.params import ParameterError, TrainConfig, build
 from mlib.study.nb04b_models import beside_paper, common_crystals, summarise
 from mlib.training import fit_regressor, seed_everything
-from tests.conftest import DISTORTED
+from tests.conftest import DISTORTED, needs_mirror
 
 FIVE = ["gcn", "sage", "gine", "megnet", "m3gnet"]
 
@@ -354,3 +354,36 @@ def test_matgl_runs_are_repeated_beside_the_stored_matgl_1_runs(tmp_path):
     assert runs["MAE (matgl 4.1.2)"].iloc[0] == pytest.approx(stored.metrics["mae"], rel=1e-6)
     assert summary["verdict"].tolist() == ["too few seeds to tell"] and summary["seeds"].tolist() == [1]
     assert (store / "04b_models" / "beside-matgl-1.0.0" / "megnet" / target / "seed0" / "run.json").exists()
+
+
+@needs_mirror
+def test_a_stored_matgl_1_run_is_repeated_on_its_own_range_of_the_data_set_when_the_study_reads_more(tmp_path):
+    """04b's profile grows (model_limits 5,000 -> 10,000): the repeat of a run stored on the first N crystals draws
+    them from a load of the first N again, so its key is the key the run had (a run of the same code is read back)."""
+    import json
+
+    from mlib import datasets, store_paths
+    from mlib.catalogue import MP_SPLIT
+    from mlib.study.nb04b_models import matgl1_jobs
+
+    target, hyper = "formation_energy_per_atom", {"nblocks": 1}
+    first = datasets.load_mp("mp-cgcnn", 16, graph_spec("megnet"))
+    store = tmp_path / "store"
+    folder = store_paths.model_run(store, "megnet", target, 0, store_paths.MATGL_1)
+    config = TrainConfig(epochs=1, batch_size=8, seed=0)
+    kw = {"formula_column": "formula", "fractions": MP_SPLIT, "show": False}
+    fit_regressor(lambda: build_model("megnet", **hyper), first, target, config, folder, **kw)
+    P = build(
+        "04b_models",
+        {"out_dir": str(tmp_path / "out"), "store_dir": str(store), "models": ["megnet"], "targets": [target],
+         "seeds": [0], "model_hyper": {"megnet": hyper}},
+    )  # fmt: skip
+    more = {"megnet": datasets.load_mp("mp-cgcnn", 20, graph_spec("megnet"))}
+    jobs, _, skipped = matgl1_jobs(P, more)
+    assert skipped == [] and len(jobs) == 1 and jobs[0].graphs.name == "mp-cgcnn (first 16)"
+    job = jobs[0]
+    repeat = fit_regressor(
+        lambda: build_model("megnet", **hyper), job.graphs, target, job.config, tmp_path / "r", split=job.split, **kw
+    )
+    stored_key = json.loads((folder / "run.json").read_text())["key"]
+    assert json.loads((repeat.folder / "run.json").read_text())["key"] == stored_key
