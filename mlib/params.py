@@ -306,11 +306,20 @@ class TrainParams(GraphParams):
         C.TRAINING_CHOICES["best_by"], "epoch kept: lowest val_mae (target unit, the reference's) or val_mse"
     )
     resume: bool = param(True, "continue an interrupted run from its last checkpoint")
+    held_out: list[str] = param(
+        ["W", "O"],
+        "domain check: crystals with all these elements (tungstates) left out of training, tested on; []: none",
+    )
 
     def validate(self) -> None:
         super().validate()
         self.non_negative("seed")
         self.one_of("dataset", C.THERMAL_DATASETS, "data set")
+        from pymatgen.core import Element
+
+        for symbol in self.held_out:
+            if not isinstance(symbol, str) or not Element.is_valid_symbol(symbol):
+                raise ParameterError(f"held_out: {symbol!r} is not an element symbol")
         if self.mp_dataset is not None:
             self.one_of("mp_dataset", C.MP_DATASETS, "MP data set")
         self.one_of("mp_target", C.MP_TARGETS, "MP target")

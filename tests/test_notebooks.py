@@ -67,7 +67,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert len(manifest["members"]) == 2 and manifest["spread_scale"] > 0
     assert all((runs_02 / "ensemble" / member).exists() for member in manifest["members"])
     domains = pd.read_csv(train / "domain_check.csv")
-    assert len(domains) == 2 + 1 and (domains["test"] > 0).all()  # two splits and the ensemble
+    assert len(domains) == 2 + 1 + 2 and (domains["test"] > 0).all()  # two splits, the ensemble, held-out oxides
+    assert domains["predictor"].str.startswith("held out of training: crystals with O (").sum() == 1
     assert all((m / "domain.pt").exists() for m in (runs_02 / "seed0", runs_02 / "ensemble" / "seed1"))
     known = pd.read_csv(train / "known_compounds.csv")
     assert len(known) == 5 and known.filter(like="predicted").iloc[:, 0].notna().all()  # CIFs through mlib.predict
