@@ -540,9 +540,9 @@ def read_runs(P: ExperimentParams, run: Run, graphs: GraphSet, runs: pd.DataFram
             fed,
             "federated_vs_central",
             f"Federated against central pre-training, fine-tuned on the same experimental crystals; {where}",
-            finding="The paper's question on experiment: federated pre-training is "
+            finding="The paper's question on experiment, federated against central pre-training at each N: "
             + count_verdicts(fed, "better", "worse")
-            + f" against central (mean relative MAE gain {fed['relative MAE gain'].mean():+.1%}).",
+            + f" (mean relative MAE gain of federated {fed['relative MAE gain'].mean():+.1%}).",
         )
     figures(P, run, runs, summary, graphs, best, where)
     return summary
