@@ -90,6 +90,27 @@ def split_indices(
     }
 
 
+def few_shot_split(
+    n_total: int,
+    n_train: int | None,
+    seed: int,
+    split_seed: int = 0,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> dict[str, np.ndarray]:
+    """The fixed split of ``split_seed`` with ``n_train`` training crystals drawn by ``seed`` (None: all); the
+    validation set shrinks with N (a third of N, at least 10), as a user with N labelled crystals would have."""
+    full = split_indices(n_total, split_seed, fractions)
+    if n_train is None or n_train >= len(full["train"]):
+        return full
+    rng = np.random.default_rng(seed)
+    n_val = min(len(full["val"]), max(10, n_train // 3))
+    return {
+        "train": np.sort(rng.choice(full["train"], n_train, replace=False)),
+        "val": np.sort(rng.choice(full["val"], n_val, replace=False)),
+        "test": full["test"],
+    }
+
+
 def split_digest(split: dict[str, np.ndarray]) -> str:
     """Digest of a split's row numbers (part of a run's key)."""
     h = hashlib.sha256()

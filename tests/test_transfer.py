@@ -14,10 +14,9 @@ from mlib.study.nb06_transfer import (
     federated_vs_central,
     gains,
     pretraining_data,
-    transfer_split,
     where_pretraining_stops_helping,
 )
-from mlib.training import Trainer, fit_regressor
+from mlib.training import Trainer, few_shot_split, fit_regressor
 
 
 def graph_set(model: str, n: int = 24):
@@ -146,13 +145,13 @@ def test_encoder_of_another_architecture_is_refused(pretrained):
 
 
 def test_every_size_shares_the_test_split():
-    full = transfer_split(500, None, seed=0)
+    full = few_shot_split(500, None, seed=0)
     for n, seed in ((50, 0), (50, 1), (200, 2)):
-        split = transfer_split(500, n, seed)
+        split = few_shot_split(500, n, seed)
         assert np.array_equal(split["test"], full["test"])
         assert len(split["train"]) == n and set(split["train"]) <= set(full["train"])
         assert set(split["val"]) <= set(full["val"]) and len(split["val"]) == max(10, n // 3)
-    assert not np.array_equal(transfer_split(500, 50, 0)["train"], transfer_split(500, 50, 1)["train"])
+    assert not np.array_equal(few_shot_split(500, 50, 0)["train"], few_shot_split(500, 50, 1)["train"])
 
 
 def curve_runs(points: dict[str, dict[int, float]], seeds=(0, 1, 2), spread: float = 0.01) -> pd.DataFrame:

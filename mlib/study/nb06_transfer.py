@@ -27,25 +27,11 @@ from mlib.models.registry import build_model, graph_spec
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
-from mlib.training import fit_regressor, split_indices
+from mlib.training import few_shot_split, fit_regressor
 
 NOTEBOOK = store_paths.TRANSFER
 SCRATCH = "scratch"
 BETTER, WORSE = "better than scratch", "worse than scratch"
-
-
-def transfer_split(n_total: int, n_train: int | None, seed: int, split_seed: int = 0) -> dict[str, np.ndarray]:
-    """The fixed 6:2:2 split (``split_seed``) with ``n_train`` training crystals drawn by ``seed`` (None: all)."""
-    full = split_indices(n_total, split_seed)
-    if n_train is None or n_train >= len(full["train"]):
-        return full
-    rng = np.random.default_rng(seed)
-    n_val = min(len(full["val"]), max(10, n_train // 3))
-    return {
-        "train": np.sort(rng.choice(full["train"], n_train, replace=False)),
-        "val": np.sort(rng.choice(full["val"], n_val, replace=False)),
-        "test": full["test"],
-    }
 
 
 def fine_tune_run(
@@ -64,7 +50,7 @@ def fine_tune_run(
     """One point of the learning curve (or the store's finished run with the same key)."""
     mode = fine_tune.encoder if fine_tune else SCRATCH
     graph_set = graph_set.with_finite(target)
-    split = transfer_split(len(graph_set), n_train, seed)
+    split = few_shot_split(len(graph_set), n_train, seed)
     path = Path(store_root) / encoder if encoder else None
 
     def build() -> nn.Module:

@@ -32,14 +32,14 @@ from mlib.parallel import run_jobs
 from mlib.params import ExperimentParams, FineTune
 from mlib.paths import REPO_ROOT
 from mlib.study.nb05_federated import run_federated
-from mlib.training import fit_regressor
+from mlib.training import few_shot_split, fit_regressor, regression_metrics
 
 NOTEBOOK = store_paths.EXPERIMENT
 PRETRAIN_TARGET = "formation_energy_per_atom"
 CENTRAL, SCRATCH = "central", "scratch"
 DFT, DFT_RIDGE, MAGPIE = "DFT (MP)", "DFT + ridge correction", "Magpie + random forest"
 BASELINE = "baseline"
-TEST_FRACTION, VAL_FRACTION = 0.2, 0.2  # of all crystals; of the other 80 %
+SPLIT_FRACTIONS = (0.64, 0.16, 0.2)  # train pool, validation pool, test: 80:20, a fifth of the 80 % for validation
 UNIT = catalogue.target(EXPT_TARGET).unit
 FAMILIES = (  # chemistry_type tags -> the family the error table groups by (first match wins)
     ("intermetallic", ("intermetallic",)),
@@ -57,21 +57,9 @@ def family(chemistry_type: str) -> str:
 
 
 def experiment_split(n_total: int, n_train: int | None, split: int, seed: int) -> dict[str, np.ndarray]:
-    """Row numbers of one 80:20 split (``split``: the test fifth, fixed for every N and seed) with ``n_train``
-    training crystals drawn by ``seed`` from the training pool (None: all of it)."""
-    order = np.random.default_rng(split).permutation(n_total)
-    n_test = round(TEST_FRACTION * n_total)
-    test, rest = order[:n_test], order[n_test:]
-    n_val = round(VAL_FRACTION * len(rest))
-    val_pool, train_pool = rest[:n_val], rest[n_val:]
-    if n_train is None or n_train >= len(train_pool):
-        return {"train": np.sort(train_pool), "val": np.sort(val_pool), "test": np.sort(test)}
-    rng = np.random.default_rng([split, seed])
-    return {
-        "train": np.sort(rng.choice(train_pool, n_train, replace=False)),
-        "val": np.sort(rng.choice(val_pool, min(len(val_pool), max(10, n_train // 3)), replace=False)),
-        "test": np.sort(test),
-    }
+    """Row numbers of one 80:20 split (``split``: its test fifth, fixed for every N and seed; a fifth of the rest is
+    the validation pool) with ``n_train`` training crystals drawn by ``seed`` (None: all)."""
+    return few_shot_split(n_total, n_train, seed, split, SPLIT_FRACTIONS)
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -342,15 +330,13 @@ def _scored(row: dict, predicted: pd.DataFrame, table: pd.DataFrame) -> dict:
     if row["target"] == "experiment - DFT":
         pred = pred + part["dft"].to_numpy()
     true = part[EXPT_TARGET].to_numpy()
-    error = pred - true
+    metrics = regression_metrics(true, pred)
     undisputed = ~part["disputed"].astype(bool).to_numpy()
     return {
         **row,
         "test": len(true),
-        "mae": float(np.abs(error).mean()),
-        "rmse": float(np.sqrt((error**2).mean())),
-        "r2": float(1 - (error**2).sum() / ((true - true.mean()) ** 2).sum()),
-        "mae_undisputed": float(np.abs(error[undisputed]).mean()),
+        **{m: metrics[m] for m in ("mae", "rmse", "r2")},
+        "mae_undisputed": float(np.abs(pred - true)[undisputed].mean()),
     }
 
 
