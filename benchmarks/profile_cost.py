@@ -125,7 +125,8 @@ def projection(profile: str = "paper") -> pd.DataFrame:
 
     p = profile_params(profile, "02_train")
     thermal_train = first(crystals["aflow"], p.thermal_limit) * TRAIN_FRACTION
-    runs = len(p.seeds) + len(set(p.ensemble_seeds) - {p.seed}) + len(p.compare) * len(p.compare_seeds)
+    ensembles = sum(len(set(p.ensemble_seeds) | {s}) for s in p.seeds)  # a split's own run plus its other members
+    runs = ensembles + len(p.compare) * len(p.compare_seeds)
     add("02_train", f"{runs} thermal runs x {p.epochs} epochs", runs * p.epochs * thermal_train, "cgcnn (aflow)")
     mp = first(crystals[p.mp_dataset], p.mp_limit) * TRAIN_FRACTION
     add("02_train", f"MP {p.mp_target}, {p.mp_epochs} epochs", p.mp_epochs * mp, "cgcnn (mp)")

@@ -277,7 +277,9 @@ class TrainParams(GraphParams):
     """02_train: CGCNN on thermal expansion (paper's best setting, reference choices) over splits, training
     choices compared, a seed ensemble, and MP formation energy."""
 
-    seed: int = param(0, "split of the seed ensemble and of the MP run (their initial weights and batches too)")
+    seed: int = param(
+        0, "split of the MP run, of the held-out check and of the ensemble mlib.predict reads (one of `seeds`)"
+    )
 
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N thermal crystals only (a labelled subset); null: all")
@@ -294,7 +296,7 @@ class TrainParams(GraphParams):
         [], "training choices measured against the defaults, name=value (atom_features, lr_schedule, tie_order)"
     )
     compare_seeds: list[int] = param([0], "splits on which each choice of compare is measured (paired)")
-    ensemble_seeds: list[int] = param([0], "seed ensemble: members' seeds, all on the split of `seed`")
+    ensemble_seeds: list[int] = param([0], "seed ensemble: members' seeds, an ensemble on every split of `seeds`")
     mp_dataset: str | None = param("mp-cgcnn", "MP data set of the implementation check; null: skip it")
     mp_target: str = param("formation_energy_per_atom", "MP target of the implementation check")
     mp_limit: int | None = param(None, "first N MP crystals only (a labelled subset); null: all")
@@ -328,6 +330,11 @@ class TrainParams(GraphParams):
         self.atom_features_ok()
         for name in ("seeds", "compare_seeds", "ensemble_seeds"):
             self.seeds_ok(name)
+        if self.seed not in self.seeds:
+            raise ParameterError(
+                f"seed {self.seed} is not one of seeds {self.seeds}: the ensemble mlib.predict reads is the one on "
+                "the split of seed, and ensembles are trained on the splits of seeds"
+            )
         for change in self.compare:
             name, _, value = change.partition("=")
             if name not in TRAINING_CHOICES or value not in TRAINING_CHOICES[name]:

@@ -215,15 +215,16 @@ def fedprox_grid(runs: pd.DataFrame, target: Target):
     return fig
 
 
-def spread_calibration(z: np.ndarray, scale: float):
-    """Fraction of test errors within k ensemble spreads, raw and scaled, against a Gaussian's 2 Phi(k) - 1."""
+def spread_calibration(raw: np.ndarray, scaled: np.ndarray):
+    """Fraction of test errors within k ensemble spreads (``raw``: |error| / member std; ``scaled``: / the scaled
+    spread), against a Gaussian's 2 Phi(k) - 1."""
     from scipy import stats
 
     k = np.linspace(0, 4, 161)
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
     ax.plot(k, stats.norm.cdf(k) - stats.norm.cdf(-k), color="black", ls="--", label="Gaussian")
-    ax.plot(k, [(z <= x).mean() for x in k], label="member std")
-    ax.plot(k, [(z <= x * scale).mean() for x in k], label=f"member std x {scale:.3g} (fit on validation)")
+    ax.plot(k, [(raw <= x).mean() for x in k], label="member std")
+    ax.plot(k, [(scaled <= x).mean() for x in k], label="member std x scale (fit on validation)")
     ax.set_xlabel("k (errors within k spreads)")
     ax.set_ylabel("fraction of test crystals")
     ax.set_ylim(0, 1.02)

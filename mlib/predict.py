@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlib import catalogue, domain, model_file, store
+from mlib import catalogue, domain, model_file, store, store_paths
 from mlib.data.text_files import UnreadableCSV, decode, parse_csv
 from mlib.domain import Domain
 from mlib.graphs.atom_features import MAX_Z
@@ -38,9 +38,7 @@ from mlib.graphs.featurize import to_graph
 from mlib.graphs.neighbors import NeighborError, featurize_one, to_structure
 from mlib.paths import RESULTS_DIR
 
-DEFAULT_MODEL = (
-    RESULTS_DIR / "cpu" / "store" / "02_train" / "thermal" / "aflow" / "reference" / "ensemble" / "ensemble.json"
-)
+DEFAULT_MODEL = store_paths.ensemble_file(RESULTS_DIR / "cpu" / "store", "aflow", split=0)
 
 
 def load_models(path: Path) -> tuple[list[model_file.SavedModel], float, list[Domain | None]]:

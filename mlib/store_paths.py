@@ -29,9 +29,11 @@ def _seed(seed: int) -> str:
     return f"seed{seed}"
 
 
-def thermal_run(store: str | Path, dataset: str, setting: str, seed: int, ensemble: bool = False) -> Path:
-    """02_train: a thermal-expansion run of a setting (``ensemble``: a member of the seed ensemble on split 0)."""
-    return Path(store, TRAIN, "thermal", dataset, setting, *(("ensemble",) if ensemble else ()), _seed(seed))
+def thermal_run(store: str | Path, dataset: str, setting: str, seed: int, split: int | None = None) -> Path:
+    """02_train: a thermal-expansion run of a setting on the split of its own seed, or (``split``) a member of the
+    seed ensemble on another seed's split."""
+    member = ("ensemble", f"split{split}") if split is not None else ()
+    return Path(store, TRAIN, "thermal", dataset, setting, *member, _seed(seed))
 
 
 def thermal_model_file(store: str | Path, dataset: str, seed: int = 0) -> Path:
@@ -39,9 +41,10 @@ def thermal_model_file(store: str | Path, dataset: str, seed: int = 0) -> Path:
     return thermal_run(store, dataset, REFERENCE, seed) / "model.pt"
 
 
-def ensemble_file(store: str | Path, dataset: str) -> Path:
-    """The manifest of 02_train's thermal-expansion seed ensemble (``mlib.predict`` reads it)."""
-    return Path(store, TRAIN, "thermal", dataset, REFERENCE, "ensemble", ENSEMBLE_FILE)
+def ensemble_file(store: str | Path, dataset: str, split: int = 0) -> Path:
+    """The manifest of 02_train's thermal-expansion seed ensemble on the split of seed ``split`` (``mlib.predict``
+    reads it)."""
+    return Path(store, TRAIN, "thermal", dataset, REFERENCE, "ensemble", f"split{split}", ENSEMBLE_FILE)
 
 
 def mp_run(store: str | Path, dataset: str, target: str, seed: int) -> Path:

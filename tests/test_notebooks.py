@@ -63,13 +63,24 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert saved.info["target"] == catalogue.THERMAL_TARGET and saved.info["unit"] == "1/K"
     assert saved.spec.radius == 8.0 and saved.spec.tie_order == "pymatgen" and saved.info["data_digest"]
     assert saved.info["hyper"]["atom_features"] == "reference"
-    manifest = json.loads((runs_02 / "ensemble" / "ensemble.json").read_text())
-    assert len(manifest["members"]) == 2 and manifest["spread_scale"] > 0
-    assert all((runs_02 / "ensemble" / member).exists() for member in manifest["members"])
+    for split in (0, 1):  # an ensemble on every split, its own run a member
+        folder = runs_02 / "ensemble" / f"split{split}"
+        manifest = json.loads((folder / "ensemble.json").read_text())
+        assert len(manifest["members"]) == 2 and manifest["spread_scale"] > 0
+        assert (folder / manifest["members"][split]).resolve() == (runs_02 / f"seed{split}" / "model.pt").resolve()
+        assert all((folder / member).exists() for member in manifest["members"])
+    listing = pd.read_csv(train / "thermal_predictor_predictions.csv")
+    assert {"seed", "id", "split", "true", "pred"} <= set(listing.columns) and set(listing["seed"]) == {0, 1}
+    per_split = pd.read_csv(train / "ensemble_metrics.csv").set_index("split seed")
+    for split, rows in listing[listing["split"] == "test"].groupby("seed"):  # the listing recomputes the metrics
+        again = recomputed(rows)
+        assert per_split.loc[split, "ensemble mae"] == pytest.approx(again["mae"])
+        assert per_split.loc[split, "ensemble pearson_r"] == pytest.approx(again["pearson_r"])
+    assert len(pd.read_csv(train / "largest_errors.csv")) == 2 * 3
     domains = pd.read_csv(train / "domain_check.csv")
     assert len(domains) == 2 + 1 + 2 and (domains["test"] > 0).all()  # two splits, the ensemble, held-out oxides
     assert domains["predictor"].str.startswith("held out of training: crystals with O (").sum() == 1
-    assert all((m / "domain.pt").exists() for m in (runs_02 / "seed0", runs_02 / "ensemble" / "seed1"))
+    assert all((m / "domain.pt").exists() for m in (runs_02 / "seed0", runs_02 / "ensemble" / "split0" / "seed1"))
     known = pd.read_csv(train / "known_compounds.csv")
     assert len(known) == 5 and known.filter(like="predicted").iloc[:, 0].notna().all()  # CIFs through mlib.predict
     choices = pd.read_csv(train / "training_choices.csv")

@@ -258,11 +258,13 @@ def test_every_committed_run_lives_where_store_paths_puts_it():
 
     patterns = []
     for name, builder in inspect.getmembers(store_paths, inspect.isfunction):
-        arguments = [p for p in inspect.signature(builder).parameters if p != "store"]
+        parameters = inspect.signature(builder).parameters
+        arguments = [p for p in parameters if p != "store"]
         if name.startswith("_") or name.endswith("_root") or "file" in name or "database" in name:
             continue
-        for flag in ({}, {"ensemble": True}) if "ensemble" in arguments else ({},):
-            patterns.append(str(builder("", **{a: f"<{a}>" for a in arguments if a != "ensemble"}, **flag)))
+        optional = [a for a in arguments if parameters[a].default is None]  # e.g. an ensemble member's split
+        for absent in ({}, *({a: None} for a in optional)):
+            patterns.append(str(builder("", **({a: f"<{a}>" for a in arguments} | absent))))
     # a group is zero or more folders (the FedProx grid's); every other argument is one folder name
     regexes = [re.compile(re.sub(r"<\w+>", "[^/]+", p.replace("<group>/", "(?:[^/]+/)*")) + "$") for p in patterns]
     root = paths.RESULTS_DIR / "cpu" / "store"

@@ -3,7 +3,8 @@ differ from the reference implementation measured, a seed ensemble with calibrat
 
 Every model is a run of the store, ``<store>/02_train/thermal/<dataset>/<setting>/seed<k>/`` (``setting``:
 ``reference`` for the study's defaults, else the changed choice, e.g. ``lr_schedule=constant``), the
-ensemble's members under ``.../reference/ensemble/seed<k>/`` with its manifest ``ensemble.json``, and
+ensemble's members on the split of seed ``s`` under ``.../reference/ensemble/split<s>/seed<k>/`` (member ``s`` is the
+split's own run, ``.../reference/seed<s>/``) with its manifest ``ensemble.json``, and
 ``<store>/02_train/mp/<dataset>/<target>/seed<k>/``. An interrupted run resumes from its last checkpoint; a
 finished one is read back when its key matches.
 """
@@ -33,6 +34,7 @@ from mlib.progress import track
 from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
 
 NOTEBOOK = store_paths.TRAIN
+LARGEST = 3  # test errors per split shown as what decides R
 
 
 def _config(P: TrainParams, epochs: int, seed: int) -> TrainConfig:
@@ -73,7 +75,7 @@ def _fit(P: TrainParams, run: Run, setting: str, seed: int, split_seed: int | No
         folder, split = store_paths.thermal_run(P.store_dir, P.dataset, setting, seed), None
     else:
         folder, split = (
-            store_paths.thermal_run(P.store_dir, P.dataset, setting, seed, ensemble=True),
+            store_paths.thermal_run(P.store_dir, P.dataset, setting, seed, split=split_seed),
             split_indices(len(graphs), split_seed),
         )
     return fit_regressor(
@@ -287,84 +289,236 @@ def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
     return table
 
 
-def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
-    """The seed ensemble: ``ensemble_seeds`` models on the split of ``seed``; its mean prediction against each
-    member on the same test set, and the calibration of its spread (scaled on the validation set)."""
-    info = catalogue.target(THERMAL_TARGET)
-    members = {
-        k: _fit(P, run, store_paths.REFERENCE, k, split_seed=P.seed)
-        for k in track(P.ensemble_seeds, len(P.ensemble_seeds), "ensemble", unit="model")
+@dataclasses.dataclass(frozen=True)
+class _Ensemble:
+    """The seed ensemble on one split: every crystal's label, members' predictions, and the spread's scale."""
+
+    split: int
+    label: str
+    frame: pd.DataFrame  # id, formula, split (train/val/test), true, one column per member seed
+    members: dict[int, FitResult]
+    scale: float  # member std x scale holds 68.3 % of the validation errors
+
+    @property
+    def member_columns(self) -> list[str]:
+        return [f"member_seed{k}" for k in self.members]
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name]
+
+    def mean(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[self.member_columns].to_numpy().mean(axis=1)
+
+    def z(self, frame: pd.DataFrame) -> np.ndarray:
+        """|error| of the mean prediction in units of the members' raw std."""
+        return np.abs(frame["true"].to_numpy() - self.mean(frame)) / frame[self.member_columns].to_numpy().std(
+            axis=1, ddof=1
+        )
+
+
+def _ensemble(P: TrainParams, run: Run, split: int) -> _Ensemble:
+    """The ``ensemble_seeds`` models on the split of seed ``split`` (member ``split`` is that split's own run)."""
+    members = {k: _fit(P, run, store_paths.REFERENCE, k, split_seed=split) for k in P.ensemble_seeds}
+    first = next(iter(members.values()))
+    frame = first.predictions[["id", "formula", "split", "true"]].set_index("id")
+    for k, result in members.items():
+        frame[f"member_seed{k}"] = result.predictions.set_index("id").loc[frame.index, "pred"]
+    made = _Ensemble(split, "", frame.reset_index(), members, 1.0)
+    within = stats.norm.cdf(1) - stats.norm.cdf(-1)  # one scaled spread holds 68.3 % of the validation errors
+    scale = float(np.quantile(made.z(made.part("val")), within))
+    label = f"{first.data.label}, split seed {split} (test {len(made.part('test')):,})"
+    return dataclasses.replace(made, label=label, scale=scale)
+
+
+def _write_manifest(P: TrainParams, made: _Ensemble, info: catalogue.Target) -> None:
+    """``ensemble.json`` of a split's ensemble: members' model files, spread scale and test metrics."""
+    where = store_paths.ensemble_file(P.store_dir, P.dataset, made.split)
+    test = made.part("test")
+    manifest = {
+        "target": THERMAL_TARGET,
+        "unit": info.unit,
+        "dataset": made.label,
+        "members": [
+            Path(os.path.relpath(r.folder / "model.pt", where.parent)).as_posix() for r in made.members.values()
+        ],
+        "spread_scale": made.scale,
+        "test": regression_metrics(test["true"].to_numpy(), made.mean(test)),
     }
-    frames = {k: r.predictions.set_index("id") for k, r in members.items()}
-    first = next(iter(frames.values()))
-    parts = {part: first.index[first["split"] == part] for part in ("val", "test")}
-    pred = {part: np.stack([f.loc[ids, "pred"].to_numpy() for f in frames.values()]) for part, ids in parts.items()}
-    true = {part: first.loc[ids, "true"].to_numpy() for part, ids in parts.items()}
-    mean = {part: p.mean(axis=0) for part, p in pred.items()}
-    spread = {part: p.std(axis=0, ddof=1) for part, p in pred.items()}
-    z_val = np.abs(true["val"] - mean["val"]) / spread["val"]
-    scale = float(np.quantile(z_val, stats.norm.cdf(1) - stats.norm.cdf(-1)))  # 1 scaled spread holds 68.3 % on val
-    z_test = np.abs(true["test"] - mean["test"]) / spread["test"]
-    single = pd.DataFrame([regression_metrics(true["test"], p) for p in pred["test"]])
-    whole = regression_metrics(true["test"], mean["test"])
-    label = f"{next(iter(members.values())).data.label}, split seed {P.seed} (test {len(true['test']):,})"
-    table = pd.DataFrame(
+    store.write_json(where, manifest)
+
+
+def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
+    """The study's thermal-expansion predictor: a seed ensemble of ``ensemble_seeds`` on every split of ``seeds``
+    (each split's own run reused as a member). Its test metrics per split and over the splits beside single models
+    and the paper, the calibration of its spread (scaled on each split's validation set), the largest test errors
+    that decide R, and every crystal's prediction on every split (``thermal_predictor_predictions.csv``)."""
+    info = catalogue.target(THERMAL_TARGET)
+    pairs = [(s, k) for s in P.seeds for k in P.ensemble_seeds]
+    for s, k in track(pairs, len(pairs), "ensemble members", unit="model"):
+        _fit(P, run, store_paths.REFERENCE, k, split_seed=s)
+    made = {s: _ensemble(P, run, s) for s in P.seeds}
+    for one in made.values():
+        _write_manifest(P, one, info)
+    n, data = len(P.ensemble_seeds), next(iter(made.values())).members[P.ensemble_seeds[0]].data.label
+    per_split, singles = [], []
+    for s, one in made.items():
+        test = one.part("test")
+        members = pd.DataFrame([regression_metrics(test["true"].to_numpy(), test[c]) for c in one.member_columns])
+        singles.append(members)
+        whole = regression_metrics(test["true"].to_numpy(), one.mean(test))
+        z = one.z(test)
+        per_split.append(
+            {"split seed": s, "test": len(test)}
+            | {f"single {m} (mean ± std of {n})": mean_std(members[m]) for m in ("pearson_r", "mae")}
+            | {f"ensemble {m}": whole[m] for m in ("pearson_r", "mae", "rmse", "r2")}
+            | {
+                "spread scale": one.scale,
+                "within 1 scaled spread": float((z <= one.scale).mean()),
+                "within 2 scaled spreads": float((z <= 2 * one.scale).mean()),
+            }
+        )
+    splits = pd.DataFrame(per_split)
+    every_single = pd.concat(singles, ignore_index=True)
+    headline = pd.DataFrame(
         [
-            {"predictor": f"single model, mean ± std over {len(members)} seeds", "dataset": label}
-            | {m: mean_std(single[m]) for m in ("pearson_r", "mae", "rmse", "r2")},
-            {"predictor": f"ensemble of {len(members)} (mean prediction)", "dataset": label}
-            | {m: f"{whole[m]:.4g}" for m in ("pearson_r", "mae", "rmse", "r2")},
+            {"predictor": f"ensemble of {n}, mean ± std over {len(made)} splits", "dataset": data}
+            | {"test crystals": int(splits["test"].iloc[0])}
+            | {m: mean_std(splits[f"ensemble {m}"]) for m in ("pearson_r", "mae", "rmse", "r2")}
+            | {"epochs": P.epochs},
+            {"predictor": f"single models, mean ± std over {len(every_single)} ({len(made)} splits x {n})"}
+            | {"dataset": data, "test crystals": int(splits["test"].iloc[0])}
+            | {m: mean_std(every_single[m]) for m in ("pearson_r", "mae", "rmse", "r2")}
+            | {"epochs": P.epochs},
+            {"predictor": f"paper ({published.CGCNN_PAPER}), one split", **published.CGCNN_THERMAL},
         ]
     )
+    r, mae = splits["ensemble pearson_r"], splits["ensemble mae"]
+    goal_r, goal_mae = published.THERMAL_GOAL["pearson_r"], published.THERMAL_GOAL["mae"]
     run.save_table(
-        table,
-        "ensemble_metrics",
-        f"Seed ensemble against its members, {info.display} ({info.unit}): {label}",
-        finding=f"Averaging {len(members)} models trained on the same split moves test R from "
-        f"{single['pearson_r'].mean():.4f} (single models, mean) to {whole['pearson_r']:.4f} and MAE from "
-        f"{single['mae'].mean() / info.scale:.3g} to {whole['mae'] / info.scale:.3g} {info.axis_unit}.",
+        headline,
+        "thermal_predictor",
+        f"The study's thermal-expansion predictor (a seed ensemble of {n} CGCNN per split) against single models "
+        f"and the paper, {info.display} ({info.unit}): {data}, {len(made)} splits 6:2:2",
+        finding=f"Over {len(made)} splits the ensemble reaches test R {r.mean():.4f} (from {r.min():.4f} to "
+        f"{r.max():.4f}) and MAE {mae.mean() / info.scale:.3g} {info.axis_unit}, against "
+        f"{every_single['pearson_r'].mean():.4f} and {every_single['mae'].mean() / info.scale:.3g} for single models; "
+        f"the goal (R >= {goal_r}, MAE <= {goal_mae / info.scale:.3g} {info.axis_unit}) is "
+        + (
+            "met."
+            if r.mean() >= goal_r and mae.mean() <= goal_mae
+            else f"not met ({'R' if r.mean() < goal_r else ''}{' and ' if r.mean() < goal_r and mae.mean() > goal_mae else ''}"
+            f"{'MAE' if mae.mean() > goal_mae else ''} short); the table of largest errors shows what decides R."
+        ),
     )
+    lift = splits["ensemble pearson_r"] - splits[f"single pearson_r (mean ± std of {n})"].str.split(" ").str[0].astype(
+        float
+    )
+    run.save_table(
+        splits,
+        "ensemble_metrics",
+        f"Seed ensemble of {n} against its members on each split, {info.display} ({info.unit}): {data}",
+        finding=f"Averaging {n} models lifts test R on {int((lift > 0).sum())} of {len(splits)} splits (by "
+        f"{lift.mean():+.4f} on average); the scaled spread holds {splits['within 1 scaled spread'].mean():.0%} of "
+        f"test errors within one spread (a Gaussian: 68 %) and {splits['within 2 scaled spreads'].mean():.0%} within "
+        "two (95 %), its scale fitted on each split's validation set.",
+    )
+    _calibration(run, made)
+    _largest_errors(run, made, info)
+    listing = pd.concat(
+        [
+            one.frame.assign(
+                seed=s, pred=one.mean(one.frame), spread=one.frame[one.member_columns].std(axis=1) * one.scale
+            )
+            for s, one in made.items()
+        ],
+        ignore_index=True,
+    )
+    listing = listing[["seed", "id", "formula", "split", "true", "pred", "spread", *made[P.seeds[0]].member_columns]]
+    run.save_table(
+        listing,
+        "thermal_predictor_predictions",
+        f"The predictor's prediction of every crystal on every split ({info.unit}): seed = split seed, split = the "
+        f"crystal's part of it, pred = mean of the members (member_seed<k>), spread = their std x the split's scale; "
+        f"{data}",
+        markdown=False,
+        finding=f"{len(listing):,} rows ({len(made)} splits x {len(listing) // len(made):,} crystals); the test rows "
+        "of each split give the metrics above.",
+    )
+    return headline
+
+
+def _calibration(run: Run, made: dict[int, _Ensemble]) -> None:
+    """The ensemble spread against test errors, raw and scaled by each split's validation fit, pooled over splits."""
+    z = np.concatenate([one.z(one.part("test")) / one.scale for one in made.values()])
+    raw = np.concatenate([one.z(one.part("test")) for one in made.values()])
+    where = f"{len(raw):,} test crystals of {len(made)} splits"
     calibration = pd.DataFrame(
         [
             {
                 "spread": name,
-                "within 1 spread": float((z_test <= factor).mean()),
-                "within 2 spreads": float((z_test <= 2 * factor).mean()),
+                "within 1 spread": float((values <= 1).mean()),
+                "within 2 spreads": float((values <= 2).mean()),
                 "gaussian expectation": "0.683 / 0.954",
             }
-            for name, factor in (("raw member std", 1.0), (f"std x {scale:.3g} (fit on validation)", scale))
+            for name, values in (("raw member std", raw), ("std x each split's scale (fit on validation)", z))
         ]
     )
-    raw, fitted = calibration.iloc[0], calibration.iloc[1]
+    low, fitted = calibration.iloc[0], calibration.iloc[1]
     finding = (
-        f"The members' raw spread is too narrow: {raw['within 1 spread']:.0%} of test errors fall within one spread "
-        f"(a Gaussian: 68 %); scaled by {scale:.3g} (fitted on the validation set, not the test set) "
+        f"The members' raw spread is too narrow: {low['within 1 spread']:.0%} of test errors fall within one spread "
+        f"(a Gaussian: 68 %); scaled by each split's factor (fitted on its validation set, not the test set) "
         f"{fitted['within 1 spread']:.0%} fall within one and {fitted['within 2 spreads']:.0%} within two (95 %). "
         "mlib.predict reports the scaled spread."
     )
-    run.save_table(
-        calibration,
-        "ensemble_calibration",
-        f"Calibration of the ensemble spread on the test set: {label}",
-        finding=finding,
-    )
+    run.save_table(calibration, "ensemble_calibration", f"Calibration of the ensemble spread: {where}", finding=finding)
     run.save_figure(
-        plots.spread_calibration(z_test, scale),
+        plots.spread_calibration(raw, z),
         "ensemble_calibration",
-        f"Fraction of test errors within k ensemble spreads against a Gaussian's: {label}",
+        f"Fraction of test errors within k ensemble spreads against a Gaussian's: {where}",
         finding=finding,
     )
-    where = store_paths.ensemble_file(P.store_dir, P.dataset)
-    manifest = {
-        "target": THERMAL_TARGET,
-        "unit": info.unit,
-        "dataset": label,
-        "members": [Path(os.path.relpath(r.folder / "model.pt", where.parent)).as_posix() for r in members.values()],
-        "spread_scale": scale,
-        "test": whole,
-    }
-    store.write_json(where, manifest)
-    return table
+
+
+def _largest_errors(run: Run, made: dict[int, _Ensemble], info: catalogue.Target) -> None:
+    """The ``LARGEST`` test errors of the ensemble on each split, which crystals they are, and R without them."""
+    rows = []
+    for s, one in made.items():
+        test = one.part("test")
+        test = test.assign(pred=one.mean(test))
+        error = (test["pred"] - test["true"]).abs()
+        worst = test.loc[error.nlargest(LARGEST).index]
+        kept = test.drop(worst.index)
+        r_all, r_kept = stats.pearsonr(test["true"], test["pred"])[0], stats.pearsonr(kept["true"], kept["pred"])[0]
+        for rank, row in enumerate(worst.itertuples(), 1):
+            rows.append(
+                {
+                    "split seed": s,
+                    "rank": rank,
+                    "id": row.id,
+                    "formula": row.formula,
+                    f"label ({info.axis_unit})": row.true / info.scale,
+                    f"predicted ({info.axis_unit})": row.pred / info.scale,
+                    f"|error| ({info.axis_unit})": abs(row.pred - row.true) / info.scale,
+                    "share of test squared error": float(
+                        (row.pred - row.true) ** 2 / ((test["pred"] - test["true"]) ** 2).sum()
+                    ),
+                    "test R": r_all,
+                    f"test R without these {LARGEST}": r_kept,
+                }
+            )
+    table = pd.DataFrame(rows)
+    by_split = table.groupby("split seed").first()
+    share = table.groupby("split seed")["share of test squared error"].sum()
+    run.save_table(
+        table,
+        "largest_errors",
+        f"The {LARGEST} largest test errors of the ensemble on each split and R without them, {info.display}: "
+        f"{next(iter(made.values())).label.split(', split seed')[0]}",
+        finding=f"On each split {LARGEST} of ~{len(next(iter(made.values())).part('test')):,} test crystals carry "
+        f"{share.min():.0%} to {share.max():.0%} of the squared error; without them test R moves from "
+        f"{by_split['test R'].mean():.4f} to {by_split[f'test R without these {LARGEST}'].mean():.4f} on average. "
+        "The largest of each split: " + ", ".join(f"{row.formula} (split {s})" for s, row in by_split.iterrows()) + ".",
+    )
 
 
 def _flag_row(predictor: str, test: pd.DataFrame, error: pd.Series, scale: float) -> dict[str, object]:
@@ -497,7 +651,7 @@ def known_compounds(P: TrainParams, run: Run) -> pd.DataFrame:
     for compound in TEXTBOOK:
         store.write_text(folder / f"{compound.formula}.cif", compound.cif())
     predicted = predict.predict(
-        [folder / f"{c.formula}.cif" for c in TEXTBOOK], store_paths.ensemble_file(P.store_dir, P.dataset)
+        [folder / f"{c.formula}.cif" for c in TEXTBOOK], store_paths.ensemble_file(P.store_dir, P.dataset, P.seed)
     )
     thermal, graphs = _thermal_set(P.dataset, _spec(P), P.workers, P.thermal_limit)
     split = json.loads(
