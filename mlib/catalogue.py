@@ -175,7 +175,7 @@ GRID_DISPLAY = {
     "lr": "learning rate",
 }
 SAMPLERS: tuple[str, ...] = ("grid", "tpe")
-PRUNERS: tuple[str, ...] = ("none", "hyperband", "halving")
+PRUNERS: tuple[str, ...] = ("none", "hyperband", "halving", "diverged")
 
 # Notebooks in order, each with the notebooks whose results it reads (the runner checks them first).
 NOTEBOOKS: dict[str, tuple[str, ...]] = {

@@ -367,7 +367,10 @@ class SweepParams(GraphParams):
     dataset: str = param("aflow", "thermal-expansion data set")
     thermal_limit: int | None = param(None, "first N crystals only (a labelled subset); null: all")
     sampler: str = param("tpe", "grid (exhaustive) or tpe")
-    pruner: str = param("hyperband", "none, hyperband or halving (on the validation loss)")
+    pruner: str = param(
+        "hyperband",
+        "none, hyperband or halving (on the validation loss), or diverged (only trials no better than the mean)",
+    )
     epochs: int = param(C.TRAINING["epochs"], "epochs of an unpruned trial")
     n_trials: int | None = param(60, "finished trials the study should hold; null: until the grid or timeout ends")
     timeout_min: float | None = param(

@@ -35,9 +35,26 @@ from mlib.models.registry import MODEL_CODE_VERSION, build_model
 from mlib.params import ParameterError, SearchSpace, TrainConfig
 from mlib.training import Trainer, seed_everything, split_indices
 
+DIVERGED_WINDOW = 10  # epochs in a row no better than the training mean before a trial counts as diverged
+
 
 class SweepError(ValueError):
     """A bad sweep setting."""
+
+
+class DivergedPruner(optuna.pruners.BasePruner):
+    """Prunes only a trial that has diverged: its validation MSE (standardised target) is not finite, or has been
+    no better than predicting the training mean (MSE >= 1) at each of its last ``window`` reported epochs. A slow
+    starter is never pruned, however far behind the other trials it is."""
+
+    def __init__(self, window: int = DIVERGED_WINDOW) -> None:
+        self.window = window
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        values = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+        if values and not np.isfinite(values[-1]):
+            return True
+        return len(values) >= self.window and all(v >= 1.0 for v in values[-self.window :])
 
 
 @lru_cache(maxsize=8)
@@ -102,6 +119,7 @@ def make_study(
         "none": optuna.pruners.NopPruner,
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 20), max_resource=epochs),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 20)),
+        "diverged": DivergedPruner,
     }
     if sampler not in samplers:
         raise SweepError(f"unknown sampler {sampler!r}; choose from {sorted(samplers)}")

@@ -293,3 +293,21 @@ def test_a_study_of_an_older_mlib_is_adopted_only_when_its_name_carries_the_inpu
         sweep.make_study("old", url, SPACE, INPUTS, "grid", epochs=1)
     adopted = sweep.make_study(f"old-{sweep.inputs_digest(INPUTS)}", url, SPACE, INPUTS, "grid", epochs=1)
     assert adopted.user_attrs["inputs"] == INPUTS
+
+
+def test_the_diverged_pruner_stops_only_trials_no_better_than_the_mean():
+    study = optuna.create_study(direction="maximize", pruner=sweep.DivergedPruner(window=3))
+    curves = {
+        "slow starter": [0.99, 0.98, 0.97, 0.96, 0.95],  # far behind, still learning: kept
+        "stuck at the mean": [0.5, 1.2, 1.0, 1.4, 1.1],  # three epochs in a row no better than the mean: pruned
+        "not finite": [0.4, float("nan")],
+    }
+    pruned = {}
+    for name, curve in curves.items():
+        trial = study.ask()
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                pruned[name] = epoch
+                break
+    assert pruned == {"stuck at the mean": 4, "not finite": 2}
