@@ -308,10 +308,45 @@ class TrainParams(GraphParams):
         C.TRAINING_CHOICES["best_by"], "epoch kept: lowest val_mae (target unit, the reference's) or val_mse"
     )
     resume: bool = param(True, "continue an interrupted run from its last checkpoint")
+    architectures: list[str] = param(
+        [], "other models trained on the thermal splits beside CGCNN (gcn, sage, gine, megnet, m3gnet); []: none"
+    )
+    architecture_splits: dict | None = param(
+        None, "a costly architecture's own splits, a subset of seeds holding seed, e.g. {m3gnet: [0, 1, 2]}"
+    )
+    architecture_lrs: list[float] = param(
+        [0.001, 0.003, 0.01], "learning rates each architecture tries on the split of seed; lowest validation MAE kept"
+    )
+    architecture_patience: int | None = param(
+        30, "early stopping of the architectures: epochs without a lower validation MAE; null: train them all"
+    )
     held_out: list[str] = param(
         ["W", "O"],
         "domain check: crystals with all these elements (tungstates) left out of training, tested on; []: none",
     )
+
+    def architectures_ok(self) -> None:
+        others = sorted(set(C.MODELS) - {"cgcnn"})
+        for model in self.architectures:
+            if model not in others:
+                raise ParameterError(f"architectures: {model!r} is not one of {others} (CGCNN is the reference)")
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ParameterError(f"architectures must be distinct, got {self.architectures}")
+        for model, splits in (self.architecture_splits or {}).items():
+            if model not in self.architectures:
+                raise ParameterError(f"architecture_splits names {model!r}, which is not in architectures")
+            if not isinstance(splits, list) or self.seed not in splits or not set(splits) <= set(self.seeds):
+                raise ParameterError(
+                    f"architecture_splits.{model}: {splits!r} must be a list of seeds ({self.seeds}) holding seed "
+                    f"{self.seed} (its learning rate is chosen on that split)"
+                )
+        if not self.architecture_lrs or any(lr <= 0 for lr in self.architecture_lrs):
+            raise ParameterError(f"architecture_lrs must be positive numbers, got {self.architecture_lrs}")
+        self.positive("architecture_patience")
+
+    def splits_of(self, model: str) -> list[int]:
+        """The splits (by seed) an architecture is trained on."""
+        return (self.architecture_splits or {}).get(model, self.seeds)
 
     def validate(self) -> None:
         super().validate()
@@ -330,6 +365,7 @@ class TrainParams(GraphParams):
         self.atom_features_ok()
         for name in ("seeds", "compare_seeds", "ensemble_seeds"):
             self.seeds_ok(name)
+        self.architectures_ok()
         if self.seed not in self.seeds:
             raise ParameterError(
                 f"seed {self.seed} is not one of seeds {self.seeds}: the ensemble mlib.predict reads is the one on "

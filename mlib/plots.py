@@ -114,8 +114,8 @@ def learning_curves(history: pd.DataFrame, title: str):
     return fig
 
 
-def paired_differences(points: pd.DataFrame, target: Target):
-    """Change of test MAE (changed minus defaults, display unit) per split, one row per training choice."""
+def paired_differences(points: pd.DataFrame, target: Target, against: str = "the defaults"):
+    """Change of test MAE (a row's minus ``against``'s, display unit) per split, one row per ``change``."""
     changes = list(dict.fromkeys(points["change"]))
     fig, ax = plt.subplots(figsize=(6.0, 0.6 * len(changes) + 1.4))
     for row, change in enumerate(changes):
@@ -125,8 +125,8 @@ def paired_differences(points: pd.DataFrame, target: Target):
     ax.axvline(0.0, color="grey", lw=1)
     ax.set_yticks(range(len(changes)), changes)
     ax.invert_yaxis()
-    ax.set_xlabel(f"test MAE, changed minus defaults ({target.axis_unit}); bar: mean over splits")
-    ax.set_title("> 0: the change is worse than the defaults", fontsize=9)
+    ax.set_xlabel(f"test MAE minus {against}'s ({target.axis_unit}); bar: mean over splits")
+    ax.set_title(f"> 0: higher error than {against}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -23,6 +23,7 @@ TRAIN, SWEEP, COMPOSITION, MODELS, FEDERATED, TRANSFER, EXPERIMENT = (
 MATGL_1 = "matgl-1.0.0"
 REFERENCE = "reference"  # 02's setting of the study's defaults (the reference implementation's choices)
 ENSEMBLE_FILE = "ensemble.json"
+ARCHITECTURES = "architectures"  # 02_train: the other models on the thermal splits
 
 
 def _seed(seed: int) -> str:
@@ -45,6 +46,11 @@ def ensemble_file(store: str | Path, dataset: str, split: int = 0) -> Path:
     """The manifest of 02_train's thermal-expansion seed ensemble on the split of seed ``split`` (``mlib.predict``
     reads it)."""
     return Path(store, TRAIN, "thermal", dataset, REFERENCE, "ensemble", f"split{split}", ENSEMBLE_FILE)
+
+
+def thermal_architecture_run(store: str | Path, dataset: str, model: str, lr: float, seed: int) -> Path:
+    """02_train: another architecture than CGCNN on the split of ``seed``, trained at learning rate ``lr``."""
+    return Path(store, TRAIN, "thermal", dataset, ARCHITECTURES, model, f"lr{lr}", _seed(seed))
 
 
 def mp_run(store: str | Path, dataset: str, target: str, seed: int) -> Path:

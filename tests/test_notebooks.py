@@ -77,6 +77,17 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert per_split.loc[split, "ensemble mae"] == pytest.approx(again["mae"])
         assert per_split.loc[split, "ensemble pearson_r"] == pytest.approx(again["pearson_r"])
     assert len(pd.read_csv(train / "largest_errors.csv")) == 2 * 3
+    others = pd.read_csv(train / "architecture_splits.csv")  # GCN and MEGNet on both splits, paired with CGCNN
+    assert sorted(zip(others["model"], others["split seed"])) == [("GCN", 0), ("GCN", 1), ("MEGNet", 0), ("MEGNet", 1)]
+    for split, rows in others.groupby("split seed"):  # every model of a split scored on the same test crystals
+        cgcnn = pd.read_csv(runs_02 / f"seed{split}" / "predictions.csv")
+        assert rows["test"].nunique() == 1 and 0 < rows["test"].iloc[0] <= (cgcnn["split"] == "test").sum()
+    assert set(pd.read_csv(train / "architectures.csv")["verdict"]) <= {
+        "lower MAE than CGCNN",
+        "higher MAE than CGCNN",
+        "within seed noise",
+        "too few seeds to tell",
+    }
     domains = pd.read_csv(train / "domain_check.csv")
     assert len(domains) == 2 + 1 + 2 and (domains["test"] > 0).all()  # two splits, the ensemble, held-out oxides
     assert domains["predictor"].str.startswith("held out of training: crystals with O (").sum() == 1

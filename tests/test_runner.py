@@ -45,6 +45,11 @@ def test_plan_rejects_unknown_names(tmp_path, args, message):
         ({"atom_features": "magpie"}, "unknown atom-feature source"),
         ({"tie_order": "random"}, "unknown tie order"),
         ({"ensemble_seeds": [0, 0]}, "ensemble_seeds must be distinct"),
+        ({"seeds": [1, 2]}, "seed 0 is not one of seeds"),
+        ({"architectures": ["cgcnn"]}, "'cgcnn' is not one of"),
+        ({"architecture_splits": {"m3gnet": [0]}}, "which is not in architectures"),
+        ({"architecture_splits": {"gcn": [1]}}, "must be a list of seeds"),
+        ({"architecture_lrs": [0.01, -1.0]}, "architecture_lrs must be positive"),
     ],
 )
 def test_bad_values_fail_before_any_notebook_runs(tmp_path, override, message):

@@ -27,13 +27,24 @@ from mlib.data.textbook import TEXTBOOK
 from mlib.data.thermal import structure_matches
 from mlib.graphs.featurize import GraphSet
 from mlib.graphs.neighbors import GraphSpec
-from mlib.models.registry import build_model
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, benjamini_hochberg, count_verdicts, mean_std, paired_p, verdicts
+from mlib.models.registry import build_model, graph_spec
+from mlib.outputs import (
+    FALSE_DISCOVERY_RATE,
+    Run,
+    benjamini_hochberg,
+    count_verdicts,
+    mean_std,
+    paired_p,
+    verdicts,
+    with_verdicts,
+)
+from mlib.parallel import run_jobs
 from mlib.params import TrainConfig, TrainParams
 from mlib.progress import track
 from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
 
 NOTEBOOK = store_paths.TRAIN
+SPLITS = ("train", "val", "test")
 LARGEST = 3  # test errors per split shown as what decides R
 
 
@@ -59,7 +70,7 @@ def _model(P: TrainParams):
     )
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def _thermal_set(
     dataset: str, spec: GraphSpec, workers: int, limit: int | None
 ) -> tuple[datasets.ThermalData, GraphSet]:
@@ -284,6 +295,192 @@ def choices(P: TrainParams, run: Run) -> pd.DataFrame | None:
         plots.paired_differences(pd.DataFrame(points), info),
         "training_choices",
         f"Change of test MAE when one training choice differs from the defaults, per split: {where}",
+        finding=finding,
+    )
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchitectureJob:
+    """One run of another architecture on the split (by crystal id) of CGCNN's run with the same seed."""
+
+    model: str
+    lr: float
+    seed: int
+    split_ids: dict[str, list[str]]  # train / val / test ids of CGCNN's run of this seed
+    config: TrainConfig
+    folder: Path
+
+
+def _architecture_run(sets: dict[str, GraphSet], job: ArchitectureJob) -> dict[str, object]:
+    """Train (or read back) one architecture run; its validation MAE, test predictions and seconds."""
+    graph_set = sets[job.model]
+    row = {entry: i for i, entry in enumerate(graph_set.table["id"].astype(str))}
+    split = {part: np.array([row[i] for i in ids if i in row], dtype=np.int64) for part, ids in job.split_ids.items()}
+    result = fit_regressor(
+        lambda: build_model(job.model),
+        graph_set,
+        THERMAL_TARGET,
+        dataclasses.replace(job.config, lr=job.lr, seed=job.seed),
+        job.folder,
+        split=split,
+        show=False,
+    )
+    best = result.history.loc[result.history[job.config.best_by].idxmin()]
+    return {
+        "model": job.model,
+        "lr": job.lr,
+        "seed": job.seed,
+        "val_mae": float(best["val_mae"]),
+        "epochs": len(result.history),
+        "seconds": result.seconds,
+        "missing": sum(len(ids) for ids in job.split_ids.values()) - sum(len(v) for v in split.values()),
+        "predictions": result.predictions[result.predictions["split"] == "test"][["id", "true", "pred"]],
+    }
+
+
+def _architecture_sets(P: TrainParams) -> dict[str, GraphSet]:
+    """The thermal graphs each architecture reads (matgl's own graphs for MEGNet and M3GNet)."""
+    sets = {}
+    for model in P.architectures:
+        spec = graph_spec(model)
+        spec = _spec(P) if spec.kind == _spec(P).kind and spec.radius == P.radius else spec
+        sets[model] = _thermal_set(P.dataset, spec, P.workers, P.thermal_limit)[1]
+    return sets
+
+
+def architectures(P: TrainParams, run: Run) -> pd.DataFrame | None:
+    """The other architectures beside CGCNN on the same splits: each model's learning rate chosen among
+    ``architecture_lrs`` on the validation set of the split of ``seed``, then trained on each of its splits; all
+    scored on the test crystals every model of a split predicts, paired with CGCNN by split (BH over models)."""
+    if not P.architectures:
+        return None
+    info = catalogue.target(THERMAL_TARGET)
+    cgcnn = {s: _fit(P, run, store_paths.REFERENCE, s) for s in P.seeds}
+    ids = {
+        s: {part: r.predictions.loc[r.predictions["split"] == part, "id"].astype(str).tolist() for part in SPLITS}
+        for s, r in cgcnn.items()
+    }
+    sets = _architecture_sets(P)
+    config = dataclasses.replace(_config(P, P.epochs, P.seed), patience=P.architecture_patience)
+
+    def job(model: str, lr: float, seed: int) -> ArchitectureJob:
+        folder = store_paths.thermal_architecture_run(P.store_dir, P.dataset, model, lr, seed)
+        return ArchitectureJob(model, lr, seed, ids[seed], config, folder)
+
+    tried = run_jobs(
+        _architecture_run,
+        [job(m, lr, P.seed) for m in P.architectures for lr in P.architecture_lrs],
+        sets,
+        P.workers,
+        desc="learning rates",
+    )
+    choice = pd.DataFrame([{k: v for k, v in t.items() if k != "predictions"} for t in tried])
+    chosen = {m: float(part.loc[part["val_mae"].idxmin(), "lr"]) for m, part in choice.groupby("model", sort=False)}
+    choice["chosen"] = [chosen[m] == lr for m, lr in zip(choice["model"], choice["lr"])]
+    rest = [job(m, chosen[m], s) for m in P.architectures for s in P.splits_of(m) if s != P.seed]
+    done = [t for t in tried if t["lr"] == chosen[t["model"]]] + run_jobs(
+        _architecture_run, rest, sets, P.workers, desc="architectures"
+    )
+    run.save_table(
+        choice.drop(columns=["seed"])
+        .assign(
+            model=lambda f: f["model"].map(catalogue.model_display),
+            val_mae=lambda f: f["val_mae"] / info.scale,
+        )
+        .rename(columns={"val_mae": f"validation MAE ({info.axis_unit})"}),
+        "architecture_lr",
+        f"Learning rate of each architecture, chosen on the validation set of split seed {P.seed} "
+        f"({P.epochs} epochs at most, early stopping after {P.architecture_patience}): {cgcnn[P.seed].data.label}",
+        finding="Chosen: "
+        + ", ".join(f"{catalogue.model_display(m)} {lr:g}" for m, lr in chosen.items())
+        + f" (CGCNN keeps the paper's {P.lr:g}); the test sets are not read."
+        + (
+            f" Crystals of CGCNN's split without a graph for a model: {int(choice['missing'].max())} at most."
+            if choice["missing"].any()
+            else " Every crystal of CGCNN's split has a graph for every model."
+        ),
+    )
+    return _architecture_verdict(P, run, cgcnn, done, info)
+
+
+def _architecture_verdict(
+    P: TrainParams, run: Run, cgcnn: dict[int, FitResult], done: list[dict], info: catalogue.Target
+) -> pd.DataFrame:
+    """Each architecture against CGCNN on the test crystals both predict, paired by split."""
+    tests = {id(e): set(e["predictions"]["id"]) for e in done}
+    shared_ids = {  # per split, the test crystals CGCNN and every architecture trained on that split predict
+        s: set.intersection(*(tests[id(e)] for e in done if e["seed"] == s)) for s in {e["seed"] for e in done}
+    }
+    rows = []
+    for entry in done:
+        base = cgcnn[entry["seed"]].predictions.set_index("id")
+        test = entry["predictions"].set_index("id")
+        shared = sorted(shared_ids[entry["seed"]] & set(base.index[base["split"] == "test"]))
+        ours, theirs = (
+            regression_metrics(test.loc[shared, "true"].to_numpy(), test.loc[shared, "pred"].to_numpy()),
+            regression_metrics(base.loc[shared, "true"].to_numpy(), base.loc[shared, "pred"].to_numpy()),
+        )
+        rows.append(
+            {"model": entry["model"], "split seed": entry["seed"], "test": len(shared), "lr": entry["lr"]}
+            | {"epochs": entry["epochs"], "minutes": entry["seconds"] / 60}
+            | {"pearson_r": ours["pearson_r"], "mae": ours["mae"] / info.scale}
+            | {"CGCNN pearson_r": theirs["pearson_r"], "CGCNN mae": theirs["mae"] / info.scale}
+        )
+    order = {m: k for k, m in enumerate(P.architectures)}
+    splits = pd.DataFrame(rows)
+    splits = splits.iloc[np.lexsort((splits["split seed"], splits["model"].map(order)))].reset_index(drop=True)
+    splits["delta_mae"] = splits["mae"] - splits["CGCNN mae"]
+    table = pd.DataFrame(
+        [
+            {
+                "model": catalogue.model_display(model),
+                "splits": len(part),
+                "test crystals": f"{part['test'].min():,}-{part['test'].max():,}",
+                "learning rate": part["lr"].iloc[0],
+                "pearson_r": mean_std(part["pearson_r"]),
+                f"mae ({info.axis_unit})": mean_std(part["mae"]),
+                "CGCNN pearson_r": mean_std(part["CGCNN pearson_r"]),
+                f"CGCNN mae ({info.axis_unit})": mean_std(part["CGCNN mae"]),
+                f"delta mae ({info.axis_unit})": mean_std(part["delta_mae"]),
+                "mean delta": part["delta_mae"].mean(),
+                "paired t-test p": paired_p(part["mae"], part["CGCNN mae"], least=2),
+            }
+            for model, part in splits.groupby("model", sort=False)
+        ]
+    )
+    table = with_verdicts(
+        table.assign(gain=-table["mean delta"]), "gain", "lower MAE than CGCNN", "higher MAE than CGCNN"
+    ).drop(columns=["gain", "mean delta"])
+    where = f"{cgcnn[P.seed].data.label}, 6:2:2 splits of CGCNN's runs, test crystals every model of a split predicts"
+    best = splits.groupby("model")["mae"].mean().idxmin()
+    finding = (
+        f"{len(table)} architectures, each paired with CGCNN by split and read together with Benjamini-Hochberg at "
+        f"{FALSE_DISCOVERY_RATE:g}: "
+        + count_verdicts(table, "lower MAE than CGCNN", "higher MAE than CGCNN")
+        + f". Lowest mean test MAE among them: {catalogue.model_display(best)} "
+        f"({splits.loc[splits['model'] == best, 'mae'].mean():.3g} {info.axis_unit}, against CGCNN's "
+        f"{splits.loc[splits['model'] == best, 'CGCNN mae'].mean():.3g} on the same splits)."
+    )
+    run.save_table(
+        table,
+        "architectures",
+        f"Architectures against CGCNN on thermal expansion, paired by split ({info.display}): {where}",
+        finding=finding,
+    )
+    run.save_table(
+        splits.drop(columns=["delta_mae"])
+        .assign(model=lambda f: f["model"].map(catalogue.model_display))
+        .rename(columns={"mae": f"mae ({info.axis_unit})", "CGCNN mae": f"CGCNN mae ({info.axis_unit})"}),
+        "architecture_splits",
+        f"Test metrics of each architecture and of CGCNN on the same test crystals, per split: {where}",
+        finding=f"{len(splits)} runs; {int(splits['test'].sum()):,} paired test predictions in all.",
+    )
+    points = splits.assign(change=splits["model"].map(catalogue.model_display))
+    run.save_figure(
+        plots.paired_differences(points, info, against="CGCNN"),
+        "architectures",
+        f"Test MAE of each architecture minus CGCNN's on the same split and test crystals: {where}",
         finding=finding,
     )
     return table
