@@ -211,12 +211,11 @@ def projection(profile: str = "paper") -> pd.DataFrame:
 
 
 def experimental_crystals() -> int:
-    """The measured formation enthalpies with an mp-cgcnn structure (ids of RxnNet's table in mp-cgcnn)."""
-    from mlib.data import expt_dhf
-    from mlib.data.mirror import mirror_file
+    """The measured formation enthalpies joined to an mp-cgcnn structure of the same composition (07's crystals
+    before graphs are built)."""
+    from mlib import datasets
 
-    ids = pd.read_csv(mirror_file("mp-cgcnn/material_id_hash.csv"), header=None, names=["idx", "material_id"])
-    return int(expt_dhf.load().merge(ids, on="material_id")["material_id"].nunique())
+    return len(datasets.expt_dhf_joined()[1])
 
 
 def main() -> None:

@@ -115,6 +115,17 @@ class ExperimentData:
     skips: Skips  # no measured value, no mp-cgcnn structure, formula disagreeing with the structure, no graph
 
 
+def expt_dhf_joined(source: str = "auto", skips: Skips | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """RxnNet's measured formation enthalpies (one row per MP id) and those joined to an ``mp-cgcnn`` structure
+    whose composition agrees (before graphs are built); ids left out are counted in ``skips``."""
+    from mlib.data import expt_dhf
+
+    skips = skips if skips is not None else Skips()
+    table = expt_dhf.load(source, skips=skips)
+    crystals = mpdata.load_mp_cgcnn(ids=set(table["material_id"]))
+    return table, expt_dhf.join_structures(table, crystals, skips)
+
+
 def load_expt_dhf(
     spec: GraphSpec = GraphSpec(), workers: int = 1, limit: int | None = None, source: str = "auto"
 ) -> ExperimentData:
@@ -123,9 +134,7 @@ def load_expt_dhf(
     from mlib.data import expt_dhf
 
     skips = Skips()
-    table = expt_dhf.load(source, skips=skips)
-    crystals = mpdata.load_mp_cgcnn(ids=set(table["material_id"]))
-    joined = expt_dhf.join_structures(table, crystals, skips)
+    table, joined = expt_dhf_joined(source, skips)
     if limit is not None:
         joined = joined.head(limit)
     frame = joined.drop(columns=["idx"]).rename(columns={"material_id": "id"})

@@ -30,10 +30,9 @@ import pandas as pd
 from mlib.data import aflow
 from mlib.data.download import fetch
 from mlib.data.errors import BadEntry, ChecksumError
-from mlib.data.mirror import mirror_file
+from mlib.data.mirror import checked_mirror_file
 from mlib.data.skips import Skips
 from mlib.paths import cache_dir
-from mlib.provenance import file_digest
 
 COMMIT = "518a9fb8d0f781a3e2755b4f2580348910d1de75"
 URL = f"https://raw.githubusercontent.com/rasmusfr/RxnNet/{COMMIT}/rxnnet/data/{{path}}"
@@ -194,8 +193,8 @@ def read_table(path: Path, name: str | None = None) -> pd.DataFrame:
 def table_path(table: Table, source: str = "auto", url: str = URL) -> Path:
     """The local file of one table: the mirror's copy, or a download from the pinned commit (both checked)."""
     if aflow.resolve_source(source) == "mirror":
-        path = mirror_file(MIRROR.format(name=table.name))
-        if file_digest(path) != table.sha256:
+        path, digest = checked_mirror_file(MIRROR.format(name=table.name))
+        if digest != table.sha256:
             raise ChecksumError(f"{path}: sha256 differs from RxnNet {COMMIT[:7]}'s {table.name} ({table.sha256})")
         return path
     return fetch(

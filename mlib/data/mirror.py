@@ -79,6 +79,11 @@ def expected_digest(root: Path, relative: str) -> str | None:
 
 def mirror_file(relative: str) -> Path:
     """Path of a mirror file, checked against ``SHA256SUMS`` and recorded in the run's provenance."""
+    return checked_mirror_file(relative)[0]
+
+
+def checked_mirror_file(relative: str) -> tuple[Path, str]:
+    """:func:`mirror_file` and the file's sha256 (hashed once per process while the file is unchanged)."""
     root = require_root()
     path = root / relative
     if not path.is_file():
@@ -87,7 +92,7 @@ def mirror_file(relative: str) -> Path:
     stat = path.stat()
     digest = _verified(path, stat.st_size, stat.st_mtime, expected)
     provenance.record_data_file(f"${MIRROR_ENV}/{relative}", digest, verified=expected is not None)
-    return path
+    return path, digest
 
 
 def available() -> bool:

@@ -469,9 +469,8 @@ def comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         r = group.iloc[0]
         tables.append(paired(runs, method, f"{r['model']} from scratch"))
         tables.append(paired(runs, method, DFT_RIDGE))
-        if r["source"] != CENTRAL:
-            central = method.replace(f"{catalogue.algorithm_display(r['source'])}-pre-trained", "central-pre-trained")
-            tables.append(paired(runs, method, central))
+        if r["source"] != CENTRAL:  # the same model, mode and target, pre-trained centrally
+            tables.append(paired(runs, method, variant(group.head(1).assign(source=CENTRAL)).iloc[0]))
     scratch = runs[runs["source"] == SCRATCH].assign(method=names)
     for method in dict.fromkeys(scratch["method"]):
         tables.append(paired(runs, method, DFT_RIDGE))
