@@ -186,7 +186,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "04_embed": ("02_train",),
     "04b_models": ("01_data",),
     "05_federated": ("04b_models",),
-    "06_transfer": ("04b_models", "05_federated"),
+    "06_transfer": ("02_train", "04b_models", "05_federated"),
     "07_experiment": (),  # pre-trains its own encoders, without the experimental crystals
 }
 
@@ -197,6 +197,14 @@ def target(name: str) -> Target:
         return TARGETS[name]
     except KeyError:
         raise ValueError(f"unknown target {name!r}; choose from {sorted(TARGETS)}") from None
+
+
+def model_name(display: str) -> str:
+    """The model a display name names (``GCN`` -> ``gcn``); an unknown one is an error naming the known ones."""
+    names = {entry.display: name for name, entry in MODELS.items()}
+    if display not in names:
+        raise ValueError(f"no model is displayed as {display!r}; known: {sorted(names)}")
+    return names[display]
 
 
 def model_display(name: str) -> str:

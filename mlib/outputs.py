@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,27 @@ class Run:
             "outputs": self.outputs,
         }
         return store.write_text(self.path("provenance.json"), json.dumps(record, indent=2, default=str))
+
+
+@dataclass(frozen=True)
+class Results:
+    """Another notebook's finished results in the same profile: its parameters and tables."""
+
+    folder: Path
+    parameters: dict
+
+    def has(self, name: str) -> bool:
+        return (self.folder / name).is_file()
+
+    def table(self, name: str) -> pd.DataFrame:
+        return store.read_csv(self.folder / name)
+
+
+def results_of(params: NotebookParams, notebook: str) -> Results:
+    """The finished results of ``notebook`` in this profile, beside its run store (the runner checks they are not
+    stale)."""
+    folder = Path(params.store_dir).parent / notebook
+    record = provenance.record_of(folder)
+    if record is None:
+        raise FileNotFoundError(f"{folder} holds no finished results of {notebook}: run {notebook} first")
+    return Results(folder, record["parameters"])

@@ -677,6 +677,11 @@ class TransferParams(NotebookParams):
     partition: str = param("iid", "partition of the federated encoders")
     pretrain_seed: int = param(0, "seed of the pre-training runs used")
     central: bool = param(True, "also fine-tune the central encoder (04b_models)")
+    on_02_splits: str | None = param(
+        "formation_energy_per_atom",
+        "MP target of the central encoder that CGCNN and 02_train's best other architecture fine-tune on all of "
+        "02's splits (mode train, its scratch run's settings); null: skip",
+    )
     modes: list[str] = param(list(C.FINE_TUNE_MODES), "frozen (only the head learns) and/or train (all weights)")
     encoder_lr_scale: float = param(0.1, "encoder learning rate relative to lr in mode train")
     epochs: int = param(C.TRAINING["epochs"], "fine-tuning epochs")
@@ -691,6 +696,8 @@ class TransferParams(NotebookParams):
         self.one_of("partition", C.PARTITIONS)
         self.positive("thermal_limit", "encoder_lr_scale", "epochs", "batch_size", "lr", "patience")
         self.all_of("pretrain_targets", C.MP_TARGETS, "pre-training target")
+        if self.on_02_splits is not None:
+            self.one_of("on_02_splits", C.MP_TARGETS, "pre-training target")
         self.all_of("algorithms", C.ALGORITHMS, "algorithm", empty_ok=True)
         self.all_of("modes", C.FINE_TUNE_MODES, "mode")
         if not self.sizes or any(n is not None and n < 2 for n in self.sizes):

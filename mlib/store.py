@@ -230,6 +230,11 @@ class Store:
             raise MissingRun(f"no finished run at {Path(folder).resolve()}; run {made_by} first (same profile)")
         return json.loads(path.read_text())["record"]
 
+    def key(self, folder: Path, made_by: str) -> dict:
+        """The key of a finished run another notebook needs (``made_by`` names the notebook to run)."""
+        self.record(folder, made_by)
+        return json.loads((Path(folder) / RECORD).read_text())["key"]
+
     def clear(self, folder: Path) -> None:
         """Remove an unfinished run's files (a finished run is never removed here)."""
         if (Path(folder) / RECORD).exists():

@@ -24,6 +24,7 @@ MATGL_1 = "matgl-1.0.0"
 REFERENCE = "reference"  # 02's setting of the study's defaults (the reference implementation's choices)
 ENSEMBLE_FILE = "ensemble.json"
 ARCHITECTURES = "architectures"  # 02_train: the other models on the thermal splits
+ON_02_SPLITS = "on-02-splits"  # 06_transfer: encoders fine-tuned on 02_train's splits
 
 
 def _seed(seed: int) -> str:
@@ -103,6 +104,12 @@ def central_run(store: str | Path, model: str, target: str, seed: int, group: st
 def transfer_run(store: str | Path, model: str, source: str, mode: str, n_train: int | None, seed: int) -> Path:
     """06_transfer: one point of a learning curve (``source``: scratch or a pre-trained encoder; ``mode``: how)."""
     return Path(store, TRANSFER, model, source, mode, f"n{n_train or 'all'}", _seed(seed))
+
+
+def transfer_split_run(store: str | Path, model: str, source: str, seed: int) -> Path:
+    """06_transfer: a pre-trained encoder fine-tuned on all of 02_train's split of ``seed`` (beside its run from
+    scratch there)."""
+    return Path(store, TRANSFER, ON_02_SPLITS, model, source, _seed(seed))
 
 
 def experiment_pretrain_run(store: str | Path, algorithm: str, model: str, seed: int) -> Path:

@@ -160,6 +160,14 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert (curve.groupby(["model", "source", "mode", "n_train"]).size() == 2).all()  # two seeds at every point
     verdict = pd.read_csv(root / "06_transfer" / "pretraining_verdict.csv")
     assert set(verdict["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
+    on_splits = pd.read_csv(root / "06_transfer" / "on_02_splits_runs.csv")  # CGCNN and 02's best other model
+    assert on_splits["model"].iloc[0] == "CGCNN" and on_splits["model"].nunique() == 2
+    assert sorted(on_splits.loc[on_splits["model"] == "CGCNN", "split seed"]) == [0, 1]  # 02's splits
+    scratch = pd.read_csv(root / "02_train" / "thermal_splits.csv").set_index("seed")
+    cgcnn = on_splits[on_splits["model"] == "CGCNN"].set_index("split seed")
+    assert cgcnn[f"scratch mae ({catalogue.target('thermal_expansion').axis_unit})"].to_numpy() == pytest.approx(
+        scratch.loc[cgcnn.index, "mae"].to_numpy() / catalogue.target("thermal_expansion").scale
+    )  # paired with 02's own runs, on their own test crystals
 
     experiment = pd.read_csv(root / "07_experiment" / "runs.csv")
     networks, baselines = experiment[experiment["source"] != "baseline"], experiment[experiment["source"] == "baseline"]

@@ -23,11 +23,12 @@ from mlib import catalogue, datasets, model_file, plots, provenance, store, stor
 from mlib.catalogue import THERMAL_TARGET
 from mlib.encoders import load_encoder
 from mlib.graphs.featurize import GraphSet
+from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model, graph_spec
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, with_verdicts
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, results_of, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
-from mlib.training import few_shot_split, fit_regressor
+from mlib.training import few_shot_split, fit_regressor, regression_metrics
 
 NOTEBOOK = store_paths.TRANSFER
 SCRATCH = "scratch"
@@ -463,3 +464,151 @@ def federated_verdict(run: Run, runs: pd.DataFrame, where: str) -> pd.DataFrame:
         f"are read together (Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} for a verdict): {where}",
         finding=finding,
     )
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    """An encoder fine-tuned on all of one of 02_train's splits, with the settings of the run from scratch there."""
+
+    model: str
+    scratch: Path  # 02_train's finished run from scratch on this split
+    encoder: str  # the pre-trained model file, relative to the store
+    source: str
+    seed: int
+    fine_tune: FineTune
+    store_root: Path
+
+
+def _split_run(sets: dict[str, GraphSet], job: SplitJob) -> dict[str, object]:
+    """Fine-tune (or read back) one encoder on a split of 02_train; both runs' test metrics on its test crystals."""
+    runs = store.Store(job.store_root)
+    key = runs.key(job.scratch, "02_train")
+    config = TrainConfig(**key["config"])
+    graph_set = sets[job.model].with_finite(THERMAL_TARGET)
+    scratch = pd.read_csv(job.scratch / "predictions.csv")
+    row = {entry: i for i, entry in enumerate(graph_set.table["id"].astype(str))}
+    split = {
+        part: np.array([row[i] for i in scratch.loc[scratch["split"] == part, "id"].astype(str) if i in row])
+        for part in ("train", "val", "test")
+    }
+    path = job.store_root / job.encoder
+
+    def build() -> nn.Module:
+        net = build_model(job.model, **key["model"]["hyper"])
+        load_encoder(net, path)
+        return net
+
+    result = fit_regressor(
+        build,
+        graph_set,
+        THERMAL_TARGET,
+        config,
+        store_paths.transfer_split_run(job.store_root, job.model, job.source, job.seed),
+        show=False,
+        split=split,
+        fine_tune=job.fine_tune,
+        key_extra={"encoder": {"file": job.encoder, "sha256": provenance.file_digest(path)}},
+    )
+    tuned = result.predictions[result.predictions["split"] == "test"].set_index("id")
+    before = scratch[scratch["split"] == "test"].set_index("id").loc[tuned.index]
+    return {
+        "model": job.model,
+        "seed": job.seed,
+        "test": len(tuned),
+        "lr": config.lr,
+        "epochs": len(result.history),
+        **{f"scratch {k}": v for k, v in regression_metrics(before["true"], before["pred"]).items()},
+        **{f"pre-trained {k}": v for k, v in regression_metrics(tuned["true"], tuned["pred"]).items()},
+    }
+
+
+def _split_models(P: TransferParams) -> list[tuple[str, float | None, list[int]]]:
+    """CGCNN and 02_train's other architecture of lowest validation MAE: (model, its 02 learning rate or None for
+    CGCNN's reference runs, the split seeds it ran on)."""
+    train = results_of(P, "02_train")
+    if train.parameters["dataset"] != P.dataset:
+        raise ValueError(f"02_train ran on {train.parameters['dataset']!r}, this notebook on {P.dataset!r}")
+    out = [("cgcnn", None, list(train.parameters["seeds"]))]
+    if train.has("architecture_lr.csv"):
+        lrs = train.table("architecture_lr.csv")
+        chosen = lrs[lrs["chosen"]].sort_values(lrs.filter(like="validation MAE").columns[0])
+        best = catalogue.model_name(chosen["model"].iloc[0])
+        splits = train.table("architecture_splits.csv")
+        seeds = sorted(splits.loc[splits["model"] == chosen["model"].iloc[0], "split seed"].astype(int))
+        out.append((best, float(chosen["lr"].iloc[0]), seeds))
+    return out
+
+
+def on_02_splits(P: TransferParams, run: Run) -> pd.DataFrame | None:
+    """CGCNN and 02_train's best other architecture (chosen on validation MAE) fine-tuned at N = all from the
+    central MP encoder of ``on_02_splits`` on each of 02's splits, with each split's scratch settings, paired with
+    the run from scratch by split; the tests read together (BH)."""
+    if P.on_02_splits is None:
+        return None
+    info = catalogue.target(THERMAL_TARGET)
+    root = Path(P.store_dir)
+    source = f"central-{P.on_02_splits}"
+    jobs, sets = [], {}
+    for model, lr, seeds in _split_models(P):
+        folder = store_paths.model_run(root, model, P.on_02_splits, P.pretrain_seed)
+        store.Store(root).record(folder, store_paths.MODELS)
+        encoder = str((folder / "model.pt").relative_to(root))
+        scratch = {
+            seed: store_paths.thermal_run(root, P.dataset, store_paths.REFERENCE, seed)
+            if lr is None
+            else store_paths.thermal_architecture_run(root, P.dataset, model, lr, seed)
+            for seed in seeds
+        }
+        graph = store.Store(root).key(scratch[seeds[0]], "02_train")["graph"]  # the scratch runs' own graphs
+        spec = GraphSpec(**{k: graph[k] for k in ("radius", "max_neighbors", "kind", "tie_order")})
+        sets[model] = datasets.load_thermal(P.dataset, spec=spec, workers=P.workers).graphs
+        tune = FineTune("train", P.encoder_lr_scale)
+        jobs += [SplitJob(model, folder, encoder, source, seed, tune, root) for seed, folder in scratch.items()]
+    rows = pd.DataFrame(run_jobs(_split_run, jobs, sets, P.workers, desc="02's splits"))
+    table = pd.DataFrame(
+        [
+            {
+                "model": catalogue.model_display(model),
+                "splits": len(part),
+                "test crystals": int(part["test"].iloc[0]),
+                "scratch pearson_r": mean_std(part["scratch pearson_r"]),
+                "pre-trained pearson_r": mean_std(part["pre-trained pearson_r"]),
+                f"scratch mae ({info.axis_unit})": mean_std(part["scratch mae"] / info.scale),
+                f"pre-trained mae ({info.axis_unit})": mean_std(part["pre-trained mae"] / info.scale),
+                "relative MAE gain": float(1 - part["pre-trained mae"].mean() / part["scratch mae"].mean()),
+                "paired t-test p": paired_p(part["pre-trained mae"], part["scratch mae"], least=2),
+            }
+            for model, part in rows.groupby("model", sort=False)
+        ]
+    )
+    table = with_verdicts(table, "relative MAE gain", BETTER, WORSE)
+    where = f"{P.dataset}, 02_train's 6:2:2 splits, N = all; encoders of 04b_models' {catalogue.target(P.on_02_splits).display} runs"
+    ranked = (
+        rows.assign(pre=rows["pre-trained mae"] / info.scale, scratch=rows["scratch mae"] / info.scale)
+        .groupby("model", sort=False)[["scratch", "pre"]]
+        .mean()
+    )
+    best = ranked.stack().idxmin()
+    finding = (
+        f"{count_verdicts(table, BETTER, WORSE)} (paired by split, Benjamini-Hochberg over {len(table)} models). "
+        f"Lowest mean test MAE: {catalogue.model_display(best[0])} "
+        f"{'pre-trained' if best[1] == 'pre' else 'from scratch'} ({ranked.loc[best]:.3g} {info.axis_unit})."
+    )
+    run.save_table(
+        table,
+        "on_02_splits",
+        f"Pre-trained (central MP encoder, fine-tuned, mode train) against scratch on 02_train's splits, same settings "
+        f"and test crystals, {info.display}: {where}",
+        finding=finding,
+    )
+    shown = rows[["model", "seed", "test", "lr", "epochs"]].rename(columns={"seed": "split seed"})
+    for side in ("scratch", "pre-trained"):
+        shown[f"{side} pearson_r"] = rows[f"{side} pearson_r"]
+        shown[f"{side} mae ({info.axis_unit})"] = rows[f"{side} mae"] / info.scale
+    run.save_table(
+        shown.assign(model=shown["model"].map(catalogue.model_display)),
+        "on_02_splits_runs",
+        f"Each split's run from scratch (02_train) and fine-tuned, test metrics: {where}",
+        finding=f"{len(rows)} fine-tuning runs, each beside 02_train's run from scratch on the same split.",
+    )
+    return table
