@@ -190,6 +190,15 @@ def projection(profile: str = "paper") -> pd.DataFrame:
             f"{len(p.seeds)} seeds x {p.epochs} epochs (frozen encoders: head only, not counted)"
         )
         add("06_transfer", what, runs * sizes * p.epochs, "cgcnn (aflow)" if model == "cgcnn" else model)
+    if p.on_02_splits is not None:  # CGCNN and 02's best other architecture fine-tuned on 02's splits
+        t = profile_params(profile, "02_train")
+        train = first(crystals["aflow"], t.thermal_limit) * TRAIN_FRACTION
+        what = f"cgcnn: fine-tuned on 02_train's {len(t.seeds)} splits x {t.epochs} epochs"
+        add("06_transfer", what, len(t.seeds) * t.epochs * train, "cgcnn (aflow)")
+        if t.architectures:  # which one is best is known after 02: the costliest counted, an upper bound
+            model = max(t.architectures, key=lambda m: cost[f"{m} (aflow)"])
+            what = f"{model} (02's costliest architecture, at most): fine-tuned on {len(t.splits_of(model))} splits"
+            add("06_transfer", what, len(t.splits_of(model)) * t.epochs * train, f"{model} (aflow)")
     p = profile_params(profile, "07_experiment")
     measured = experimental_crystals()
     pretrain = (first(crystals["mp-cgcnn"], p.mp_limit) - measured) * catalogue.MP_SPLIT[0]
