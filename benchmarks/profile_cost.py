@@ -162,6 +162,11 @@ def projection(profile: str = "paper") -> pd.DataFrame:
         runs = len(p.targets) * len(p.seeds_for(model))
         what = f"{model}: {len(p.targets)} targets x {len(p.seeds_for(model))} seeds x {p.epochs} epochs"
         add("04b_models", what, runs * p.epochs * mp_train(p, model, crystals), on_mp.get(model, model))
+        if model in (p.all_crystals or {}):  # the headline runs on every crystal, the model's first seed
+            every = first(crystals[p.dataset], p.limit) * catalogue.MP_SPLIT[0]
+            targets = p.all_crystals[model]
+            what = f"{model}: every crystal, {len(targets)} target(s) x 1 seed x {p.epochs} epochs"
+            add("04b_models", what, len(targets) * p.epochs * every, on_mp.get(model, model))
         algorithms, seeds = f.algorithms_for(model), f.seeds_for(model)
         epochs, runs = f.rounds * f.local_epochs, len(algorithms) * len(f.targets) * len(seeds)
         what = (

@@ -552,11 +552,24 @@ class ModelsParams(MPStudyParams):
         True,
         "MEGNet and M3GNet of the installed matgl also on each stored matgl 1.0.0 run's crystals, split and budget",
     )
+    all_crystals: dict | None = param(
+        None,
+        "headline runs on every crystal beyond model_limits, {model: [targets]}, the model's first seed, on CGCNN's "
+        "split of that seed; null: none",
+    )
 
     def validate(self) -> None:
         super().validate()
         self.positive("epochs")
         self.one_of("device", C.DEVICES, "device")
+        for model, targets in (self.all_crystals or {}).items():
+            if model not in self.models or not isinstance(targets, list) or not set(targets) <= set(self.targets):
+                raise ParameterError(
+                    f"all_crystals: {model}: {targets!r} needs a model of models ({self.models}) and a list of its "
+                    f"targets ({self.targets})"
+                )
+            if "cgcnn" not in self.models:
+                raise ParameterError("all_crystals: the runs take CGCNN's split, so models must hold cgcnn")
         on_dgl = [m for m in self.models if C.MODELS[m].graph_kind != "matgl"]
         if self.device == "cuda" and on_dgl:
             raise ParameterError(

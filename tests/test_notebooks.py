@@ -127,6 +127,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert row.mae == pytest.approx(recomputed(pd.read_csv(folder / "predictions.csv"))["mae"])
     beside = pd.read_csv(root / "04b_models" / "vs_paper.csv").set_index("target")
     assert set(beside.index) == {"formation energy", "band gap"} and (beside["seeds"] == 2).all()
+    headline = pd.read_csv(root / "04b_models" / "all_crystals.csv").set_index("run")  # M3GNet beyond model_limits
+    cgcnn = pd.read_csv(
+        root / "store" / "04b_models" / "cgcnn" / "formation_energy_per_atom" / "seed0" / "predictions.csv"
+    )
+    m3gnet = headline.loc["M3GNet on every crystal"]
+    assert m3gnet["trained on"] > runs.loc[runs["model"] == "m3gnet", "train"].max()  # more than its first 40
+    assert m3gnet["test crystals"] == (cgcnn["split"] == "test").sum()  # on CGCNN's split
 
     table1 = pd.read_csv(root / "05_federated" / "table1.csv")
     assert len(table1) == 6 * 2 * 2 - 2 and table1["central MAE"].notna().all()  # models x algorithms x targets
