@@ -156,6 +156,11 @@ def projection(profile: str = "paper") -> pd.DataFrame:
         len(p.seeds) * p.epochs * crabnet_train,
         "cgcnn (aflow)",
     )
+    t = profile_params(profile, "02_train")
+    if p.best_architecture and t.architectures:  # which is best is known after 02: the costliest, an upper bound
+        model = max(t.architectures, key=lambda m: cost[f"{m} (aflow)"])
+        what = f"{model} (02's costliest architecture, at most) on CrabNet's split x {len(p.seeds)} seeds"
+        add("03b_composition", what, len(p.seeds) * p.epochs * crabnet_train, f"{model} (aflow)")
     p, f = profile_params(profile, "04b_models"), profile_params(profile, "05_federated")
     on_mp = ON_MP
     for model in p.models:

@@ -182,7 +182,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data": (),
     "02_train": ("01_data",),
     "03_sweep": ("01_data",),
-    "03b_composition": ("01_data",),
+    "03b_composition": ("01_data", "02_train"),
     "04_embed": ("02_train",),
     "04b_models": ("01_data",),
     "05_federated": ("04b_models",),

@@ -457,6 +457,9 @@ class CompositionParams(GraphParams):
     seeds: list[int] = param([0], "CGCNN and random-forest seeds on CrabNet's split")
     own_seeds: list[int] = param([0], "the study's splits (02_train's seeds), each CGCNN and random forest")
     trees: int = param(500, "trees of the random forest")
+    best_architecture: bool = param(
+        True, "also train 02_train's other architecture of lowest validation MAE on CrabNet's split (when 02 has one)"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -74,9 +74,10 @@ def sweep_curve_run(store: str | Path, n_train: int) -> Path:
     return Path(store, SWEEP, "curve", f"n{n_train}")
 
 
-def composition_run(store: str | Path, split: str, seed: int) -> Path:
-    """03b_composition: CGCNN on ``split`` (``crabnet``: CrabNet's split mapped onto AFLOW; ``own``: the study's)."""
-    return Path(store, COMPOSITION, split, _seed(seed))
+def composition_run(store: str | Path, split: str, seed: int, model: str | None = None) -> Path:
+    """03b_composition: CGCNN (or ``model``, 02_train's best other architecture) on ``split`` (``crabnet``: CrabNet's
+    split mapped onto AFLOW; ``own``: the study's)."""
+    return Path(store, COMPOSITION, split, *((model,) if model else ()), _seed(seed))
 
 
 def model_run(store: str | Path, model: str, target: str, seed: int, group: str = "") -> Path:

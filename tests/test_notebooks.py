@@ -108,7 +108,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     versus = pd.read_csv(root / "03b_composition" / "composition_vs_structure.csv")
     assert set(versus["input"]) == {"structure", "composition"} and len(versus) == 9
     beside = pd.read_csv(root / "03b_composition" / "beside_published.csv")
-    assert len(beside) == 5 and (beside["common test formulas"] > 0).all()  # Roost, CrabNet, HotCrab, RF, ElemNet
+    assert len(beside) == 2 * 5 and (beside["common test formulas"] > 0).all()  # Roost, CrabNet, HotCrab, RF, ElemNet
+    best_other = pd.read_csv(train / "architecture_lr.csv").query("chosen").sort_values("validation MAE (10^-6 1/K)")
+    assert list(dict.fromkeys(beside["structure model"])) == ["CGCNN", best_other["model"].iloc[0]]  # 02's best other
     assert set(beside["verdict"]) == {"too few seeds to tell"}  # two seeds never decide
     assert len(pd.read_csv(root / "03b_composition" / "split_difficulty.csv")) == 2 + 2  # seeds + own_seeds
 

@@ -30,6 +30,7 @@ from mlib.graphs.neighbors import GraphSpec
 from mlib.models.registry import build_model, graph_spec
 from mlib.outputs import (
     FALSE_DISCOVERY_RATE,
+    Results,
     Run,
     benjamini_hochberg,
     count_verdicts,
@@ -484,6 +485,19 @@ def _architecture_verdict(
         finding=finding,
     )
     return table
+
+
+def best_architecture(train: Results) -> tuple[str, float, list[int], int | None] | None:
+    """From 02's finished results: its other architecture of lowest validation MAE (each at its chosen learning
+    rate, on split seed ``seed``), that rate, the split seeds it ran on and its early-stopping patience; None when
+    02 trained no other architecture."""
+    if not train.has("architecture_lr.csv"):
+        return None
+    rates = train.table("architecture_lr.csv")
+    chosen = rates[rates["chosen"]].sort_values(rates.filter(like="validation MAE").columns[0]).iloc[0]
+    splits = train.table("architecture_splits.csv")
+    seeds = sorted(splits.loc[splits["model"] == chosen["model"], "split seed"].astype(int))
+    return catalogue.model_name(chosen["model"]), float(chosen["lr"]), seeds, train.parameters["architecture_patience"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,10 @@ from mlib.data import crabnet
 from mlib.data.thermal import records_frame
 from mlib.graphs.featurize import GraphSet, featurize
 from mlib.graphs.neighbors import GraphSpec
-from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, with_verdicts
+from mlib.models.registry import graph_spec
+from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, results_of, with_verdicts
 from mlib.params import CompositionParams, TrainConfig
+from mlib.study.nb02_train import best_architecture
 from mlib.training import FitJob, fit_jobs, regression_metrics, split_indices
 
 NOTEBOOK = store_paths.COMPOSITION
@@ -57,12 +59,59 @@ def crabnet_split(P: CompositionParams, run: Run) -> tuple[pd.DataFrame, pd.Data
     return split, matched
 
 
-def _matched_graphs(P: CompositionParams, matched: pd.DataFrame) -> GraphSet:
+def _matched_graphs(P: CompositionParams, matched: pd.DataFrame, model: str = "cgcnn") -> GraphSet:
+    """The matched crystals as the graphs ``model`` reads (CGCNN's with the notebook's graph parameters)."""
     frame = matched.rename(columns={"target": THERMAL_TARGET})[
         ["id", "source", THERMAL_TARGET, "aflow_label", "part", "reduced_formula", "spacegroup", "nspecies"]
     ]
-    spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
+    spec = graph_spec(model)
+    if spec.kind == "cgcnn":
+        spec = GraphSpec(radius=P.radius, max_neighbors=P.max_neighbors, tie_order=P.tie_order)
     return featurize(frame, MATCHED if P.limit is None else f"{MATCHED} (first {P.limit:,})", spec, workers=P.workers)
+
+
+def other_architecture(P: CompositionParams) -> tuple[str, float, int | None] | None:
+    """02_train's other architecture of lowest validation MAE, its learning rate and patience (None: none, or
+    ``best_architecture`` off)."""
+    if not P.best_architecture:
+        return None
+    best = best_architecture(results_of(P, "02_train"))
+    return None if best is None else (best[0], best[1], best[3])
+
+
+def other_on_crabnet(P: CompositionParams, run: Run, matched: pd.DataFrame) -> pd.DataFrame | None:
+    """02_train's best other architecture on the matched CrabNet split over ``seeds``, at 02's learning rate and
+    patience: test metrics per seed (None: no such architecture)."""
+    other = other_architecture(P)
+    if other is None:
+        return None
+    model, lr, patience = other
+    graphs = _matched_graphs(P, matched, model)
+    parts = graphs.table["part"].to_numpy()
+    split = {part: np.flatnonzero(parts == part) for part in crabnet.PARTS}
+    jobs = [
+        FitJob(
+            model,
+            {},
+            TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=lr, seed=seed, patience=patience),
+            store_paths.composition_run(P.store_dir, "crabnet", seed, model),
+            split=split,
+        )
+        for seed in P.seeds
+    ]
+    done = fit_jobs(graphs, THERMAL_TARGET, jobs, P.workers, f"{catalogue.model_display(model)} on CrabNet's split")
+    table = pd.DataFrame([{"seed": seed, **r["metrics"]} for seed, r in zip(P.seeds, done)])
+    info = catalogue.target(THERMAL_TARGET)
+    name = catalogue.model_display(model)
+    run.save_table(
+        table,
+        "other_crabnet_seeds",
+        f"{name} (02_train's other architecture of lowest validation MAE; lr {lr:g}) on CrabNet's split (matched), "
+        f"test metrics per seed: {graphs.label}: train {len(split['train']):,}, test {len(split['test']):,}",
+        finding=f"Test R {mean_std(table['pearson_r'])}, MAE {mean_std(table['mae'] / info.scale)} {info.axis_unit} "
+        f"over {len(table)} seeds; beside the published composition models below.",
+    )
+    return table
 
 
 def _cgcnn(P: CompositionParams, seed: int, folder: Path, **kwargs) -> FitJob:
@@ -294,52 +343,70 @@ def _test_predictions(folder: Path) -> pd.DataFrame:
 
 
 def beside_published(P: CompositionParams, run: Run, matched: pd.DataFrame) -> pd.DataFrame:
-    """CGCNN on CrabNet's split (its seeds' runs) against each published composition model on exactly the test
-    formulas both predict (same label). Beyond seed noise means: CGCNN's per-seed MAE on those formulas against the
-    model's, a one-sample t-test over seeds (Benjamini-Hochberg over the models; the published models are single
-    runs, so their own seed noise is not counted); the Wilcoxon signed-rank test over formulas (CGCNN's seed-mean
-    absolute error against the model's) says how consistent the difference is from formula to formula."""
+    """Each structure model on CrabNet's split (CGCNN, and 02_train's best other architecture; their seeds' runs)
+    against each published composition model on exactly the test formulas both predict (same label). Beyond seed
+    noise means: the structure model's per-seed MAE on those formulas against the composition model's, a one-sample
+    t-test over seeds (Benjamini-Hochberg over every pair; the published models are single runs, so their own seed
+    noise is not counted); the Wilcoxon signed-rank test over formulas (the seed-mean absolute error against the
+    model's) says how consistent the difference is from formula to formula."""
     info = catalogue.target(THERMAL_TARGET)
-    seeds = {seed: _test_predictions(store_paths.composition_run(P.store_dir, "crabnet", seed)) for seed in P.seeds}
-    errors = pd.DataFrame({seed: (f["pred"] - f["true"]).abs().to_numpy() for seed, f in seeds.items()})
-    errors.index = next(iter(seeds.values()))["formula"].to_numpy()
-    labels = next(iter(seeds.values())).set_index("formula")["true"]
+    structures = {"CGCNN": None}
+    if (other := other_architecture(P)) is not None:
+        structures[catalogue.model_display(other[0])] = other[0]
+    published_runs = crabnet.load_published(P.source)
     unit = f"({info.axis_unit})"
     rows = []
-    for model, theirs in crabnet.load_published(P.source).groupby("model", sort=False):
-        theirs = theirs.drop_duplicates("reduced_formula").set_index("reduced_formula")
-        common = errors.index.intersection(theirs.index)
-        common = common[np.isclose(theirs.loc[common, "actual"], labels.loc[common], rtol=1e-6)]
-        ours, other = errors.loc[common], (theirs.loc[common, "predicted"] - theirs.loc[common, "actual"]).abs()
-        per_seed = ours.mean(axis=0)
-        rows.append(
-            {
-                "composition model": f"{model} (published)",
-                "common test formulas": len(common),
-                f"model MAE {unit}": other.mean() / info.scale,
-                f"CGCNN MAE {unit}, mean ± std over seeds": mean_std(per_seed / info.scale, 3),
-                "CGCNN seeds better": f"{int((per_seed < other.mean()).sum())} of {len(per_seed)}",
-                "relative MAE gain of CGCNN": float(1 - per_seed.mean() / other.mean()),
-                "t-test p (seeds)": float(stats.ttest_1samp(per_seed, other.mean()).pvalue)
-                if len(per_seed) >= 3
-                else float("nan"),
-                "Wilcoxon p (formulas)": float(stats.wilcoxon(ours.mean(axis=1), other).pvalue),
-            }
-        )
+    for name, model in structures.items():
+        seeds = {
+            seed: _test_predictions(store_paths.composition_run(P.store_dir, "crabnet", seed, model))
+            for seed in P.seeds
+        }
+        errors = pd.DataFrame({seed: (f["pred"] - f["true"]).abs().to_numpy() for seed, f in seeds.items()})
+        errors.index = next(iter(seeds.values()))["formula"].to_numpy()
+        labels = next(iter(seeds.values())).set_index("formula")["true"]
+        for composition_model, theirs in published_runs.groupby("model", sort=False):
+            theirs = theirs.drop_duplicates("reduced_formula").set_index("reduced_formula")
+            common = errors.index.intersection(theirs.index)
+            common = common[np.isclose(theirs.loc[common, "actual"], labels.loc[common], rtol=1e-6)]
+            ours, other_errors = (
+                errors.loc[common],
+                (theirs.loc[common, "predicted"] - theirs.loc[common, "actual"]).abs(),
+            )
+            per_seed = ours.mean(axis=0)
+            rows.append(
+                {
+                    "structure model": name,
+                    "composition model": f"{composition_model} (published)",
+                    "common test formulas": len(common),
+                    f"composition MAE {unit}": other_errors.mean() / info.scale,
+                    f"structure MAE {unit}, mean ± std over seeds": mean_std(per_seed / info.scale, 3),
+                    "structure seeds better": f"{int((per_seed < other_errors.mean()).sum())} of {len(per_seed)}",
+                    "relative MAE gain of structure": float(1 - per_seed.mean() / other_errors.mean()),
+                    "t-test p (seeds)": float(stats.ttest_1samp(per_seed, other_errors.mean()).pvalue)
+                    if len(per_seed) >= 3
+                    else float("nan"),
+                    "Wilcoxon p (formulas)": float(stats.wilcoxon(ours.mean(axis=1), other_errors).pvalue),
+                }
+            )
     table = with_verdicts(
-        pd.DataFrame(rows), "relative MAE gain of CGCNN", "CGCNN better", "CGCNN worse", p="t-test p (seeds)"
+        pd.DataFrame(rows),
+        "relative MAE gain of structure",
+        "structure better",
+        "structure worse",
+        p="t-test p (seeds)",
     )
     train = int((matched["part"] == "train").sum())
     run.save_table(
         table,
         "beside_published",
-        f"CGCNN (structure, {len(P.seeds)} seeds, trained on the {train:,} matched training formulas) against the "
-        f"published test predictions of composition models ({published.CRABNET_PAPER}; trained on all of CrabNet's "
-        "training formulas) on exactly the test formulas both predict with the same label; verdict: CGCNN's per-seed "
-        f"MAE against the model's (one-sample t-test, Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE})",
+        f"Structure models ({', '.join(structures)}; {len(P.seeds)} seeds each, trained on the {train:,} matched "
+        f"training formulas) against the published test predictions of composition models "
+        f"({published.CRABNET_PAPER}; trained on all of CrabNet's training formulas) on exactly the test formulas "
+        "both predict with the same label; verdict: the structure model's per-seed MAE against the composition "
+        f"model's (one-sample t-test, Benjamini-Hochberg q < {FALSE_DISCOVERY_RATE} over every pair)",
         finding="; ".join(
-            f"{r['composition model']}: CGCNN {r['relative MAE gain of CGCNN']:+.1%} ({r['verdict']}, "
-            f"{r['CGCNN seeds better']} seeds better) on {r['common test formulas']} formulas"
+            f"{r['structure model']} against {r['composition model']}: {r['relative MAE gain of structure']:+.1%} "
+            f"({r['verdict']}, {r['structure seeds better']} seeds better) on {r['common test formulas']} formulas"
             for _, r in table.iterrows()
         )
         + ".",

@@ -28,6 +28,7 @@ from mlib.models.registry import build_model, graph_spec
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, paired_p, results_of, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
+from mlib.study.nb02_train import best_architecture
 from mlib.training import few_shot_split, fit_regressor, regression_metrics
 
 NOTEBOOK = store_paths.TRANSFER
@@ -529,13 +530,9 @@ def _split_models(P: TransferParams) -> list[tuple[str, float | None, list[int]]
     if train.parameters["dataset"] != P.dataset:
         raise ValueError(f"02_train ran on {train.parameters['dataset']!r}, this notebook on {P.dataset!r}")
     out = [("cgcnn", None, list(train.parameters["seeds"]))]
-    if train.has("architecture_lr.csv"):
-        lrs = train.table("architecture_lr.csv")
-        chosen = lrs[lrs["chosen"]].sort_values(lrs.filter(like="validation MAE").columns[0])
-        best = catalogue.model_name(chosen["model"].iloc[0])
-        splits = train.table("architecture_splits.csv")
-        seeds = sorted(splits.loc[splits["model"] == chosen["model"].iloc[0], "split seed"].astype(int))
-        out.append((best, float(chosen["lr"].iloc[0]), seeds))
+    best = best_architecture(train)
+    if best is not None:
+        out.append(best[:3])
     return out
 
 
