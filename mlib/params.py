@@ -296,7 +296,9 @@ class TrainParams(GraphParams):
         [], "training choices measured against the defaults, name=value (atom_features, lr_schedule, tie_order)"
     )
     compare_seeds: list[int] = param([0], "splits on which each choice of compare is measured (paired)")
-    ensemble_seeds: list[int] = param([0], "seed ensemble: members' seeds, an ensemble on every split of `seeds`")
+    ensemble_seeds: list[int] = param(
+        [0, 1], "seed ensemble: members' seeds (two or more), an ensemble on every split of `seeds`"
+    )
     mp_dataset: str | None = param("mp-cgcnn", "MP data set of the implementation check; null: skip it")
     mp_target: str = param("formation_energy_per_atom", "MP target of the implementation check")
     mp_limit: int | None = param(None, "first N MP crystals only (a labelled subset); null: all")
@@ -366,6 +368,11 @@ class TrainParams(GraphParams):
         for name in ("seeds", "compare_seeds", "ensemble_seeds"):
             self.seeds_ok(name)
         self.architectures_ok()
+        if len(self.ensemble_seeds) < 2:
+            raise ParameterError(
+                f"ensemble_seeds {self.ensemble_seeds}: an ensemble needs two members or more (its spread is their "
+                "standard deviation)"
+            )
         if self.seed not in self.seeds:
             raise ParameterError(
                 f"seed {self.seed} is not one of seeds {self.seeds}: the ensemble mlib.predict reads is the one on "

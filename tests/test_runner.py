@@ -45,6 +45,7 @@ def test_plan_rejects_unknown_names(tmp_path, args, message):
         ({"atom_features": "magpie"}, "unknown atom-feature source"),
         ({"tie_order": "random"}, "unknown tie order"),
         ({"ensemble_seeds": [0, 0]}, "ensemble_seeds must be distinct"),
+        ({"ensemble_seeds": [3]}, "an ensemble needs two members or more"),
         ({"seeds": [1, 2]}, "seed 0 is not one of seeds"),
         ({"architectures": ["cgcnn"]}, "'cgcnn' is not one of"),
         ({"architecture_splits": {"m3gnet": [0]}}, "which is not in architectures"),
