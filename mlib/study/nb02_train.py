@@ -751,6 +751,11 @@ def _flag_row(predictor: str, test: pd.DataFrame, error: pd.Series, scale: float
     }
 
 
+def _ratio(value: float) -> str:
+    """A flagged / not flagged MAE ratio as a finding reads it (no crystal flagged: no ratio)."""
+    return f"{value:.2g}x" if np.isfinite(value) else "no test crystal flagged"
+
+
 def domain_check(P: TrainParams, run: Run) -> pd.DataFrame:
     """Does the domain flag (:mod:`mlib.domain`, fitted on each model's validation crystals) pick out the test
     crystals with the larger errors? Per split of ``seeds`` and for the ensemble (whose members keep their
@@ -799,7 +804,7 @@ def domain_check(P: TrainParams, run: Run) -> pd.DataFrame:
         finding=f"The flag marks {singles['share flagged'].mean():.1%} of test crystals on average (the validation "
         f"set's {1 - domain.QUANTILE:.0%} by construction); their MAE is {singles['flagged / not flagged'].min():.2g}x to "
         f"{singles['flagged / not flagged'].max():.2g}x that of the others over {len(singles)} splits "
-        f"(ensemble: {table.loc[table['predictor'].str.startswith('ensemble'), 'flagged / not flagged'].iloc[0]:.2g}x), "
+        f"(ensemble: {_ratio(table.loc[table['predictor'].str.startswith('ensemble'), 'flagged / not flagged'].iloc[0])}), "
         f"and the distance percentile correlates with the absolute error at Spearman "
         f"{singles['Spearman (percentile, |error|)'].min():.2f} to {singles['Spearman (percentile, |error|)'].max():.2f}."
         + (
