@@ -7,12 +7,20 @@ order. The shared data (graph sets) travel to each worker once, not with every j
 Interrupting leaves nothing behind: on Ctrl-C or SIGTERM the pool's workers are terminated, and every
 worker asks the kernel to end it when its parent ends (Linux ``PR_SET_PDEATHSIG``), so a killed notebook
 kernel takes its workers with it.
+
+With ``MLIB_SCHEDULER`` set to a Dask scheduler's address (``tcp://host:8786``) the runs go to that scheduler's
+workers instead, on any machines: the shared data travel to every worker once, each run's files come back
+with its result and the driver writes them into the run store (a worker needs no shared filesystem; one that
+cannot read the store retrains a finished run instead of reading it back). A worker that dies mid-run has its
+run rescheduled on another; a run whose code raises is reported with its job, not retried.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -20,17 +28,20 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from dgl import utils as dgl_utils
 
+from mlib import store
 from mlib.progress import track
 
 T = TypeVar("T")
 J = TypeVar("J")
 _SHARED: Any = None
 RUN_LINES = 40  # most progress lines a batch of runs prints outside a terminal
+SCHEDULER_ENV = "MLIB_SCHEDULER"  # a Dask scheduler's address: run the jobs on its workers
 
 
 def end_with_parent() -> None:
@@ -110,6 +121,8 @@ def run_jobs(
     that runs it): both are pickled to the workers.
     """
     steps = min(len(jobs), RUN_LINES)  # a training run takes minutes to hours: a line for each, up to RUN_LINES
+    if os.environ.get(SCHEDULER_ENV):
+        return _on_scheduler(os.environ[SCHEDULER_ENV], fn, jobs, shared, desc, steps)
     if workers <= 1 or len(jobs) <= 1:
         return [fn(shared, job) for job in track(jobs, len(jobs), desc, unit="run", steps=steps)]
     results: list[Any] = [None] * len(jobs)
@@ -117,4 +130,61 @@ def run_jobs(
         futures = {pool.submit(_call, fn, job): k for k, job in enumerate(jobs)}
         for future in track(as_completed(futures), len(jobs), desc, unit="run", steps=steps):
             results[futures[future]] = future.result()
+    return results
+
+
+def _remote(fn: Callable[[Any, J], T], shared: Any, job: J) -> tuple[T, list[tuple[str, bytes]]]:
+    """On a Dask worker: ``fn(shared, job)`` on one thread, and every file it wrote (path, bytes), in order."""
+    torch.set_num_threads(1)
+    dgl_utils.set_num_threads(1)
+    with store.journal() as written:
+        result = fn(shared, job)
+    return result, [(str(path), path.read_bytes()) for path in written if path.exists()]
+
+
+def _land(files: list[tuple[str, bytes]]) -> None:
+    """Write a remote run's files where it wrote them (a file already there with the same bytes is left alone:
+    the worker shares this filesystem)."""
+    for name, data in files:
+        path = Path(name)
+        if not (path.exists() and path.read_bytes() == data):
+            store.atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+
+
+def describe(job: Any) -> str:
+    """A job as an error names it: its short fields (a dataclass's graphs and other large values left out)."""
+    if not dataclasses.is_dataclass(job):
+        return type(job).__name__
+    fields = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}
+    shown = ", ".join(f"{k}={v!r}" for k, v in fields.items() if len(repr(v)) <= 120)
+    return f"{type(job).__name__}({shown})"
+
+
+class RemoteRunError(RuntimeError):
+    """A run failed on a Dask worker (its code raised, or the workers running it kept dying)."""
+
+
+def _on_scheduler(
+    address: str, fn: Callable[[Any, J], T], jobs: Sequence[J], shared: Any, desc: str, steps: int
+) -> list[T]:
+    """The jobs on a Dask scheduler's workers, results in job order, their files written here as they land."""
+    from distributed import Client, as_completed
+
+    results: list[Any] = [None] * len(jobs)
+    with Client(address, timeout="60s") as client:
+        # a task that unpacks the shared data, not a scatter: a result lost with its worker is computed again
+        # elsewhere (scattered data has no recipe, and its dependents are cancelled, dask/distributed#3149)
+        data = client.submit(pickle.loads, pickle.dumps(shared), pure=False)
+        client.replicate([data])  # every worker holds it once, before the runs
+        futures = {client.submit(_remote, fn, data, job, pure=False, retries=0): k for k, job in enumerate(jobs)}
+        for future in track(as_completed(futures), len(jobs), desc, unit="run", steps=steps):
+            k = futures[future]
+            try:
+                result, files = future.result()
+            except Exception as exc:
+                raise RemoteRunError(
+                    f"{describe(jobs[k])} failed on a Dask worker: {type(exc).__name__}: {exc}"
+                ) from exc
+            _land(files)
+            results[k] = result
     return results

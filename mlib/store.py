@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,21 @@ class MissingRun(FileNotFoundError):
     """A run another notebook needs has not been made yet."""
 
 
+_JOURNAL: dict[Path, None] | None = None  # the files written in a journal block, in the order of their last write
+
+
+@contextmanager
+def journal() -> Iterator[dict[Path, None]]:
+    """Record every file this process writes through :func:`atomic_write` inside the block, ordered by last write
+    (a run's ``run.json`` comes after its other files): a remote worker sends them back to the driver."""
+    global _JOURNAL
+    previous, _JOURNAL = _JOURNAL, {}
+    try:
+        yield _JOURNAL
+    finally:
+        _JOURNAL = previous
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
@@ -52,6 +68,9 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if _JOURNAL is not None:
+        _JOURNAL.pop(path, None)
+        _JOURNAL[path] = None
     return path
 
 
