@@ -26,7 +26,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,15 @@ def seed_everything(seed: int) -> None:
     # deterministic mode also fills every new tensor with NaN (a check for reads of uninitialised memory),
     # which costs about 5 % of a CGCNN epoch; no kernel here reads memory it did not write
     torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def split_of_ids(graph_set: GraphSet, ids: Mapping[str, Iterable[str]]) -> dict[str, np.ndarray]:
+    """Another run's split (crystal ids per part) as row numbers of ``graph_set``; ids it lacks are dropped."""
+    row = {entry: i for i, entry in enumerate(graph_set.table["id"].astype(str))}
+    return {
+        part: np.array([row[i] for i in map(str, part_ids) if i in row], dtype=np.int64)
+        for part, part_ids in ids.items()
+    }
 
 
 def split_indices(

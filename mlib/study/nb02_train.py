@@ -42,7 +42,7 @@ from mlib.outputs import (
 from mlib.parallel import run_jobs
 from mlib.params import TrainConfig, TrainParams
 from mlib.progress import track
-from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices
+from mlib.training import FitResult, fit_regressor, regression_metrics, split_indices, split_of_ids
 
 NOTEBOOK = store_paths.TRAIN
 SPLITS = ("train", "val", "test")
@@ -316,8 +316,7 @@ class ArchitectureJob:
 def _architecture_run(sets: dict[str, GraphSet], job: ArchitectureJob) -> dict[str, object]:
     """Train (or read back) one architecture run; its validation MAE, test predictions and seconds."""
     graph_set = sets[job.model]
-    row = {entry: i for i, entry in enumerate(graph_set.table["id"].astype(str))}
-    split = {part: np.array([row[i] for i in ids if i in row], dtype=np.int64) for part, ids in job.split_ids.items()}
+    split = split_of_ids(graph_set, job.split_ids)
     result = fit_regressor(
         lambda: build_model(job.model),
         graph_set,
@@ -621,9 +620,7 @@ def ensemble(P: TrainParams, run: Run) -> pd.DataFrame:
             f"{'MAE' if mae.mean() > goal_mae else ''} short); the table of largest errors shows what decides R."
         ),
     )
-    lift = splits["ensemble pearson_r"] - splits[f"single pearson_r (mean ± std of {n})"].str.split(" ").str[0].astype(
-        float
-    )
+    lift = splits["ensemble pearson_r"] - [members["pearson_r"].mean() for members in singles]
     run.save_table(
         splits,
         "ensemble_metrics",

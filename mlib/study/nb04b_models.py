@@ -24,7 +24,7 @@ from mlib.models.registry import MODELS, build_model, graph_spec, model_table
 from mlib.outputs import FALSE_DISCOVERY_RATE, Run, mean_std, paired_p, with_verdicts
 from mlib.parallel import run_jobs
 from mlib.params import ModelsParams, TrainConfig
-from mlib.training import fit_regressor
+from mlib.training import fit_regressor, split_of_ids
 
 NOTEBOOK = store_paths.MODELS
 METRICS = ("mse", "rmse", "mae", "r2")
@@ -515,8 +515,7 @@ def all_crystals(
                 (store_paths.model_run(P.store_dir, "cgcnn", target, seed) / "split.json").read_text()
             )
             usable = graphs.with_finite(target)
-            row = {entry: i for i, entry in enumerate(usable.table["id"].astype(str))}
-            split = {part: np.array([row[i] for i in split_ids[part] if i in row]) for part in ("train", "val", "test")}
+            split = split_of_ids(usable, {part: split_ids[part] for part in ("train", "val", "test")})
             missing[model, target] = sum(len(split_ids[p]) for p in split) - sum(len(v) for v in split.values())
             jobs.append(
                 ModelJob(model, hyper.get(model, {}), target, replace(config, seed=seed), Path(P.store_dir), split,

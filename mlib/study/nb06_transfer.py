@@ -29,7 +29,7 @@ from mlib.outputs import FALSE_DISCOVERY_RATE, Run, count_verdicts, mean_std, pa
 from mlib.parallel import run_jobs
 from mlib.params import FineTune, TrainConfig, TransferParams
 from mlib.study.nb02_train import best_architecture
-from mlib.training import few_shot_split, fit_regressor, regression_metrics
+from mlib.training import few_shot_split, fit_regressor, regression_metrics, split_of_ids
 
 NOTEBOOK = store_paths.TRANSFER
 SCRATCH = "scratch"
@@ -487,11 +487,8 @@ def _split_run(sets: dict[str, GraphSet], job: SplitJob) -> dict[str, object]:
     config = TrainConfig(**key["config"])
     graph_set = sets[job.model].with_finite(THERMAL_TARGET)
     scratch = pd.read_csv(job.scratch / "predictions.csv")
-    row = {entry: i for i, entry in enumerate(graph_set.table["id"].astype(str))}
-    split = {
-        part: np.array([row[i] for i in scratch.loc[scratch["split"] == part, "id"].astype(str) if i in row])
-        for part in ("train", "val", "test")
-    }
+    parts = ("train", "val", "test")
+    split = split_of_ids(graph_set, {part: scratch.loc[scratch["split"] == part, "id"] for part in parts})
     path = job.store_root / job.encoder
 
     def build() -> nn.Module:
